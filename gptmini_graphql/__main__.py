@@ -1,0 +1,59 @@
+"""Command line: `python -m gptmini_graphql serve | export-schema`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gptmini-graphql")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API server")
+    serve.add_argument("--host", help="default: HOST setting (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default: PORT setting (8000)")
+    serve.add_argument("--reload", action="store_true", help="restart on code changes")
+
+    export = commands.add_parser("export-schema", help="print the schema as SDL")
+    export.add_argument("--output", type=Path, help="write to this file instead")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _export_schema(args.output)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gptmini_graphql.settings import Settings
+
+    settings = Settings()
+    uvicorn.run(
+        "gptmini_graphql.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        reload=args.reload,
+        # Our JSON logging; the operation log line replaces the access log.
+        log_config=None,
+        access_log=False,
+    )
+    return 0
+
+
+def _export_schema(output: Path | None) -> int:
+    from gptmini_graphql.schema import build_schema
+
+    sdl = str(build_schema()) + "\n"
+    if output is None:
+        sys.stdout.write(sdl)
+    else:
+        output.write_text(sdl, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Who is calling: access tokens and the users who may log in."""

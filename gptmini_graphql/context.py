@@ -1,0 +1,77 @@
+"""What resolvers see: the shared services and the per-request context."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import httpx2
+from starlette.requests import HTTPConnection
+
+from gptmini_graphql.auth.tokens import TokenService
+from gptmini_graphql.auth.users import SettingsUserStore
+from gptmini_graphql.errors import Unauthenticated
+from gptmini_graphql.llm.client import LLM, build_llm
+from gptmini_graphql.rate_limits import RateLimiter
+from gptmini_graphql.settings import Settings
+from gptmini_graphql.tasks.results import TaskResult
+
+
+@dataclass(slots=True)
+class Services:
+    """Built once at start-up by the app's lifespan; shared by every request."""
+
+    settings: Settings
+    llm: LLM
+    tokens: TokenService
+    users: SettingsUserStore
+    limiter: RateLimiter
+
+    @classmethod
+    def start(
+        cls, settings: Settings, llm_http_client: httpx2.AsyncClient | None = None
+    ) -> Services:
+        return cls(
+            settings=settings,
+            llm=build_llm(settings, llm_http_client),
+            tokens=TokenService(
+                settings.jwt_secret.get_secret_value(), settings.jwt_ttl_seconds
+            ),
+            users=SettingsUserStore(settings.fake_username, settings.fake_password),
+            limiter=RateLimiter(settings.redis_url),
+        )
+
+    async def aclose(self) -> None:
+        if self.llm.client is not None:
+            await self.llm.client.close()
+        await self.limiter.aclose()
+
+
+@dataclass(slots=True)
+class RequestContext:
+    services: Services
+    connection: HTTPConnection
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    user: str | None = None
+    auth_error: Unauthenticated | None = None
+    operation_name: str | None = None
+    fields: list[str] = field(default_factory=list)
+    results: list[TaskResult] = field(default_factory=list)
+
+    @property
+    def client_address(self) -> str:
+        client = self.connection.client
+        return client.host if client else "unknown"
+
+    def authorized_llm(self) -> LLM:
+        """The LLM, for an authenticated caller only."""
+        if self.user is None:
+            raise self.auth_error or Unauthenticated(
+                "Log in first and send 'Authorization: Bearer <token>'."
+            )
+        return self.services.llm
+
+    def record(self, result: TaskResult) -> None:
+        """Keep a result's model and usage for the operation's log line."""
+        self.results.append(result)

@@ -1,0 +1,1 @@
+"""Strawberry extensions on every operation: who is calling, and may they now."""

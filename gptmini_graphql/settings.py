@@ -1,0 +1,94 @@
+"""Settings: the only reader of the environment (and of `.env`).
+
+Every setting is an environment variable of the same name in upper case;
+`.env.example` lists them all with a one-line comment each.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from limits import RateLimitItem, parse_many
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
+
+
+class ModelPrice(BaseModel):
+    """USD per one million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
+DEFAULT_PRICES = {
+    "gpt-4o-mini": ModelPrice(input=0.15, output=0.60, cached_input=0.075),
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Login and tokens (the seed's names)
+    fake_username: str = "test_user"
+    fake_password: SecretStr = SecretStr("1234")
+    jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
+    jwt_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
+
+    # The LLM upstream (any OpenAI-compatible endpoint)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    llm_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    model_prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES)
+    )
+
+    # Limits
+    rate_limit: str = "30/minute;1000/day"
+    login_rate_limit: str = "10/minute"
+    redis_url: str | None = None
+    max_input_chars: int = Field(default=20_000, ge=1)
+    max_completion_tokens: int = Field(default=4096, ge=1)
+
+    # GraphQL
+    graphql_cache_size: int = Field(default=256, ge=1)
+
+    @field_validator("rate_limit", "login_rate_limit")
+    @classmethod
+    def _parseable_limits(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate limit like '30/minute;1000/day'"
+            ) from exc
+        return value
+
+    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @cached_property
+    def rate_limits(self) -> list[RateLimitItem]:
+        return parse_many(self.rate_limit)
+
+    @cached_property
+    def login_rate_limits(self) -> list[RateLimitItem]:
+        return parse_many(self.login_rate_limit)
+
+    @property
+    def upstream_configured(self) -> bool:
+        return self.openai_api_key is not None or self.openai_base_url is not None

@@ -1,0 +1,53 @@
+"""What every task shares: argument checks and the user-message envelope."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gptmini_graphql.errors import BadUserInput, UpstreamError
+
+
+def require_text(value: str, argument: str, max_chars: int) -> str:
+    """Non-blank text within the configured size; checked before any upstream call."""
+    if not value.strip():
+        raise BadUserInput(f"{argument} must not be empty.")
+    if len(value) > max_chars:
+        raise BadUserInput(
+            f"{argument} is {len(value)} characters long; the limit is {max_chars}."
+        )
+    return value
+
+
+def require_range(value: float, argument: str, low: float, high: float) -> float:
+    if not low <= value <= high:
+        raise BadUserInput(f"{argument} must be between {low:g} and {high:g}.")
+    return value
+
+
+def delimited(text: str) -> str:
+    """User text in the user message only, between tags a model can't mistake.
+
+    A closing tag inside the text is defused so the text cannot end the
+    envelope early and pose as instructions.
+    """
+    return "<text>\n" + text.replace("</text>", "<\\/text>") + "\n</text>"
+
+
+def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A strict `response_format`: the model can only answer with this shape."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "strict": True, "schema": schema},
+    }
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    """The model's JSON answer; a malformed one is an upstream error, not a crash."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UpstreamError("The model returned malformed JSON.") from exc
+    if not isinstance(value, dict):
+        raise UpstreamError("The model returned JSON that is not an object.")
+    return value

@@ -1,0 +1,40 @@
+"""complete: free continuation of a prompt, with an optional system message."""
+
+from __future__ import annotations
+
+from gptmini_graphql.llm.client import LLM
+from gptmini_graphql.tasks.base import require_range, require_text
+from gptmini_graphql.tasks.results import Completion, FinishReason, answer_fields
+
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_TEMPERATURE = 0.7
+MAX_TEMPERATURE = 2.0
+
+
+async def complete(
+    llm: LLM,
+    prompt: str,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    system: str | None = None,
+) -> Completion:
+    limits = llm.settings
+    require_text(prompt, "prompt", limits.max_input_chars)
+    require_range(max_tokens, "maxTokens", 1, limits.max_completion_tokens)
+    require_range(temperature, "temperature", 0, MAX_TEMPERATURE)
+    messages = []
+    if system is not None:
+        # The caller's own system message: theirs to write, so not delimited.
+        messages.append(
+            {
+                "role": "system",
+                "content": require_text(system, "system", limits.max_input_chars),
+            }
+        )
+    messages.append({"role": "user", "content": prompt})
+    answer = await llm.chat(messages, max_tokens=max_tokens, temperature=temperature)
+    return Completion(
+        text=answer.text,
+        finish_reason=FinishReason.of(answer.finish_reason),
+        **answer_fields(answer),
+    )

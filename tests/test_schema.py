@@ -1,0 +1,33 @@
+"""schema.graphql is what the code builds, and the CLI exports exactly that."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gptmini_graphql.schema import build_schema
+
+SCHEMA_FILE = Path(__file__).parents[1] / "schema.graphql"
+
+
+def test_schema_file_matches_the_code() -> None:
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == str(build_schema()) + "\n", (
+        "schema.graphql is out of date: run `make schema` and commit it"
+    )
+
+
+def test_export_schema_command_prints_the_schema(tmp_path: Path) -> None:
+    output = tmp_path / "schema.graphql"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gptmini_graphql",
+            "export-schema",
+            "--output",
+            str(output),
+        ],
+        check=True,
+    )
+    assert output.read_text(encoding="utf-8") == SCHEMA_FILE.read_text(encoding="utf-8")
