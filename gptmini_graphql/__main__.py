@@ -1,4 +1,4 @@
-"""Command line: `python -m gptmini_graphql serve | export-schema`."""
+"""Command line: `python -m gptmini_graphql serve | export-schema | llm serve`."""
 
 from __future__ import annotations
 
@@ -19,9 +19,19 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export-schema", help="print the schema as SDL")
     export.add_argument("--output", type=Path, help="write to this file instead")
 
+    llm = commands.add_parser("llm", help="the embedded model")
+    llm_commands = llm.add_subparsers(dest="llm_command", required=True)
+    llm_serve = llm_commands.add_parser(
+        "serve", help="serve it alone as an OpenAI-compatible server"
+    )
+    llm_serve.add_argument("--host", default="127.0.0.1")
+    llm_serve.add_argument("--port", type=int, default=8001)
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "llm":
+        return _serve_embedded(args)
     return _export_schema(args.output)
 
 
@@ -41,6 +51,14 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
     )
+    return 0
+
+
+def _serve_embedded(args: argparse.Namespace) -> int:
+    from gptmini_graphql.llm.embedded_server import serve_embedded
+    from gptmini_graphql.settings import Settings
+
+    serve_embedded(Settings(), host=args.host, port=args.port)
     return 0
 
 

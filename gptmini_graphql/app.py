@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from gptmini_graphql import __version__
 from gptmini_graphql.context import Services
@@ -33,23 +33,27 @@ def create_app(
     """`llm_http_client` replaces the SDK's HTTP client: how tests reach a fake upstream."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    graphql = GraphQLEndpoint(build_schema(settings.graphql_cache_size))
+    graphql = GraphQLEndpoint(
+        build_schema(settings.graphql_cache_size),
+        max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        services = Services.start(settings, llm_http_client)
+        services = await Services.start(settings, llm_http_client)
         logger.info(
             "started",
             extra={
                 "version": __version__,
-                "model": settings.openai_model,
+                "backend": settings.backend,
+                "model": services.llm.model,
                 "upstream": settings.openai_base_url
-                or ("openai" if settings.openai_api_key else None),
-                "llm_ready": services.llm.ready,
+                if settings.backend == "openai"
+                else None,
                 "rate_limit_storage": "redis" if settings.redis_url else "memory",
             },
         )
-        if not services.llm.ready:
+        if services.llm.client is None:
             logger.warning(NOT_CONFIGURED)
         try:
             yield {"services": services}
@@ -61,16 +65,18 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> JSONResponse:
-        services: Services = request.state.services
-        if services.llm.ready:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready", "reason": NOT_CONFIGURED}, 503)
+        llm = request.state.services.llm
+        if await llm.ready():
+            return JSONResponse({"status": "ready", "model": llm.model})
+        reason = NOT_CONFIGURED if llm.client is None else "The model is loading."
+        return JSONResponse({"status": "not ready", "reason": reason}, 503)
 
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/graphql", graphql),
+            WebSocketRoute("/graphql", graphql),
             graphiql_static_route(),
         ],
         middleware=[Middleware(RequestIdMiddleware)],

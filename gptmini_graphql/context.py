@@ -14,6 +14,7 @@ from gptmini_graphql.errors import Unauthenticated
 from gptmini_graphql.llm.client import LLM, build_llm
 from gptmini_graphql.rate_limits import RateLimiter
 from gptmini_graphql.settings import Settings
+from gptmini_graphql.tasks import RESPONSE_SCHEMAS
 from gptmini_graphql.tasks.results import TaskResult
 
 
@@ -28,12 +29,14 @@ class Services:
     limiter: RateLimiter
 
     @classmethod
-    def start(
+    async def start(
         cls, settings: Settings, llm_http_client: httpx2.AsyncClient | None = None
     ) -> Services:
+        llm = build_llm(settings, llm_http_client, warm_up_schemas=RESPONSE_SCHEMAS)
+        await llm.start()
         return cls(
             settings=settings,
-            llm=build_llm(settings, llm_http_client),
+            llm=llm,
             tokens=TokenService(
                 settings.jwt_secret.get_secret_value(), settings.jwt_ttl_seconds
             ),
@@ -42,8 +45,7 @@ class Services:
         )
 
     async def aclose(self) -> None:
-        if self.llm.client is not None:
-            await self.llm.client.close()
+        await self.llm.aclose()
         await self.limiter.aclose()
 
 
@@ -58,6 +60,19 @@ class RequestContext:
     operation_name: str | None = None
     fields: list[str] = field(default_factory=list)
     results: list[TaskResult] = field(default_factory=list)
+    streaming: bool = False
+    # graphql-transport-ws's connection_init payload (Strawberry fills it in).
+    connection_params: dict[str, object] | None = None
+
+    @property
+    def authorization(self) -> str | None:
+        """The Authorization header, or its copy in connection_init's payload
+        (browsers cannot set headers on a WebSocket)."""
+        params = self.connection_params or {}
+        value = params.get("Authorization") or params.get("authorization")
+        if isinstance(value, str):
+            return value
+        return self.connection.headers.get("authorization")
 
     @property
     def client_address(self) -> str:

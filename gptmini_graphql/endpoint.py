@@ -1,36 +1,77 @@
-"""The /graphql endpoint: Strawberry's ASGI view with our context, error
-masking, operation log line and offline GraphiQL."""
+"""The /graphql endpoint: Strawberry's ASGI view with our context, the
+operation's log line and offline GraphiQL."""
 
 from __future__ import annotations
 
-import logging
-import time
-
-from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
-from strawberry.types import ExecutionResult
-
-from gptmini_graphql.context import RequestContext
-from gptmini_graphql.errors import (
-    GRAPHQL_PARSE_FAILED,
-    GRAPHQL_VALIDATION_FAILED,
-    INTERNAL_MESSAGE,
-    INTERNAL_SERVER_ERROR,
-    AppError,
-    BadUserInput,
+from strawberry.schema.base import BaseSchema
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    MULTIPART_SUBSCRIPTION_PROTOCOL,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    SubscribeMessage,
+)
+from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
+
+from gptmini_graphql.auth.tokens import bearer_token
+from gptmini_graphql.context import RequestContext
+from gptmini_graphql.errors import INTERNAL_SERVER_ERROR, RateLimited, Unauthenticated
+from gptmini_graphql.extensions.errors import coded
 from gptmini_graphql.graphiql import render_graphiql_page
+from gptmini_graphql.operation_log import log_operation
 
-logger = logging.getLogger("gptmini_graphql.graphql")
 
-OK = "OK"
+class _TransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        # Strawberry refuses past the cap too, but with an error that has no code.
+        cap = self.max_subscriptions_per_connection
+        if (
+            self.connection_acknowledged
+            and cap is not None
+            and len(self.operations) >= cap
+            and message["id"] not in self.operations
+        ):
+            error = RateLimited(
+                f"At most {cap} subscriptions may run at once on one connection."
+            )
+            payload = {"message": error.message, "extensions": error.extensions}
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [payload]}
+            )
+            return
+        await super().handle_subscribe(message)
 
 
 class GraphQLEndpoint(GraphQL[RequestContext, None]):
+    """Queries and mutations over GET and POST; subscriptions over
+    graphql-transport-ws, SSE (graphql-sse) and multipart HTTP (Apollo's)."""
+
+    graphql_transport_ws_handler_class = _TransportWSHandler
+
+    def __init__(
+        self, schema: BaseSchema, *, max_subscriptions_per_connection: int = 5
+    ):
+        super().__init__(
+            schema,
+            subscription_protocols=(
+                GRAPHQL_TRANSPORT_WS_PROTOCOL,
+                GRAPHQL_SSE_PROTOCOL,
+                MULTIPART_SUBSCRIPTION_PROTOCOL,
+            ),
+            max_subscriptions_per_connection=max_subscriptions_per_connection,
+        )
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> RequestContext:
@@ -43,76 +84,36 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         request.state.graphql_context = context
         return context
 
+    async def on_ws_connect(self, context: RequestContext) -> UnsetType:
+        """A WebSocket must name its user in connection_init, or it is closed
+        with 4403 Forbidden."""
+        try:
+            token = bearer_token(context.authorization)
+            if token is None:
+                raise Unauthenticated("connection_init must carry Authorization.")
+            context.user = context.services.tokens.verify(token)
+        except Unauthenticated as error:
+            raise ConnectionRejectionError(
+                {"message": error.message, "extensions": error.extensions}
+            ) from error
+        return UNSET
+
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(render_graphiql_page(endpoint=request.url.path))
 
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        response: GraphQLHTTPResponse = {"data": result.data}
-        codes = []
         if result.errors:
-            response["errors"] = [format_error(error) for error in result.errors]
-            codes = [error["extensions"]["code"] for error in response["errors"]]
-        if result.extensions:
-            response["extensions"] = result.extensions
-        log_operation(request.state.graphql_context, codes)
+            # ErrorCodesExtension coded these inside the operation, except those
+            # raised before it started (a parse error from the parser cache).
+            result.errors = [coded(error) for error in result.errors]
+        response = await super().process_result(request, result)
+        codes = [
+            error.get("extensions", {}).get("code", INTERNAL_SERVER_ERROR)
+            for error in response.get("errors", ())
+        ]
+        context: RequestContext = request.state.graphql_context
+        if not context.streaming:  # a stream logs itself once, when it ends
+            log_operation(context, codes)
         return response
-
-
-def format_error(error: GraphQLError) -> dict:
-    """Our errors as they are, GraphQL's own with a code, anything else masked."""
-    formatted = dict(error.formatted)
-    original = error.original_error
-    if isinstance(original, AppError):
-        formatted["message"] = original.message
-        formatted["extensions"] = original.extensions
-    elif error.path is None and (
-        original is None or isinstance(original, GraphQLError)
-    ):
-        # No path: raised before execution, by the parser, validation or
-        # variable coercion (graphql-core nests the latter's own error).
-        formatted["extensions"] = {"code": _request_error_code(error)}
-    else:
-        # A bug of ours, or a library's: the client learns nothing of it.
-        logger.error(
-            "unexpected error in resolver",
-            extra={"path": error.path},
-            exc_info=(type(original), original, original.__traceback__)
-            if original
-            else None,
-        )
-        formatted["message"] = INTERNAL_MESSAGE
-        formatted["extensions"] = {"code": INTERNAL_SERVER_ERROR}
-    return formatted
-
-
-def _request_error_code(error: GraphQLError) -> str:
-    """Errors before execution: the document or the variables are at fault."""
-    if error.message.startswith("Syntax Error"):
-        return GRAPHQL_PARSE_FAILED
-    if error.message.startswith("Variable '$"):
-        return BadUserInput.code
-    return GRAPHQL_VALIDATION_FAILED
-
-
-def log_operation(context: RequestContext, codes: list[str]) -> None:
-    results = context.results
-    costs = [r.usage.cost_usd for r in results]
-    outcome = codes[0] if codes else OK
-    logger.log(
-        logging.INFO if outcome == OK else logging.WARNING,
-        "graphql operation",
-        extra={
-            "user": context.user,
-            "operation": context.operation_name,
-            "fields": context.fields,
-            "model": results[0].model if results else None,
-            "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
-            "completion_tokens": sum(r.usage.completion_tokens for r in results),
-            "cost_usd": None if None in costs else sum(costs),
-            "latency_ms": round((time.perf_counter() - context.started) * 1000, 2),
-            "outcome": outcome,
-            "error_codes": codes,
-        },
-    )

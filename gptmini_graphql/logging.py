@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-import sys
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -39,28 +39,34 @@ class JSONFormatter(logging.Formatter):
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever `sys.stderr` is when a line is logged, not when the
-    handler was made (test runners and embedding tools swap it)."""
+    """Writes to a private copy of file descriptor 2.
 
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
+    llama.cpp silences fd 2 (and swaps `sys.stderr`) while it loads a model;
+    a copy made beforehand keeps our lines flowing meanwhile.
+    """
 
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass
+    def __init__(self) -> None:
+        super().__init__(os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8"))
+
+    def close(self) -> None:
+        super().close()
+        self.stream.close()
 
 
 def configure_logging(level: str) -> None:
     """Our loggers and uvicorn's write JSON to stderr; idempotent."""
     handler = _StderrHandler()
     handler.setFormatter(JSONFormatter())
+    replaced = set()
     for name in ("gptmini_graphql", "uvicorn"):
         logger = logging.getLogger(name)
+        replaced.update(logger.handlers)
         logger.handlers = [handler]
         logger.setLevel(level)
         # Not to the root logger: it would print each line a second time.
         logger.propagate = False
+    for old in replaced:
+        old.close()
 
 
 # Client-chosen ids are echoed into headers and logs: keep them short and plain.

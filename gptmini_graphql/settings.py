@@ -6,7 +6,9 @@ Every setting is an environment variable of the same name in upper case;
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 from limits import RateLimitItem, parse_many
@@ -24,8 +26,11 @@ class ModelPrice(BaseModel):
     cached_input: float | None = Field(default=None, ge=0)
 
 
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+
 DEFAULT_PRICES = {
     "gpt-4o-mini": ModelPrice(input=0.15, output=0.60, cached_input=0.075),
+    LOCAL_MODEL_NAME: ModelPrice(input=0, output=0, cached_input=0),
 }
 
 
@@ -55,6 +60,18 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_PRICES)
     )
 
+    # The embedded local model (used when no upstream is configured)
+    llm_backend: Literal["auto", "openai", "local"] = "auto"
+    local_model_path: Path = Path("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    local_model_name: str = LOCAL_MODEL_NAME
+    local_context_size: int = Field(default=2048, ge=256)
+    # One core left to the event loop: llama.cpp's spinning threads slow down
+    # sharply when anything else wants their core.
+    local_threads: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=1
+    )
+    local_queue_size: int = Field(default=8, ge=0)
+
     # Limits
     rate_limit: str = "30/minute;1000/day"
     login_rate_limit: str = "10/minute"
@@ -64,6 +81,7 @@ class Settings(BaseSettings):
 
     # GraphQL
     graphql_cache_size: int = Field(default=256, ge=1)
+    max_subscriptions_per_connection: int = Field(default=5, ge=1)
 
     @field_validator("rate_limit", "login_rate_limit")
     @classmethod
@@ -92,3 +110,10 @@ class Settings(BaseSettings):
     @property
     def upstream_configured(self) -> bool:
         return self.openai_api_key is not None or self.openai_base_url is not None
+
+    @property
+    def backend(self) -> Literal["openai", "local"]:
+        """`auto` is OpenAI(-compatible) when a key or base URL is set, else local."""
+        if self.llm_backend != "auto":
+            return self.llm_backend
+        return "openai" if self.upstream_configured else "local"

@@ -54,29 +54,92 @@ def default_content(body: dict[str, Any]) -> str:
     name = response_format.get("json_schema", {}).get("name")
     if name == "sentiment":
         return json.dumps({"sentiment": "positive", "score": 0.8, "confidence": 0.9})
-    if name == "translation":
-        properties = response_format["json_schema"]["schema"]["properties"]
-        answer = {"translation": "Bonjour le monde"}
-        if "source_language" in properties:
-            answer = {"source_language": "en", **answer}
-        return json.dumps(answer)
+    if name == "language":
+        return json.dumps({"language": "en"})
+    if "translator" in body["messages"][0]["content"]:
+        return "Bonjour le monde"
     return "A short answer."
 
 
 @dataclass
 class Reply:
-    """One scripted answer: a JSON body, or an exception, after a delay."""
+    """One scripted answer: a JSON body, or an exception, after a delay.
+
+    A streamed request gets `chunks` as SSE deltas instead, `chunk_delay`
+    apart; `cut_after` breaks the stream after that many chunks, and
+    `stream_usage=False` leaves out the final usage chunk.
+    """
 
     status: int = 200
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     error: Exception | None = None
+    chunks: list[str] = field(default_factory=lambda: ["Once ", "upon ", "a time"])
+    chunk_delay: float = 0.0
+    cut_after: int | None = None
+    stream_usage: bool = True
+    finish_reason: str = "stop"
+
+
+def chunk_event(choices: list[dict[str, Any]], usage: dict | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": MODEL_SNAPSHOT,
+        "choices": choices,
+        "usage": usage,
+    }
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+class SSEStream(httpx2.AsyncByteStream):
+    """The body of a streamed answer; notes when the client hangs up early."""
+
+    def __init__(self, reply: Reply, upstream: FakeUpstream) -> None:
+        self.reply = reply
+        self.upstream = upstream
+        self.finished = False
+
+    async def __aiter__(self):  # type: ignore[override]
+        reply = self.reply
+        for index, text in enumerate(reply.chunks):
+            if reply.cut_after is not None and index == reply.cut_after:
+                self.finished = True  # the upstream broke it, not the client
+                raise httpx2.RemoteProtocolError("peer closed connection mid-stream")
+            if reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
+            delta = (
+                {"role": "assistant", "content": text}
+                if index == 0
+                else {"content": text}
+            )
+            yield chunk_event([{"index": 0, "delta": delta, "finish_reason": None}])
+        yield chunk_event(
+            [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]
+        )
+        if reply.stream_usage:
+            completion_tokens = len(reply.chunks)
+            usage = {
+                "prompt_tokens": 10,
+                "completion_tokens": completion_tokens,
+                "total_tokens": 10 + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0},
+            }
+            yield chunk_event([], usage)
+        yield b"data: [DONE]\n\n"
+        self.finished = True
+
+    async def aclose(self) -> None:
+        if not self.finished:
+            self.upstream.disconnects += 1
 
 
 class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.disconnects = 0  # streams the client closed before their end
         self.replies: deque[Reply] = deque()
         self.default: Callable[[dict[str, Any]], Reply] = lambda body: Reply(
             body=chat_completion(default_content(body))
@@ -97,6 +160,13 @@ class FakeUpstream:
             await asyncio.sleep(reply.delay)
         if reply.error is not None:
             raise reply.error
+        if body.get("stream"):
+            return httpx2.Response(
+                200,
+                headers={"content-type": "text/event-stream"},
+                stream=SSEStream(reply, self),
+                request=request,
+            )
         return httpx2.Response(
             reply.status, json=reply.body, headers=reply.headers, request=request
         )

@@ -11,8 +11,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import openai
 import yaml
 
 ROOT = Path(__file__).parents[1]
@@ -29,13 +32,18 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert json.loads(cmd) == SERVE
 
 
-def test_compose_runs_the_api_with_redis() -> None:
+def test_compose_runs_the_api_with_redis_and_the_embedded_model() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     services = compose["services"]
-    assert set(services) >= {"api", "redis"}
-    assert services["api"]["command"] == SERVE
-    assert services["api"]["environment"]["REDIS_URL"].startswith("redis://redis:")
-    assert "redis" in services["api"]["depends_on"]
+    assert set(services) >= {"api", "redis", "llm"}
+    api, llm = services["api"], services["llm"]
+    assert api["command"] == SERVE
+    assert api["environment"]["REDIS_URL"].startswith("redis://redis:")
+    assert set(api["depends_on"]) == {"redis", "llm"}
+    # The api reaches the llm service on the port that service serves.
+    port = llm["command"][llm["command"].index("--port") + 1]
+    assert llm["command"][:4] == ["python", "-m", "gptmini_graphql", "llm"]
+    assert f"http://llm:{port}/v1" in api["environment"]["OPENAI_BASE_URL"]
 
 
 def test_makefile_run_uses_the_same_command() -> None:
@@ -61,49 +69,94 @@ def test_makefile_run_uses_the_same_command() -> None:
         assert re.search(rf"^{target}:", text, re.MULTILINE), target
 
 
+MODEL_FILE = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def test_the_serve_command_answers_health_and_login(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {**os.environ, "PORT": str(port), "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
+@contextmanager
+def _running(command: list[str], port: int, cwd: Path) -> Iterator[list[str]]:
+    """The command as a server, once its /readyz says so; yields its log lines,
+    complete after it stopped."""
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "OPENAI_API_KEY": "",
+        "OPENAI_BASE_URL": "",
+        "LLM_BACKEND": "auto",
+        "LOCAL_MODEL_PATH": str(MODEL_FILE),
+    }
     server = subprocess.Popen(
-        [sys.executable, *SERVE[1:]],
-        cwd=tmp_path,  # no .env there
+        [sys.executable, *command[1:]],
+        cwd=cwd,
         env=env,
         stderr=subprocess.PIPE,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    lines: list[str] = []
     try:
-        deadline = time.monotonic() + 30
+        # Ready once the model has loaded (/healthz answers before that).
+        deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
-                    assert json.load(response) == {"status": "ok"}
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/readyz", timeout=1
+                ) as response:
+                    assert response.status == 200
                     break
             except OSError:
                 assert server.poll() is None, server.stderr.read()
-                assert time.monotonic() < deadline, "server did not start"
+                assert time.monotonic() < deadline, "server did not become ready"
                 time.sleep(0.2)
-        request = urllib.request.Request(
-            f"{base}/graphql",
-            data=json.dumps(
-                {
-                    "query": 'mutation { login(username: "test_user", password: "1234") '
-                    "{ accessToken } }"
-                }
-            ).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            assert json.load(response)["data"]["login"]["accessToken"]
+        yield lines
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=10)
-    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    messages = [line["message"] for line in lines]
+        lines.extend(stderr.splitlines())
+
+
+def _post(url: str, body: dict, token: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers=headers
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def test_the_serve_command_answers_with_the_embedded_model(tmp_path: Path) -> None:
+    """What `make run` does on a fresh machine: no key, the embedded model."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/graphql"
+    with _running(SERVE, port, cwd=tmp_path) as log:  # no .env in tmp_path
+        login = 'mutation { login(username: "test_user", password: "1234") { accessToken } }'
+        token = _post(url, {"query": login})["data"]["login"]["accessToken"]
+        query = '{ analyze(text: "What a lovely day!") { sentiment model usage { costUsd } } }'
+        analysis = _post(url, {"query": query}, token)["data"]["analyze"]
+    assert analysis["sentiment"] in {"POSITIVE", "NEGATIVE", "NEUTRAL", "MIXED"}
+    assert analysis["model"] == "smollm2-135m-instruct"
+    assert analysis["usage"]["costUsd"] == 0
+    messages = [json.loads(line)["message"] for line in log if line.startswith("{")]
     assert "started" in messages and "stopped" in messages
+
+
+def test_the_llm_serve_command_is_an_openai_compatible_server(tmp_path: Path) -> None:
+    """What the compose file's `llm` service runs, asked by the openai SDK."""
+    port = _free_port()
+    command = ["python", "-m", "gptmini_graphql", "llm", "serve", "--port", str(port)]
+    with _running(command, port, cwd=tmp_path):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        answer = client.chat.completions.create(
+            model="any",
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=8,
+        )
+    assert answer.model == "smollm2-135m-instruct"
+    assert answer.choices[0].message.content
+    assert answer.usage.completion_tokens > 0

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from gptmini_graphql.context import Services
 from gptmini_graphql.endpoint import GraphQLEndpoint
+from gptmini_graphql.extensions.errors import ErrorCodesExtension
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
 from tests.conftest import API, error_codes, make_settings
 
@@ -51,13 +52,20 @@ def test_unexpected_errors_are_masked_and_logged(capfd: pytest.CaptureFixture) -
     # The real endpoint and middleware around a schema with a bug in it.
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        services = Services.start(make_settings())
+        services = await Services.start(make_settings())
         yield {"services": services}
         await services.aclose()
 
     app = Starlette(
         routes=[
-            Route("/graphql", GraphQLEndpoint(strawberry.Schema(query=BrokenQuery)))
+            Route(
+                "/graphql",
+                GraphQLEndpoint(
+                    strawberry.Schema(
+                        query=BrokenQuery, extensions=[ErrorCodesExtension]
+                    )
+                ),
+            )
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
@@ -127,8 +135,10 @@ def test_one_json_log_line_per_operation(
 
 
 def test_the_log_line_records_the_refusal(
-    capfd: pytest.CaptureFixture, api: API
+    capfd: pytest.CaptureFixture, make_api
 ) -> None:
+    # Made inside the test: the log handler writes to the fd 2 of its creation.
+    api = make_api()
     capfd.readouterr()
     api.post('{ summarize(text: "hi") { text } }')
     line = next(
@@ -142,4 +152,7 @@ def test_the_log_line_records_the_refusal(
 
 def test_health_and_readiness(api: API) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
-    assert api.client.get("/readyz").json() == {"status": "ready"}
+    assert api.client.get("/readyz").json() == {
+        "status": "ready",
+        "model": "gpt-4o-mini",
+    }

@@ -19,7 +19,7 @@ class JWTContextExtension(SchemaExtension):
         context: RequestContext = self.execution_context.context
         context.operation_name = self.execution_context.operation_name
         try:
-            token = bearer_token(context.connection.headers.get("authorization"))
+            token = bearer_token(context.authorization)
             if token is not None:
                 context.user = context.services.tokens.verify(token)
         except Unauthenticated as error:

@@ -20,7 +20,9 @@ from strawberry.extensions import SchemaExtension
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import RateLimited
 
-LLM_FIELDS = frozenset({"summarize", "translate", "complete", "analyze"})
+LLM_FIELDS = frozenset(
+    {"summarize", "translate", "complete", "analyze", "completeStream"}
+)
 
 
 class RateLimitExtension(SchemaExtension):

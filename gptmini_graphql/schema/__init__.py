@@ -9,9 +9,11 @@ from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
 
 from gptmini_graphql.extensions.auth import JWTContextExtension
+from gptmini_graphql.extensions.errors import ErrorCodesExtension
 from gptmini_graphql.extensions.rate_limit import RateLimitExtension
 from gptmini_graphql.schema.mutation import Mutation
 from gptmini_graphql.schema.query import Query
+from gptmini_graphql.schema.subscription import Subscription
 
 
 class Schema(strawberry.Schema):
@@ -26,9 +28,11 @@ def build_schema(cache_size: int = 256) -> Schema:
     return Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         # Classes and factories, never instances: an instance would be shared
         # by concurrent requests.
         extensions=[
+            ErrorCodesExtension,
             JWTContextExtension,
             RateLimitExtension,
             lambda: ParserCache(maxsize=cache_size),

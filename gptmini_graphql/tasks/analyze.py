@@ -13,10 +13,12 @@ from gptmini_graphql.tasks.base import (
 from gptmini_graphql.tasks.results import Sentiment, SentimentAnalysis, answer_fields
 
 SYSTEM = (
-    "You classify the sentiment of the text the user gives between <text> tags. "
-    "Answer with JSON only: sentiment is positive, negative, neutral or mixed; "
-    "score runs from -1 (most negative) to 1 (most positive); confidence runs "
-    "from 0 to 1."
+    "You classify the sentiment of the text the user gives between <text> tags: "
+    "positive, negative, neutral or mixed, with a score from -1 (most negative) "
+    "to 1 (most positive) and a confidence from 0 to 1. Examples: 'I love it' is "
+    "positive, score 0.9; 'This is awful' is negative, score -0.9; 'It is "
+    "Monday' is neutral, score 0; 'Good food, bad service' is mixed, score 0. "
+    "Answer with JSON only."
 )
 
 SCHEMA = json_schema_format(
@@ -55,10 +57,16 @@ async def analyze(llm: LLM, text: str) -> SentimentAnalysis:
         raise UpstreamError(
             "The model's sentiment did not match the expected shape."
         ) from exc
+    score = _clamp(score, -1.0, 1.0)
+    # Small models get the label right more often than the sign: make them agree.
+    if sentiment is Sentiment.POSITIVE:
+        score = abs(score)
+    elif sentiment is Sentiment.NEGATIVE:
+        score = -abs(score)
     return SentimentAnalysis(
         sentiment=sentiment,
         # Strict schemas can't bound numbers everywhere; the ranges are ours to keep.
-        score=_clamp(score, -1.0, 1.0),
+        score=score,
         confidence=_clamp(confidence, 0.0, 1.0),
         **answer_fields(answer),
     )

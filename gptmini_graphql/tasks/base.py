@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from gptmini_graphql.errors import BadUserInput, UpstreamError
@@ -32,6 +33,14 @@ def delimited(text: str) -> str:
     envelope early and pose as instructions.
     """
     return "<text>\n" + text.replace("</text>", "<\\/text>") + "\n</text>"
+
+
+_TAGS = re.compile(r"</?text>")
+
+
+def without_envelope(answer: str) -> str:
+    """Small models echo the <text> tags back; the caller never wants them."""
+    return _TAGS.sub("", answer).strip()
 
 
 def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:

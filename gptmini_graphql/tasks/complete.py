@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gptmini_graphql.llm.client import LLM
+from collections.abc import AsyncIterator
+
+from gptmini_graphql.llm.client import LLM, ChatStreamEnd
 from gptmini_graphql.tasks.base import require_range, require_text
 from gptmini_graphql.tasks.results import Completion, FinishReason, answer_fields
 
@@ -18,6 +20,30 @@ async def complete(
     temperature: float = DEFAULT_TEMPERATURE,
     system: str | None = None,
 ) -> Completion:
+    messages = _messages(llm, prompt, max_tokens, temperature, system)
+    answer = await llm.chat(messages, max_tokens=max_tokens, temperature=temperature)
+    return Completion(
+        text=answer.text,
+        finish_reason=FinishReason.of(answer.finish_reason),
+        **answer_fields(answer),
+    )
+
+
+def complete_stream(
+    llm: LLM,
+    prompt: str,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    system: str | None = None,
+) -> AsyncIterator[str | ChatStreamEnd]:
+    """The same completion as text deltas; arguments are checked before it starts."""
+    messages = _messages(llm, prompt, max_tokens, temperature, system)
+    return llm.stream_chat(messages, max_tokens=max_tokens, temperature=temperature)
+
+
+def _messages(
+    llm: LLM, prompt: str, max_tokens: int, temperature: float, system: str | None
+) -> list[dict[str, str]]:
     limits = llm.settings
     require_text(prompt, "prompt", limits.max_input_chars)
     require_range(max_tokens, "maxTokens", 1, limits.max_completion_tokens)
@@ -25,16 +51,7 @@ async def complete(
     messages = []
     if system is not None:
         # The caller's own system message: theirs to write, so not delimited.
-        messages.append(
-            {
-                "role": "system",
-                "content": require_text(system, "system", limits.max_input_chars),
-            }
-        )
+        require_text(system, "system", limits.max_input_chars)
+        messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": prompt})
-    answer = await llm.chat(messages, max_tokens=max_tokens, temperature=temperature)
-    return Completion(
-        text=answer.text,
-        finish_reason=FinishReason.of(answer.finish_reason),
-        **answer_fields(answer),
-    )
+    return messages

@@ -6,7 +6,7 @@ from enum import Enum
 
 import strawberry
 
-from gptmini_graphql.llm.client import ChatAnswer
+from gptmini_graphql.llm.client import ChatAnswer, ChatStreamEnd
 from gptmini_graphql.llm.client import Usage as LLMUsage
 
 
@@ -73,6 +73,38 @@ class FinishReason(Enum):
 class Completion(TaskResult):
     text: str
     finish_reason: FinishReason
+
+
+@strawberry.type(
+    description="One event of a streamed completion: text deltas as the model "
+    "writes them, then a last event with `done: true`, the finish reason, the "
+    "model and the usage."
+)
+class CompletionChunk:
+    text: str = strawberry.field(description="Text since the previous event.")
+    done: bool
+    finish_reason: FinishReason | None = None
+    model: str | None = None
+    usage: Usage | None = strawberry.field(
+        default=None,
+        description="On the last event; null there only when the model server "
+        "did not report usage (then `notice` says so).",
+    )
+    notice: str | None = None
+
+    @classmethod
+    def last(cls, end: ChatStreamEnd) -> CompletionChunk:
+        return cls(
+            text="",
+            done=True,
+            finish_reason=FinishReason.of(end.finish_reason),
+            model=end.model,
+            usage=Usage.of(end.usage) if end.usage else None,
+            notice=None if end.usage else USAGE_MISSING,
+        )
+
+
+USAGE_MISSING = "The model server did not report token usage; the cost is unknown."
 
 
 @strawberry.enum

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from gptmini_graphql.llm.client import LLM
-from gptmini_graphql.tasks.base import delimited, require_range, require_text
+from gptmini_graphql.tasks.base import (
+    delimited,
+    require_range,
+    require_text,
+    without_envelope,
+)
 from gptmini_graphql.tasks.results import Summary, answer_fields
 
 DEFAULT_MAX_WORDS = 100
@@ -29,7 +34,8 @@ async def summarize(llm: LLM, text: str, max_words: int = DEFAULT_MAX_WORDS) -> 
         temperature=0,
     )
     return Summary(
-        text=within_words(answer.text.strip(), max_words), **answer_fields(answer)
+        text=within_words(without_envelope(answer.text), max_words),
+        **answer_fields(answer),
     )
 
 

@@ -1,50 +1,48 @@
-"""translate: the text in another language, detecting the source when not given."""
+"""translate: the text in another language, detecting the source when not given.
+
+The translation is plain text (small models garble it inside JSON); the
+detection, when needed, is a second small call whose answer a JSON schema
+holds to the ISO 639-1 codes. Both run at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+
 from gptmini_graphql.errors import UpstreamError
-from gptmini_graphql.llm.client import LLM
+from gptmini_graphql.llm.client import LLM, ChatAnswer
 from gptmini_graphql.tasks.base import (
     delimited,
     json_schema_format,
     parse_json_object,
     require_text,
+    without_envelope,
 )
 from gptmini_graphql.tasks.languages import BY_CODE, CODES, resolve_language
-from gptmini_graphql.tasks.results import Translation, answer_fields
+from gptmini_graphql.tasks.results import Translation, Usage
 
 SYSTEM = (
     "You are a translator. Translate the text the user gives between <text> tags "
-    "{source}into {target}. Keep its meaning, tone and formatting. Answer with "
-    "JSON only{detect}."
+    "{source}into {target}. Keep its meaning, tone and formatting. Reply with the "
+    "translation only: no notes, no quotes, no tags."
 )
-DETECT = (
-    ', with "source_language" set to the ISO 639-1 code of the language the '
-    "text is written in"
+DETECT_SYSTEM = (
+    "Name the language of the text the user gives between <text> tags, as an "
+    "ISO 639-1 code. Answer with JSON only."
 )
+DETECT_SCHEMA = json_schema_format(
+    "language",
+    {
+        "type": "object",
+        "properties": {"language": {"type": "string", "enum": CODES}},
+        "required": ["language"],
+        "additionalProperties": False,
+    },
+)
+DETECT_MAX_TOKENS = 16
 
-# Detection and translation in one call; the enum keeps the code valid.
-DETECTING_SCHEMA = json_schema_format(
-    "translation",
-    {
-        "type": "object",
-        "properties": {
-            "source_language": {"type": "string", "enum": CODES},
-            "translation": {"type": "string"},
-        },
-        "required": ["source_language", "translation"],
-        "additionalProperties": False,
-    },
-)
-KNOWN_SOURCE_SCHEMA = json_schema_format(
-    "translation",
-    {
-        "type": "object",
-        "properties": {"translation": {"type": "string"}},
-        "required": ["translation"],
-        "additionalProperties": False,
-    },
-)
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
 async def translate(
@@ -55,29 +53,59 @@ async def translate(
     source = (
         resolve_language(source_language, "sourceLanguage") if source_language else None
     )
-    system = SYSTEM.format(
-        source=f"from {source.name} " if source else "",
-        target=target.name,
-        detect="" if source else DETECT,
-    )
-    answer = await llm.chat(
+    translating = llm.chat(
         [
-            {"role": "system", "content": system},
+            {
+                "role": "system",
+                "content": SYSTEM.format(
+                    source=f"from {source.name} " if source else "", target=target.name
+                ),
+            },
             {"role": "user", "content": delimited(text)},
         ],
-        # Translations run longer than their source in tokens; leave room.
-        max_tokens=llm.settings.max_completion_tokens,
+        # About two characters a token at worst, and room for the target's growth.
+        max_tokens=min(len(text) // 2 + 64, llm.settings.max_completion_tokens),
         temperature=0,
-        response_format=KNOWN_SOURCE_SCHEMA if source else DETECTING_SCHEMA,
     )
-    fields = parse_json_object(answer.text)
-    translation = fields.get("translation")
-    detected = source.code if source else fields.get("source_language")
-    if not isinstance(translation, str) or detected not in BY_CODE:
-        raise UpstreamError("The model's translation did not match the expected shape.")
+    if source is None:
+        answer, detection = await asyncio.gather(translating, _detect(llm, text))
+        detected = _detected_code(detection)
+        usage = answer.usage + detection.usage
+    else:
+        answer = await translating
+        detected, usage = source.code, answer.usage
     return Translation(
-        text=translation.strip(),
+        text=_only_the_translation(answer.text, text),
         source_language=detected,
         target_language=target.code,
-        **answer_fields(answer),
+        model=answer.model,
+        usage=Usage.of(usage),
     )
+
+
+async def _detect(llm: LLM, text: str) -> ChatAnswer:
+    return await llm.chat(
+        [
+            {"role": "system", "content": DETECT_SYSTEM},
+            # The start of a text names its language as well as the whole of it.
+            {"role": "user", "content": delimited(text[:500])},
+        ],
+        max_tokens=DETECT_MAX_TOKENS,
+        temperature=0,
+        response_format=DETECT_SCHEMA,
+    )
+
+
+def _detected_code(detection: ChatAnswer) -> str:
+    code = parse_json_object(detection.text).get("language")
+    if code not in BY_CODE:
+        raise UpstreamError("The model named no known language for the text.")
+    return code
+
+
+def _only_the_translation(answer: str, text: str) -> str:
+    """Small models echo the tags and append notes in paragraphs of their own:
+    keep as many paragraphs as the text had."""
+    paragraphs = _PARAGRAPH_BREAK.split(without_envelope(answer))
+    wanted = len(_PARAGRAPH_BREAK.split(text.strip()))
+    return "\n\n".join(paragraphs[:wanted]).strip()

@@ -84,7 +84,7 @@ def test_upstream_failures_map_to_codes(
 
 
 def test_without_a_backend_llm_fields_say_how_to_configure_one(make_api) -> None:
-    api = make_api(openai_api_key=None, openai_base_url=None)
+    api = make_api(openai_api_key=None, openai_base_url=None, llm_backend="openai")
     token = api.login()
     result = api.post(SUMMARIZE, token=token)
     assert error_codes(result) == ["UPSTREAM_UNAVAILABLE"]

@@ -1,0 +1,83 @@
+"""Gives every error an `extensions.code` and masks the unexpected ones.
+
+It rewrites results inside the operation, so errors look the same over every
+transport: HTTP, SSE, multipart and WebSocket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.types.execution import StreamExecutionResult
+
+from gptmini_graphql.errors import (
+    GRAPHQL_PARSE_FAILED,
+    GRAPHQL_VALIDATION_FAILED,
+    INTERNAL_MESSAGE,
+    INTERNAL_SERVER_ERROR,
+    AppError,
+    BadUserInput,
+)
+
+logger = logging.getLogger("gptmini_graphql.graphql")
+
+
+class ErrorCodesExtension(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        yield
+        _recode(self.execution_context.result)
+
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        _recode(result)
+        yield
+
+
+def _recode(result: object) -> None:
+    errors = getattr(result, "errors", None)
+    if errors:
+        result.errors = [coded(error) for error in errors]  # type: ignore[union-attr]
+
+
+def coded(error: GraphQLError) -> GraphQLError:
+    """Our errors as they are, GraphQL's own with a code, anything else masked."""
+    if error.extensions and "code" in error.extensions:
+        return error  # already coded (a stream's last result is seen twice)
+    original = error.original_error
+    if isinstance(original, AppError):
+        message, extensions = original.message, original.extensions
+    elif error.path is None and (
+        original is None or isinstance(original, GraphQLError)
+    ):
+        # No path: raised before execution, by the parser, validation or
+        # variable coercion (graphql-core nests the latter's own error).
+        message, extensions = error.message, {"code": _request_error_code(error)}
+    else:
+        # A bug of ours, or a library's: the client learns nothing of it.
+        logger.error(
+            "unexpected error in resolver",
+            extra={"path": error.path},
+            exc_info=(type(original), original, original.__traceback__)
+            if original
+            else None,
+        )
+        message, extensions = INTERNAL_MESSAGE, {"code": INTERNAL_SERVER_ERROR}
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=extensions,
+    )
+
+
+def _request_error_code(error: GraphQLError) -> str:
+    """Errors before execution: the document or the variables are at fault."""
+    if error.message.startswith("Syntax Error"):
+        return GRAPHQL_PARSE_FAILED
+    if error.message.startswith("Variable '$"):
+        return BadUserInput.code
+    return GRAPHQL_VALIDATION_FAILED

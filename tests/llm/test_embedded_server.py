@@ -1,0 +1,350 @@
+"""The embedded model end to end: the real GGUF behind real HTTP, through the SDK.
+
+The model is loaded once; uvicorn serves it on a free loopback port from a
+background thread, and every test talks to it with `openai.AsyncOpenAI` over
+`httpx2`, as the app's tasks do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from gptmini_graphql.settings import Settings
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+
+from gptmini_graphql.llm.embedded import LocalModel
+from gptmini_graphql.llm.embedded_server import create_embedded_app
+
+SETTINGS = Settings(_env_file=None, local_queue_size=1)
+if not SETTINGS.local_model_path.is_file():
+    pytest.skip(
+        f"no model file at {SETTINGS.local_model_path}: "
+        "run `python -m gptmini_graphql.llm.model_file`",
+        allow_module_level=True,
+    )
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+SENTIMENT = {
+    "type": "object",
+    "properties": {"sentiment": {"enum": ["positive", "negative", "neutral"]}},
+    "required": ["sentiment"],
+    "additionalProperties": False,
+}
+# A grammar that cannot finish before the context is full: a generation that
+# keeps the worker busy for many seconds unless it is stopped.
+ENDLESS = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "numbers",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "numbers": {
+                    "type": "array",
+                    "items": {"type": "integer"},
+                    "minItems": 2000,
+                }
+            },
+            "required": ["numbers"],
+        },
+    },
+}
+LONG_STREAM: dict[str, Any] = {
+    "messages": [{"role": "user", "content": "List many numbers."}],
+    "response_format": ENDLESS,
+    "stream": True,
+}
+
+
+@pytest.fixture(scope="session")
+def model() -> Iterator[LocalModel]:
+    model = LocalModel.load(
+        SETTINGS.local_model_path,
+        context_size=SETTINGS.local_context_size,
+        # One thread leaves a core to the server's loop and the test client:
+        # llama.cpp's threads spin, and slow down sharply when oversubscribed.
+        threads=1,
+        queue_size=SETTINGS.local_queue_size,
+    )
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def base_url(model: LocalModel) -> Iterator[str]:
+    import uvicorn
+
+    app = create_embedded_app(SETTINGS, model, warm_up_schemas=[SENTIMENT])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()
+
+
+@contextlib.asynccontextmanager
+async def sdk(base_url: str, seconds: float = 60) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with httpx2.AsyncClient(timeout=seconds) as http:
+        yield openai.AsyncOpenAI(
+            base_url=f"{base_url}/v1",
+            api_key="unused",
+            http_client=http,
+            max_retries=0,
+            timeout=seconds,
+        )
+
+
+def run(coroutine: Any) -> Any:
+    async def bounded() -> Any:
+        async with asyncio.timeout(120):
+            return await coroutine
+
+    return asyncio.run(bounded())
+
+
+async def in_flight(base_url: str) -> int:
+    async with httpx2.AsyncClient() as http:
+        response = await http.get(f"{base_url}/readyz")
+    assert response.status_code == 200
+    return response.json()["in_flight"]
+
+
+async def until_in_flight(base_url: str, count: int, within: float = 5) -> None:
+    """Wait until `count` requests are admitted (generating or waiting)."""
+    deadline = time.monotonic() + within
+    while await in_flight(base_url) != count:
+        assert time.monotonic() < deadline, f"not {count} requests in flight"
+        await asyncio.sleep(0.02)
+
+
+def test_answers_with_usage_from_the_models_tokenizer(base_url: str) -> None:
+    async def main() -> None:
+        async with sdk(base_url) as client:
+            answer = await client.chat.completions.create(
+                model="anything", messages=HELLO, max_tokens=8, temperature=0
+            )
+        assert answer.object == "chat.completion"
+        assert answer.model == SETTINGS.local_model_name
+        choice = answer.choices[0]
+        assert choice.message.role == "assistant"
+        assert choice.message.content
+        assert choice.finish_reason in ("stop", "length")
+        usage = answer.usage
+        assert usage is not None
+        assert usage.prompt_tokens > 5  # the chat template adds its own tokens
+        assert 1 <= usage.completion_tokens <= 8
+        assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+        assert usage.prompt_tokens_details is not None
+        assert usage.prompt_tokens_details.cached_tokens == 0
+
+    run(main())
+
+
+def test_streams_text_then_a_usage_chunk(base_url: str) -> None:
+    async def main() -> None:
+        async with sdk(base_url) as client:
+            stream = await client.chat.completions.create(
+                model="anything",
+                messages=HELLO,
+                max_tokens=12,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = [chunk async for chunk in stream]
+        assert {chunk.object for chunk in chunks} == {"chat.completion.chunk"}
+        *answer, last = chunks
+        assert last.choices == []
+        assert last.usage is not None
+        assert 1 <= last.usage.completion_tokens <= 12
+        text = "".join(c.choices[0].delta.content or "" for c in answer)
+        assert text
+        assert answer[-1].choices[0].finish_reason in ("stop", "length")
+
+    run(main())
+
+
+def test_stop_strings_end_the_answer(base_url: str) -> None:
+    async def main() -> None:
+        async with sdk(base_url) as client:
+            answer = await client.chat.completions.create(
+                model="anything",
+                messages=[{"role": "user", "content": "Tell me about the sea."}],
+                max_tokens=16,
+                stop=[" "],
+            )
+        assert " " not in (answer.choices[0].message.content or "")
+        assert answer.choices[0].finish_reason == "stop"
+
+    run(main())
+
+
+def test_json_schema_answers_parse_and_match(base_url: str) -> None:
+    async def main() -> None:
+        async with sdk(base_url) as client:
+            answer = await client.chat.completions.create(
+                model="anything",
+                messages=[
+                    {"role": "system", "content": "Classify the sentiment."},
+                    {"role": "user", "content": "I love this product!"},
+                ],
+                max_tokens=32,
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "sentiment",
+                        "schema": SENTIMENT,
+                        "strict": True,
+                    },
+                },
+            )
+        data = json.loads(answer.choices[0].message.content or "")
+        assert set(data) == {"sentiment"}
+        assert data["sentiment"] in SENTIMENT["properties"]["sentiment"]["enum"]
+
+    run(main())
+
+
+def test_a_full_queue_answers_429_with_retry_after(base_url: str) -> None:
+    async def main() -> None:
+        async with sdk(base_url) as client:
+            # One generating and one waiting fill a queue of size 1.
+            running = await client.chat.completions.create(model="m", **LONG_STREAM)
+            waiting = asyncio.create_task(
+                client.chat.completions.create(model="m", **LONG_STREAM)
+            )
+            await until_in_flight(base_url, 2)
+            with pytest.raises(openai.RateLimitError) as refused:
+                await client.chat.completions.create(
+                    model="m", messages=HELLO, max_tokens=4
+                )
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            await running.close()
+        assert refused.value.status_code == 429
+        assert refused.value.code == "rate_limit_exceeded"
+        assert int(refused.value.response.headers["retry-after"]) >= 1
+        await until_in_flight(base_url, 0)
+
+    run(main())
+
+
+def test_closing_a_stream_stops_its_generation(base_url: str) -> None:
+    async def main() -> None:
+        async with sdk(base_url) as client:
+            stream = await client.chat.completions.create(model="m", **LONG_STREAM)
+            pieces = 0
+            async for _ in stream:
+                pieces += 1
+                if pieces == 5:
+                    break
+            await stream.close()
+            # Left alone it would run to the end of the context (many seconds).
+            await until_in_flight(base_url, 0)
+            started = time.monotonic()
+            await client.chat.completions.create(
+                model="m", messages=HELLO, max_tokens=4
+            )
+        assert time.monotonic() - started < 5
+
+    run(main())
+
+
+def test_a_client_timeout_stops_its_generation(base_url: str) -> None:
+    async def main() -> None:
+        body = {k: v for k, v in LONG_STREAM.items() if k != "stream"}
+        async with sdk(base_url, seconds=0.5) as client:
+            with pytest.raises(openai.APITimeoutError):
+                await client.chat.completions.create(model="m", **body)
+        await until_in_flight(base_url, 0)
+
+    run(main())
+
+
+def test_health_answers_while_a_long_generation_runs(base_url: str) -> None:
+    async def main() -> None:
+        async with sdk(base_url) as client, httpx2.AsyncClient() as http:
+            stream = await client.chat.completions.create(model="m", **LONG_STREAM)
+            await anext(aiter(stream))
+            started = time.monotonic()
+            health = await http.get(f"{base_url}/healthz")
+            elapsed = time.monotonic() - started
+            assert await in_flight(base_url) == 1  # still generating
+            await stream.close()
+        assert health.status_code == 200
+        assert elapsed < 2  # not the many seconds the generation takes
+        await until_in_flight(base_url, 0)
+
+    run(main())
+
+
+def test_input_longer_than_the_context_is_a_400(base_url: str) -> None:
+    async def main() -> None:
+        long_text = "the sea is blue and wide " * 600  # ~3000 tokens
+        async with sdk(base_url) as client:
+            with pytest.raises(openai.BadRequestError) as rejected:
+                await client.chat.completions.create(
+                    model="m",
+                    messages=[{"role": "user", "content": long_text}],
+                    max_tokens=4,
+                )
+        error = rejected.value
+        assert error.status_code == 400
+        assert error.code == "context_length_exceeded"
+        assert error.type == "invalid_request_error"
+        assert f"limit is {SETTINGS.local_context_size} tokens" in error.message
+
+    run(main())
+
+
+def test_malformed_requests_are_400_in_openai_shape(base_url: str) -> None:
+    with httpx2.Client(base_url=base_url) as http:
+        no_messages = http.post(
+            "/v1/chat/completions", json={"model": "m", "messages": []}
+        )
+        not_json = http.post("/v1/chat/completions", content=b"{oops")
+    assert no_messages.status_code == 400
+    assert no_messages.json()["error"]["param"] == "messages"
+    assert no_messages.json()["error"]["type"] == "invalid_request_error"
+    assert not_json.status_code == 400
+    assert "JSON" in not_json.json()["error"]["message"]
+
+
+def test_models_and_readiness(base_url: str) -> None:
+    with httpx2.Client(base_url=base_url) as http:
+        models = http.get("/v1/models").json()
+        ready = http.get("/readyz")
+    assert [m["id"] for m in models["data"]] == [SETTINGS.local_model_name]
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+def test_a_missing_model_file_fails_the_start_up(tmp_path) -> None:
+    from starlette.testclient import TestClient
+
+    settings = Settings(_env_file=None, local_model_path=tmp_path / "none.gguf")
+    with (
+        pytest.raises(FileNotFoundError, match="No model file at"),
+        TestClient(create_embedded_app(settings)),
+    ):
+        pass
