@@ -88,5 +88,10 @@ class RequestContext:
         return self.services.llm
 
     def record(self, result: TaskResult) -> None:
-        """Keep a result's model and usage for the operation's log line."""
-        self.results.append(result)
+        """Keep a result's model and usage for the operation's log line.
+
+        Only over HTTP, where the context is the operation's own: a WebSocket
+        context lives as long as its connection and would only grow.
+        """
+        if self.connection.scope["type"] == "http":
+            self.results.append(result)

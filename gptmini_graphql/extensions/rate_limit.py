@@ -16,6 +16,7 @@ from graphql import (
     get_operation_ast,
 )
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import RateLimited
@@ -29,6 +30,8 @@ class RateLimitExtension(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
         context: RequestContext = execution.context
+        # Known once parsed: the name the client sent, or the operation's own.
+        context.operation_name = execution.operation_name
         context.fields = root_fields(
             execution.graphql_document, execution.operation_name
         )
@@ -40,6 +43,10 @@ class RateLimitExtension(SchemaExtension):
                     services.settings.rate_limits, "user", context.user, cost=cost
                 )
             except RateLimited as refusal:
+                if execution.operation_type is OperationType.SUBSCRIPTION:
+                    # A subscription starts whatever result is set; raised here,
+                    # the error is the stream's one event instead.
+                    raise
                 # A result set before execution replaces it: nothing runs.
                 execution.result = ExecutionResult(
                     data=None,

@@ -1,0 +1,607 @@
+"""Streaming completions over GraphQL subscriptions (`completeStream`).
+
+The fake upstream streams Chat Completions chunks. WebSocket tests use a real
+graphql-transport-ws client (gql) against the app served by uvicorn, except
+where a test needs the frames themselves (close codes, a bare `complete`):
+those speak the protocol over Starlette's test WebSocket. SSE and multipart
+are plain HTTP: their bodies are parsed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import uvicorn
+from gql import Client, GraphQLRequest
+from gql.transport.exceptions import TransportQueryError
+from gql.transport.websockets import WebsocketsTransport
+from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
+
+from gptmini_graphql.app import create_app
+from gptmini_graphql.settings import DEFAULT_JWT_SECRET
+from tests.conftest import API, LOGIN, error_codes, make_settings
+from tests.fake_upstream import MODEL_SNAPSHOT, FakeUpstream, Reply
+
+STREAM = """
+subscription Stream($prompt: String!, $maxTokens: Int) {
+  completeStream(prompt: $prompt, maxTokens: $maxTokens) {
+    text
+    done
+    finishReason
+    model
+    notice
+    usage { promptTokens completionTokens cachedTokens totalTokens costUsd }
+  }
+}
+"""
+PROMPT = {"prompt": "Tell me a story."}
+CHUNKS = ["Once ", "upon ", "a ", "time"]
+# gpt-4o-mini: $0.15 per 1M input tokens, $0.60 per 1M output tokens; the fake
+# upstream reports 10 prompt tokens and one completion token per chunk.
+COST = (10 * 0.15 + len(CHUNKS) * 0.60) / 1e6
+# Slow enough that a test acts between two chunks, and far from the end.
+SLOW = Reply(chunks=["word "] * 20, chunk_delay=0.2)
+
+
+# --- the app served by uvicorn, for gql and for real HTTP disconnects ------
+
+
+@dataclass
+class Served:
+    url: str
+    token: str
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http")
+
+
+@pytest.fixture
+def serve(upstream: FakeUpstream) -> Iterator[Callable[..., Served]]:
+    """Starts the app with these settings on a free loopback port."""
+    running: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
+
+    def start(**overrides: Any) -> Served:
+        app = create_app(
+            make_settings(**overrides), llm_http_client=upstream.http_client()
+        )
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        thread.start()
+        running.append((server, thread, sock))
+        eventually(lambda: server.started, "the server did not start")
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/graphql"
+        login = {"username": "test_user", "password": "1234"}
+        answer = httpx.post(url, json={"query": LOGIN, "variables": login})
+        return Served(url, answer.json()["data"]["login"]["accessToken"])
+
+    yield start
+    for server, thread, sock in running:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@dataclass
+class Received:
+    """What a gql subscription got: its events, then its errors if any."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] | None = None
+
+    @property
+    def codes(self) -> list[str]:
+        return [error["extensions"]["code"] for error in self.errors or ()]
+
+
+async def _subscribe(session: Any, variables: dict[str, Any]) -> Received:
+    received = Received()
+    request = GraphQLRequest(STREAM, variable_values=variables)
+    try:
+        async for data in session.subscribe(request):
+            received.events.append(data["completeStream"])
+    except TransportQueryError as error:
+        received.errors = error.errors
+    return received
+
+
+def subscribe_ws(served: Served, *variables: dict[str, Any]) -> list[Received]:
+    """Runs these subscriptions one after another on one gql connection."""
+
+    async def run() -> list[Received]:
+        transport = WebsocketsTransport(
+            url=served.ws_url,
+            init_payload={"Authorization": f"Bearer {served.token}"},
+            subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+        )
+        async with asyncio.timeout(10), Client(transport=transport) as session:
+            return [await _subscribe(session, each) for each in variables]
+
+    return asyncio.run(run())
+
+
+# --- frame-level graphql-transport-ws, over Starlette's test WebSocket -----
+
+
+class TransportWS:
+    """The client side of graphql-transport-ws, one frame at a time."""
+
+    def __init__(self, ws: WebSocketTestSession) -> None:
+        self.ws = ws
+
+    def init(self, payload: dict[str, Any] | None) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": "connection_init"}
+        if payload is not None:
+            message["payload"] = payload
+        self.ws.send_json(message)
+        return self.ws.receive_json()
+
+    def subscribe(self, id: str, variables: dict[str, Any] = PROMPT) -> None:
+        payload = {"query": STREAM, "variables": variables}
+        self.ws.send_json({"id": id, "type": "subscribe", "payload": payload})
+
+    def complete(self, id: str) -> None:
+        self.ws.send_json({"id": id, "type": "complete"})
+
+    def receive(self) -> dict[str, Any]:
+        return self.ws.receive_json()
+
+
+@contextmanager
+def transport_ws(api: API, token: str) -> Iterator[TransportWS]:
+    """A connection that has been acknowledged for this token."""
+    with api.client.websocket_connect(
+        "/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:
+        client = TransportWS(ws)
+        assert client.init({"Authorization": f"Bearer {token}"}) == {
+            "type": "connection_ack"
+        }
+        yield client
+
+
+# --- SSE and multipart bodies ---------------------------------------------
+
+ACCEPT = {
+    "sse": "text/event-stream",
+    # What Apollo Client sends for a subscription over HTTP.
+    "multipart": 'multipart/mixed;boundary="graphql";subscriptionSpec=1.0,application/json',
+}
+
+
+def stream_over_http(
+    api: API, transport: str, token: str, reply: Reply | None = None
+) -> list[dict[str, Any]]:
+    """The payloads (`{data, errors}`) of one subscription over SSE or multipart."""
+    if reply is not None:
+        api.upstream.queue(reply)
+    response = api.client.post(
+        "/graphql",
+        json={"query": STREAM, "variables": PROMPT},
+        headers={"Authorization": f"Bearer {token}", "Accept": ACCEPT[transport]},
+    )
+    assert response.status_code == 200, response.text
+    content_type = response.headers["content-type"]
+    if transport == "sse":
+        assert content_type == "text/event-stream"
+        *events, last = sse_events(response.text)
+        assert last == ("complete", None)
+        assert {name for name, _ in events} == {"next"}
+        return [data for _, data in events]
+    assert content_type.startswith("multipart/mixed;boundary=graphql;")
+    assert response.text.endswith("\r\n--graphql--\r\n")
+    return multipart_payloads(response.text)
+
+
+def sse_events(body: str) -> list[tuple[str, Any]]:
+    """(event, data) pairs of a graphql-sse body; comments (pings) dropped."""
+    events = []
+    for block in body.split("\r\n\r\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if ": " in line
+        )
+        if "event" in fields:
+            data = fields.get("data")
+            events.append((fields["event"], json.loads(data) if data else None))
+    return events
+
+
+def multipart_payloads(body: str) -> list[dict[str, Any]]:
+    """The payloads of an Apollo multipart subscription body, heartbeats dropped."""
+    payloads = []
+    for part in body.split("\r\n--graphql"):
+        _, blank, content = part.partition("\r\n\r\n")
+        if blank and content.strip():
+            message = json.loads(content)
+            if message:  # `{}` is a heartbeat
+                payloads.append(message["payload"])
+    return payloads
+
+
+# --- helpers ---------------------------------------------------------------
+
+
+def eventually(check: Callable[[], object], what: str, seconds: float = 3) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+class Logs:
+    """The JSON log lines written so far (they go to stderr)."""
+
+    def __init__(self, capfd: pytest.CaptureFixture) -> None:
+        self.capfd = capfd
+        self.lines: list[dict[str, Any]] = []
+
+    def of(self, message: str) -> list[dict[str, Any]]:
+        err = self.capfd.readouterr().err
+        self.lines += [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+        return [line for line in self.lines if line["message"] == message]
+
+    def forget(self) -> None:
+        """Drop what was logged so far."""
+        self.of("")
+        self.lines.clear()
+
+    def wait_for(self, message: str) -> dict[str, Any]:
+        eventually(lambda: self.of(message), f"no {message!r} log line")
+        (line,) = self.of(message)
+        return line
+
+
+@pytest.fixture
+def logs(capfd: pytest.CaptureFixture) -> Logs:
+    """Make the app in the test's body (`make_api`, `serve`): its log handler
+    writes to a copy of stderr taken when the app is made, and only from the
+    test's call on is that stderr the one captured here."""
+    return Logs(capfd)
+
+
+def _expired_token() -> str:
+    now = int(time.time())
+    claims = {"sub": "test_user", "iat": now - 7200, "exp": now - 3600, "jti": "x"}
+    return jwt.encode(claims, DEFAULT_JWT_SECRET, "HS256")
+
+
+# --- the stream ------------------------------------------------------------
+
+
+def test_deltas_arrive_in_order_then_the_upstreams_usage(
+    serve: Callable[..., Served], upstream: FakeUpstream
+) -> None:
+    upstream.queue(Reply(chunks=CHUNKS))
+    (received,) = subscribe_ws(serve(), PROMPT)
+
+    assert received.errors is None
+    *deltas, last = received.events
+    assert [event["text"] for event in deltas] == CHUNKS
+    assert not any(event["done"] for event in deltas)
+    assert last == {
+        "text": "",
+        "done": True,
+        "finishReason": "STOP",
+        "model": MODEL_SNAPSHOT,
+        "notice": None,
+        "usage": {
+            "promptTokens": 10,
+            "completionTokens": len(CHUNKS),
+            "cachedTokens": 0,
+            "totalTokens": 10 + len(CHUNKS),
+            "costUsd": pytest.approx(COST),
+        },
+    }
+    assert upstream.last["stream"] is True
+    assert upstream.last["stream_options"] == {"include_usage": True}
+
+
+def test_one_log_line_per_stream_with_time_to_first_token_and_cost(
+    logs: Logs, serve: Callable[..., Served], upstream: FakeUpstream
+) -> None:
+    upstream.queue(Reply(chunks=CHUNKS, chunk_delay=0.01))
+    subscribe_ws(serve(), PROMPT)
+
+    line = logs.wait_for("graphql subscription")
+    assert line["level"] == "INFO"
+    assert line["user"] == "test_user"
+    assert line["field"] == "completeStream"
+    assert line["model"] == MODEL_SNAPSHOT
+    assert line["outcome"] == "OK"
+    assert line["chunks"] == len(CHUNKS)
+    assert line["prompt_tokens"] == 10
+    assert line["completion_tokens"] == len(CHUNKS)
+    assert line["cost_usd"] == pytest.approx(COST)
+    assert line["usage_missing"] is False
+    assert 0 < line["time_to_first_token_ms"] <= line["latency_ms"]
+    assert "Tell me a story" not in json.dumps(line)
+
+
+def test_a_stream_without_usage_says_so_instead_of_reporting_zero(
+    logs: Logs, serve: Callable[..., Served], upstream: FakeUpstream
+) -> None:
+    upstream.queue(Reply(chunks=CHUNKS, stream_usage=False))
+    (received,) = subscribe_ws(serve(), PROMPT)
+
+    last = received.events[-1]
+    assert last["done"] is True
+    assert last["usage"] is None
+    assert "usage" in last["notice"]
+    line = logs.wait_for("graphql subscription")
+    assert line["usage_missing"] is True
+    assert line["outcome"] == "OK"
+    assert line["cost_usd"] is None
+
+
+# --- cancellation ----------------------------------------------------------
+
+
+def test_unsubscribing_closes_the_upstream_stream(
+    logs: Logs, make_api: Callable[..., API], upstream: FakeUpstream
+) -> None:
+    api = make_api()
+    upstream.queue(SLOW)
+    with transport_ws(api, api.login()) as ws:
+        ws.subscribe("1")
+        assert ws.receive()["payload"]["data"]["completeStream"]["text"] == "word "
+        ws.complete("1")
+        eventually(lambda: upstream.disconnects == 1, "upstream left open")
+
+        line = logs.wait_for("graphql subscription")
+        assert line["outcome"] == "CANCELLED"
+        assert 1 <= line["chunks"] < len(SLOW.chunks)
+        assert line["completion_tokens"] is None  # usage comes only at the end
+
+
+def test_closing_the_socket_closes_the_upstream_stream(
+    logs: Logs, make_api: Callable[..., API], upstream: FakeUpstream
+) -> None:
+    api = make_api()
+    upstream.queue(SLOW)
+    with transport_ws(api, api.login()) as ws:
+        ws.subscribe("1")
+        assert ws.receive()["type"] == "next"
+    eventually(lambda: upstream.disconnects == 1, "upstream left open")
+
+    line = logs.wait_for("graphql subscription")
+    assert line["outcome"] == "CANCELLED"
+    assert 1 <= line["chunks"] < len(SLOW.chunks)
+
+
+def test_an_sse_client_leaving_closes_the_upstream_stream(
+    logs: Logs, serve: Callable[..., Served], upstream: FakeUpstream
+) -> None:
+    served = serve()
+    upstream.queue(SLOW)
+    headers = {"Authorization": f"Bearer {served.token}", "Accept": ACCEPT["sse"]}
+    body = {"query": STREAM, "variables": PROMPT}
+    with httpx.stream("POST", served.url, json=body, headers=headers) as response:
+        assert next(response.iter_lines()) == "event: next"
+    eventually(lambda: upstream.disconnects == 1, "upstream left open")
+
+    line = logs.wait_for("graphql subscription")
+    assert line["outcome"] == "CANCELLED"
+
+
+# --- failures --------------------------------------------------------------
+
+
+def test_an_upstream_cut_mid_stream_is_an_error_not_an_end(
+    logs: Logs, serve: Callable[..., Served], upstream: FakeUpstream
+) -> None:
+    upstream.queue(Reply(chunks=CHUNKS, cut_after=2))
+    (received,) = subscribe_ws(serve(), PROMPT)
+
+    assert [event["text"] for event in received.events] == CHUNKS[:2]
+    assert not any(event["done"] for event in received.events)
+    assert received.codes == ["UPSTREAM_UNAVAILABLE"]
+    line = logs.wait_for("graphql subscription")
+    assert line["outcome"] == "UPSTREAM_UNAVAILABLE"
+    assert line["level"] == "WARNING"
+    assert line["chunks"] == 2
+
+
+def test_over_graphql_transport_ws_the_error_is_a_next_then_complete(
+    api: API, token: str, upstream: FakeUpstream
+) -> None:
+    """What Apollo's and urql's graphql-ws links turn into an error."""
+    upstream.queue(Reply(chunks=CHUNKS, cut_after=1))
+    with transport_ws(api, token) as ws:
+        ws.subscribe("1")
+        assert ws.receive()["payload"]["data"]["completeStream"]["text"] == "Once "
+        assert ws.receive() == {
+            "id": "1",
+            "type": "next",
+            "payload": {
+                "data": None,
+                "errors": [
+                    {
+                        "message": "The model server could not be reached.",
+                        "extensions": {"code": "UPSTREAM_UNAVAILABLE"},
+                    }
+                ],
+            },
+        }
+        assert ws.receive() == {"id": "1", "type": "complete"}
+
+
+def test_a_stalled_upstream_is_upstream_timeout(
+    serve: Callable[..., Served], upstream: FakeUpstream
+) -> None:
+    upstream.queue(Reply(chunks=CHUNKS, chunk_delay=1.0))
+    (received,) = subscribe_ws(serve(llm_timeout_seconds=0.1), PROMPT)
+
+    assert received.events == []
+    assert received.codes == ["UPSTREAM_TIMEOUT"]
+
+
+@pytest.mark.parametrize(
+    ("variables", "code"),
+    [
+        ({"prompt": "   "}, "BAD_USER_INPUT"),
+        ({"prompt": "hi", "maxTokens": 0}, "BAD_USER_INPUT"),
+        ({"prompt": "hi", "maxTokens": "many"}, "BAD_USER_INPUT"),
+    ],
+    ids=["blank prompt", "maxTokens out of range", "maxTokens not an Int"],
+)
+def test_bad_arguments_are_refused_before_the_upstream_is_asked(
+    serve: Callable[..., Served],
+    upstream: FakeUpstream,
+    variables: dict[str, Any],
+    code: str,
+) -> None:
+    (received,) = subscribe_ws(serve(), variables)
+
+    assert received.events == []
+    assert received.codes == [code]
+    assert upstream.requests == []
+
+
+def test_a_refused_stream_is_logged_with_its_code(
+    logs: Logs, serve: Callable[..., Served]
+) -> None:
+    subscribe_ws(serve(), {"prompt": "hi", "maxTokens": 0})
+
+    line = logs.wait_for("graphql subscription")
+    assert line["outcome"] == "BAD_USER_INPUT"
+    assert line["level"] == "WARNING"
+    assert line["chunks"] == 0
+
+
+# --- auth and limits -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        {},
+        {"Authorization": "Bearer not.a.jwt"},
+        {"Authorization": "Basic dGVzdDoxMjM0"},
+        {"Authorization": f"Bearer {_expired_token()}"},
+    ],
+    ids=["no payload", "no token", "bad token", "not bearer", "expired token"],
+)
+def test_a_connection_without_a_good_token_is_closed_forbidden(
+    api: API, payload: dict[str, Any] | None
+) -> None:
+    with api.client.websocket_connect(
+        "/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:
+        with pytest.raises(WebSocketDisconnect) as closed:
+            TransportWS(ws).init(payload)
+        assert closed.value.code == 4403
+    assert api.upstream.requests == []
+
+
+def test_subscriptions_past_the_per_connection_cap_are_rate_limited(
+    make_api: Callable[..., API], upstream: FakeUpstream
+) -> None:
+    api = make_api(max_subscriptions_per_connection=1)
+    upstream.queue(SLOW)
+    with transport_ws(api, api.login()) as ws:
+        ws.subscribe("1")
+        assert ws.receive()["type"] == "next"
+        ws.subscribe("2")
+        refusal = ws.receive()
+        assert refusal["id"] == "2"
+        assert refusal["type"] == "error"
+        assert [error["extensions"]["code"] for error in refusal["payload"]] == [
+            "RATE_LIMITED"
+        ]
+        ws.complete("1")
+    assert len(upstream.requests) == 1
+
+
+def test_each_subscription_counts_once_against_the_rate_limit(
+    serve: Callable[..., Served], upstream: FakeUpstream
+) -> None:
+    # Login is not an LLM field: the two streams of 4 events each use it all.
+    served = serve(rate_limit="2/minute")
+    first, second, third = subscribe_ws(served, PROMPT, PROMPT, PROMPT)
+
+    assert first.errors is None and first.events[-1]["done"]
+    assert second.errors is None and second.events[-1]["done"]
+    assert third.codes == ["RATE_LIMITED"]
+    assert third.events == []
+    assert len(upstream.requests) == 2
+
+
+# --- SSE and multipart HTTP ------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ACCEPT)
+def test_http_transports_deliver_the_same_events(
+    api: API, token: str, transport: str
+) -> None:
+    payloads = stream_over_http(api, transport, token, Reply(chunks=CHUNKS))
+
+    chunks = [payload["data"]["completeStream"] for payload in payloads]
+    assert [chunk["text"] for chunk in chunks] == [*CHUNKS, ""]
+    assert chunks[-1]["done"] is True
+    assert chunks[-1]["usage"]["costUsd"] == pytest.approx(COST)
+
+
+@pytest.mark.parametrize("transport", ACCEPT)
+def test_http_transports_end_a_cut_stream_with_a_coded_error(
+    api: API, token: str, transport: str
+) -> None:
+    reply = Reply(chunks=CHUNKS, cut_after=1)
+    first, last = stream_over_http(api, transport, token, reply)
+
+    assert first["data"]["completeStream"]["text"] == CHUNKS[0]
+    assert last["data"] is None
+    assert error_codes(last) == ["UPSTREAM_UNAVAILABLE"]
+
+
+@pytest.mark.parametrize("transport", ACCEPT)
+def test_http_subscriptions_take_the_token_from_the_header(
+    api: API, transport: str
+) -> None:
+    (refusal,) = stream_over_http(api, transport, "not.a.jwt")
+
+    assert error_codes(refusal) == ["UNAUTHENTICATED"]
+    assert api.upstream.requests == []
+
+
+def test_a_stream_over_sse_logs_one_line_not_one_per_event(
+    logs: Logs, make_api: Callable[..., API]
+) -> None:
+    api = make_api()
+    token = api.login()
+    logs.forget()
+    stream_over_http(api, "sse", token, Reply(chunks=CHUNKS))
+
+    line = logs.wait_for("graphql subscription")
+    assert line["chunks"] == len(CHUNKS)
+    assert logs.of("graphql operation") == []
+
+
+def test_queries_and_mutations_still_log_one_operation_line_each(
+    logs: Logs, make_api: Callable[..., API]
+) -> None:
+    api = make_api()
+    token = api.login()
+    logs.forget()
+    api.post('{ complete(prompt: "hi") { text } }', token=token)
+    api.login()
+
+    lines = logs.of("graphql operation")
+    assert [line["fields"] for line in lines] == [["complete"], ["login"]]
+    assert logs.of("graphql subscription") == []
