@@ -14,8 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-# Attributes every LogRecord has; anything else came in through `extra=`.
-_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message"}
+# Attributes every LogRecord has; anything else came in through `extra=`
+# (but for uvicorn's copy of its message with terminal colours).
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "color_message",
+}
 
 
 class JSONFormatter(logging.Formatter):

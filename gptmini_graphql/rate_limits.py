@@ -10,7 +10,7 @@ import time
 
 from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 
@@ -37,8 +37,10 @@ def _storage(redis_url: str | None) -> Storage:
 class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
         self.storage = _storage(redis_url)
-        # Moving window: exact counts, no burst of twice the limit at a window edge.
-        self._limiter = MovingWindowRateLimiter(self.storage)
+        # Sliding window counter: no burst of twice the limit at a window edge,
+        # and O(1) per key. (limits' moving window keeps every hit of a day's
+        # window and, in memory, sweeps all keys on each hit.)
+        self._limiter = SlidingWindowCounterRateLimiter(self.storage)
 
     async def hit(
         self, limits: list[RateLimitItem], *identifiers: str, cost: int = 1

@@ -108,7 +108,7 @@ def test_one_json_log_line_per_operation(
         "/graphql",
         json={
             "query": 'query Sum { a: summarize(text: "hello") { text } b: summarize(text: "x") { text } }',
-            "operationName": "Sum",
+            # No operationName: the log names the operation by its own name.
         },
         headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-42"},
     )

@@ -17,7 +17,6 @@ class JWTContextExtension(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         context: RequestContext = self.execution_context.context
-        context.operation_name = self.execution_context.operation_name
         try:
             token = bearer_token(context.authorization)
             if token is not None:

@@ -1,0 +1,2 @@
+"""Benchmarks: `python -m bench` (or `make bench`) measures the server against a
+local fake upstream and prints a table; numbers go to bench/results/latest.json."""

@@ -1,0 +1,182 @@
+"""`python -m bench [--quick] [--only NAME ...]`: start the servers, run the
+scenarios, print a table and write bench/results/latest.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from bench.scenarios import SCENARIOS, Options
+from bench.servers import Rig, ServerFailed
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+COLUMNS = [  # (heading, row key, format)
+    ("scenario", "scenario", "{}"),
+    ("conc", "concurrency", "{}"),
+    ("reqs", "requests", "{}"),
+    ("fail", "failures", "{}"),
+    ("req/s", "rps", "{:.0f}"),
+    ("p50 ms", "p50_ms", "{:.2f}"),
+    ("p99 ms", "p99_ms", "{:.2f}"),
+    ("server cpu ms/req", "server_cpu_ms_per_req", "{:.3f}"),
+    ("server cpu%", "server_cpu_util", "{:.0%}"),
+    ("upstream cpu ms/req", "upstream_cpu_ms_per_req", "{:.3f}"),
+    ("client cpu ms/req", "client_cpu_ms_per_req", "{:.3f}"),
+    ("other cpu%", "other_cpu_util", "{:.0%}"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SCENARIOS,
+        help="run this scenario (repeatable)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="short windows, a smoke run"
+    )
+    parser.add_argument("--concurrency", default="1,64", help="comma-separated (1,64)")
+    parser.add_argument("--warmup", type=float, help="seconds before each window (1)")
+    parser.add_argument("--duration", type=float, help="seconds measured (4)")
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args(argv)
+
+    options = Options(
+        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+        warmup=args.warmup or (0.3 if args.quick else 1.0),
+        duration=args.duration or (1.0 if args.quick else 4.0),
+    )
+    names = [name for name in SCENARIOS if not args.only or name in args.only]
+    info = machine()
+    if info["loadavg_1m"] > 0.5:
+        # Other processes share the two cores: numbers will be noisy.
+        print(
+            f"warning: load average {info['loadavg_1m']} before start", file=sys.stderr
+        )
+    rows: list[dict] = []
+    # A terminated bench still stops its servers (the `finally` below).
+    signal.signal(signal.SIGTERM, _interrupt)
+    rig = Rig(RESULTS / "logs")
+    try:
+        for name in names:
+            print(f"running {name}: {SCENARIOS[name].description}", file=sys.stderr)
+            for row in SCENARIOS[name].run(rig, options):
+                rows.append({"scenario": name, **row})
+    except ServerFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
+    finally:
+        rig.close()
+
+    ratios = compute_ratios(rows)
+    print(table(rows))
+    for key, value in ratios.items():
+        print(f"{key}: {value}")
+    print(
+        "cpu ms/req: the process's utime+stime over the window / requests done; "
+        "other cpu%: the rest of the machine (100% = one core): high means noisy"
+    )
+    report = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": info,
+        "options": vars(options),
+        "scenarios": {name: SCENARIOS[name].description for name in names},
+        "results": rows,
+        "ratios": ratios,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 1 if any(row.get("failures") for row in rows) else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def compute_ratios(rows: list[dict]) -> dict[str, float]:
+    """Ours against the baseline (CPU per request) and the floor (p50)."""
+    by = {(row["scenario"], row["concurrency"]): row for row in rows}
+    ratios = {}
+    for (name, concurrency), ours in by.items():
+        if name != "summarize":
+            continue
+        pairs = [
+            ("cpu_per_req_vs_baseline", "baseline", "server_cpu_ms_per_req"),
+            ("p50_vs_direct", "direct", "p50_ms"),
+        ]
+        for label, other, key in pairs:
+            reference = by.get((other, concurrency), {}).get(key)
+            if reference and ours.get(key) is not None:
+                ratios[f"{label}@c{concurrency}"] = round(ours[key] / reference, 2)
+    return ratios
+
+
+def table(rows: list[dict]) -> str:
+    cells = [[heading for heading, _, _ in COLUMNS]]
+    for row in rows:
+        cells.append(
+            [
+                "-" if row.get(key) is None else fmt.format(row[key])
+                for _, key, fmt in COLUMNS
+            ]
+        )
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True))
+        for line in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    versions = {}
+    for package in (
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "starlette",
+        "strawberry-graphql",
+        "openai",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "loadavg_1m": os.getloadavg()[0],
+        "packages": versions,
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

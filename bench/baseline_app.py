@@ -1,0 +1,62 @@
+"""The reference for "CPU per request": the least a Python server must do for a
+summary — a bare Starlette route that parses JSON, calls the openai SDK through
+one shared client and answers JSON. No GraphQL, auth, rate limits or logging.
+
+Run: BENCH_UPSTREAM_URL=http://127.0.0.1:PORT/v1 python -m uvicorn bench.baseline_app:app
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import openai
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bench.workload import chat_arguments
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[dict[str, openai.AsyncOpenAI]]:
+    # Same client settings as our server's defaults (timeout, retries).
+    client = openai.AsyncOpenAI(
+        api_key="bench",
+        base_url=os.environ["BENCH_UPSTREAM_URL"],
+        timeout=30.0,
+        max_retries=2,
+    )
+    try:
+        yield {"client": client}
+    finally:
+        await client.close()
+
+
+async def summarize(request: Request) -> JSONResponse:
+    body = await request.json()
+    client: openai.AsyncOpenAI = request.state.client
+    completion = await client.chat.completions.create(**chat_arguments(body["text"]))
+    usage = completion.usage
+    return JSONResponse(
+        {
+            "text": completion.choices[0].message.content,
+            "model": completion.model,
+            "usage": {"totalTokens": usage.total_tokens if usage else None},
+        }
+    )
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+app = Starlette(
+    routes=[
+        Route("/summarize", summarize, methods=["POST"]),
+        Route("/healthz", healthz),
+    ],
+    lifespan=lifespan,
+)
