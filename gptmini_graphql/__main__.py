@@ -38,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gptmini_graphql.settings import Settings
+    from gptmini_graphql.settings import InsecureSettings, Settings
 
     settings = Settings()
+    try:
+        settings.check()
+    except InsecureSettings as problem:
+        print(problem, file=sys.stderr)
+        return 2
     uvicorn.run(
         "gptmini_graphql.app:create_app",
         factory=True,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import httpx2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
@@ -19,6 +21,7 @@ from gptmini_graphql.endpoint import GraphQLEndpoint
 from gptmini_graphql.graphiql import graphiql_static_route
 from gptmini_graphql.llm.client import NOT_CONFIGURED
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
+from gptmini_graphql.middleware import BodySizeLimit, CSRFPrevention, SecurityHeaders
 from gptmini_graphql.schema import build_schema
 from gptmini_graphql.settings import Settings
 
@@ -32,9 +35,10 @@ def create_app(
 ) -> Starlette:
     """`llm_http_client` replaces the SDK's HTTP client: how tests reach a fake upstream."""
     settings = settings or Settings()
+    settings.check()
     configure_logging(settings.log_level)
     graphql = GraphQLEndpoint(
-        build_schema(settings.graphql_cache_size),
+        build_schema(settings),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
 
@@ -47,14 +51,16 @@ def create_app(
                 "version": __version__,
                 "backend": settings.backend,
                 "model": services.llm.model,
-                "upstream": settings.openai_base_url
+                "upstream": _without_credentials(settings.openai_base_url)
                 if settings.backend == "openai"
                 else None,
                 "rate_limit_storage": "redis" if settings.redis_url else "memory",
             },
         )
-        if services.llm.client is None:
+        if not services.llm.configured:
             logger.warning(NOT_CONFIGURED)
+        for problem in [] if settings.production else settings.insecure_defaults():
+            logger.warning("development mode: " + problem)
         try:
             yield {"services": services}
         finally:
@@ -68,7 +74,7 @@ def create_app(
         llm = request.state.services.llm
         if await llm.ready():
             return JSONResponse({"status": "ready", "model": llm.model})
-        reason = NOT_CONFIGURED if llm.client is None else "The model is loading."
+        reason = NOT_CONFIGURED if not llm.configured else "The model is loading."
         return JSONResponse({"status": "not ready", "reason": reason}, 503)
 
     return Starlette(
@@ -79,6 +85,48 @@ def create_app(
             WebSocketRoute("/graphql", graphql),
             graphiql_static_route(),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        # Outermost first: every response gets its request id and headers, and
+        # CORS answers preflights before CSRF prevention looks at a request.
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(SecurityHeaders, hsts=settings.production),
+            *cors(settings.cors_allow_origins),
+            Middleware(
+                CSRFPrevention,
+                path="/graphql",
+                allowed_origins=settings.cors_allow_origins,
+            ),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        ],
         lifespan=lifespan,
     )
+
+
+def cors(origins: list[str]) -> list[Middleware]:
+    """Browsers on these origins may call the API (none unless configured)."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Apollo-Require-Preflight",
+                "X-Apollo-Operation-Name",
+                "X-Request-ID",
+            ],
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
+    ]
+
+
+def _without_credentials(url: str | None) -> str | None:
+    """A base URL may carry a user and password; the log gets neither."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx2
@@ -11,7 +12,8 @@ from starlette.requests import HTTPConnection
 from gptmini_graphql.auth.tokens import TokenService
 from gptmini_graphql.auth.users import SettingsUserStore
 from gptmini_graphql.errors import Unauthenticated
-from gptmini_graphql.llm.client import LLM, build_llm
+from gptmini_graphql.llm.cache import CachePolicy, Mode
+from gptmini_graphql.llm.client import LLM, CallerLLM, build_llm
 from gptmini_graphql.rate_limits import RateLimiter
 from gptmini_graphql.settings import Settings
 from gptmini_graphql.tasks import RESPONSE_SCHEMAS
@@ -58,7 +60,8 @@ class RequestContext:
     user: str | None = None
     auth_error: Unauthenticated | None = None
     operation_name: str | None = None
-    fields: list[str] = field(default_factory=list)
+    root_fields: Counter[str] = field(default_factory=Counter)
+    inputs: dict[str, object] = field(default_factory=dict)
     results: list[TaskResult] = field(default_factory=list)
     streaming: bool = False
     # graphql-transport-ws's connection_init payload (Strawberry fills it in).
@@ -79,13 +82,26 @@ class RequestContext:
         client = self.connection.client
         return client.host if client else "unknown"
 
-    def authorized_llm(self) -> LLM:
+    def authorized_llm(self) -> CallerLLM:
         """The LLM, for an authenticated caller only."""
         if self.user is None:
             raise self.auth_error or Unauthenticated(
                 "Log in first and send 'Authorization: Bearer <token>'."
             )
-        return self.services.llm
+        shared = self.services.settings.cache_scope == "shared"
+        policy = CachePolicy(scope="*" if shared else self.user, mode=self.cache_mode)
+        return CallerLLM(self.services.llm, policy)
+
+    @property
+    def cache_mode(self) -> Mode:
+        """`Cache-Control: no-cache` asks for a fresh answer (and keeps it);
+        `no-store` neither reads nor writes the cache."""
+        directives = self.connection.headers.get("cache-control", "").lower()
+        if "no-store" in directives:
+            return "bypass"
+        if "no-cache" in directives:
+            return "refresh"
+        return "use"
 
     def record(self, result: TaskResult) -> None:
         """Keep a result's model and usage for the operation's log line.

@@ -28,7 +28,8 @@ def log_operation(context: RequestContext, codes: list[str]) -> None:
         extra={
             "user": context.user,
             "operation": context.operation_name,
-            "fields": context.fields,
+            "fields": list(context.root_fields),
+            "inputs": context.inputs,
             "model": results[0].model if results else None,
             "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
             "completion_tokens": sum(r.usage.completion_tokens for r in results),

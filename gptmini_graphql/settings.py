@@ -6,16 +6,23 @@ Every setting is an environment variable of the same name in upper case;
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from limits import RateLimitItem, parse_many
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
+DEFAULT_PASSWORD = "1234"
+MIN_SECRET_BYTES = 32
+
+
+class InsecureSettings(ValueError):
+    """Production asked for with development secrets."""
 
 
 class ModelPrice(BaseModel):
@@ -40,13 +47,14 @@ class Settings(BaseSettings):
     )
 
     # Serving
+    environment: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Login and tokens (the seed's names)
     fake_username: str = "test_user"
-    fake_password: SecretStr = SecretStr("1234")
+    fake_password: SecretStr = SecretStr(DEFAULT_PASSWORD)
     jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
     jwt_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
 
@@ -56,6 +64,13 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-4o-mini"
     llm_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
+    # A second OpenAI-compatible upstream, tried while the first is unavailable.
+    llm_fallback_base_url: str | None = None
+    llm_fallback_api_key: SecretStr | None = None
+    llm_fallback_model: str | None = None
+    # Consecutive failures that open the circuit, and how long it stays open.
+    circuit_breaker_failures: int = Field(default=5, ge=1)
+    circuit_breaker_reset_seconds: float = Field(default=30.0, gt=0)
     model_prices: dict[str, ModelPrice] = Field(
         default_factory=lambda: dict(DEFAULT_PRICES)
     )
@@ -72,6 +87,11 @@ class Settings(BaseSettings):
     )
     local_queue_size: int = Field(default=8, ge=0)
 
+    # The response cache (deterministic answers only; 0 seconds turns it off)
+    cache_ttl_seconds: float = Field(default=3600.0, ge=0)
+    cache_max_entries: int = Field(default=1024, ge=1)  # in memory, without Redis
+    cache_scope: Literal["user", "shared"] = "user"
+
     # Limits
     rate_limit: str = "30/minute;1000/day"
     login_rate_limit: str = "10/minute"
@@ -79,9 +99,21 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(default=20_000, ge=1)
     max_completion_tokens: int = Field(default=4096, ge=1)
 
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_query_depth: int = Field(default=10, ge=1)
+    max_aliases: int = Field(default=15, ge=1)
+    max_query_tokens: int = Field(default=1000, ge=10)
+    max_llm_fields: int = Field(default=5, ge=1)
+
     # GraphQL
     graphql_cache_size: int = Field(default=256, ge=1)
     max_subscriptions_per_connection: int = Field(default=5, ge=1)
+    introspection: bool | None = None  # default: on in development only
+    graphiql: bool | None = None  # default: on in development only
+    persisted_queries: Literal["off", "apq", "allowlist"] = "apq"
+    persisted_queries_file: Path | None = None  # the allowlist's manifest
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_texts: bool = False  # debugging only: log request texts, not just lengths
 
     @field_validator("rate_limit", "login_rate_limit")
     @classmethod
@@ -94,10 +126,64 @@ class Settings(BaseSettings):
             ) from exc
         return value
 
-    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @field_validator(
+        "openai_api_key",
+        "openai_base_url",
+        "llm_fallback_base_url",
+        "llm_fallback_api_key",
+        "llm_fallback_model",
+        "persisted_queries_file",
+        "introspection",
+        "graphiql",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # `https://a.example,https://b.example`, or a JSON list.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    def insecure_defaults(self) -> list[str]:
+        """What must change before production, each naming its setting."""
+        problems = []
+        secret = self.jwt_secret.get_secret_value()
+        if secret == DEFAULT_JWT_SECRET:
+            problems.append("JWT_SECRET is the development default: set your own.")
+        elif len(secret.encode()) < MIN_SECRET_BYTES:
+            problems.append(
+                f"JWT_SECRET is {len(secret.encode())} bytes; use at least "
+                f"{MIN_SECRET_BYTES} random bytes."
+            )
+        if self.fake_password.get_secret_value() == DEFAULT_PASSWORD:
+            problems.append("FAKE_PASSWORD is the development default: set your own.")
+        return problems
+
+    def check(self) -> None:
+        """Refuse to start production with development secrets."""
+        if self.production and (problems := self.insecure_defaults()):
+            raise InsecureSettings(
+                "ENVIRONMENT=production refuses to start: " + " ".join(problems)
+            )
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return not self.production if self.introspection is None else self.introspection
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return not self.production if self.graphiql is None else self.graphiql
 
     @cached_property
     def rate_limits(self) -> list[RateLimitItem]:

@@ -19,8 +19,10 @@ mutation Login($username: String!, $password: String!) {
 
 
 def make_settings(**overrides: Any) -> Settings:
-    """Settings for a test: no .env, no Redis and a fake upstream unless asked."""
+    """Settings for a test: no .env, no Redis, no response cache and a fake
+    upstream unless asked (so repeated requests reach the upstream)."""
     values: dict[str, Any] = {
+        "cache_ttl_seconds": 0,
         "openai_api_key": "sk-test",
         "openai_base_url": "http://upstream.test/v1",
         "redis_url": None,

@@ -139,6 +139,8 @@ class SSEStream(httpx2.AsyncByteStream):
 class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.hosts: list[str] = []  # which upstream each request went to
+        self.down: set[str] = set()  # hosts that answer 503 to everything
         self.disconnects = 0  # streams the client closed before their end
         self.replies: deque[Reply] = deque()
         self.default: Callable[[dict[str, Any]], Reply] = lambda body: Reply(
@@ -155,7 +157,11 @@ class FakeUpstream:
     async def handle(self, request: httpx2.Request) -> httpx2.Response:
         body = json.loads(request.content)
         self.requests.append(body)
-        reply = self.replies.popleft() if self.replies else self.default(body)
+        self.hosts.append(request.url.host)
+        if request.url.host in self.down:
+            reply = api_error(503, "down for maintenance")
+        else:
+            reply = self.replies.popleft() if self.replies else self.default(body)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.error is not None:

@@ -123,7 +123,7 @@ def test_one_json_log_line_per_operation(
     assert line["level"] == "INFO"
     assert line["user"] == "test_user"
     assert line["operation"] == "Sum"
-    assert line["fields"] == ["summarize", "summarize"]
+    assert line["fields"] == ["summarize"]
     assert line["model"] == "gpt-4o-mini-2024-07-18"
     assert line["prompt_tokens"] == 200 and line["completion_tokens"] == 40
     assert line["cost_usd"] == pytest.approx(2 * (100 * 0.15 + 20 * 0.6) / 1e6)
@@ -156,3 +156,43 @@ def test_health_and_readiness(api: API) -> None:
         "status": "ready",
         "model": "gpt-4o-mini",
     }
+
+
+def test_logs_hold_lengths_and_hashes_not_texts_or_secrets(
+    capfd: pytest.CaptureFixture, make_api
+) -> None:
+    api = make_api(fake_password="pa55-word-xyz", openai_api_key="sk-live-secret")
+    capfd.readouterr()
+    token = api.login(password="pa55-word-xyz")
+    api.post(
+        "query S($t: String!) { summarize(text: $t) { text } }",
+        {"t": "my private diary entry"},
+        token=token,
+    )
+    logged = capfd.readouterr().err
+    for secret in ("pa55-word-xyz", "sk-live-secret", token, "my private diary"):
+        assert secret not in logged
+    line = [
+        entry for entry in _log_lines(logged) if entry["message"] == "graphql operation"
+    ][-1]
+    assert line["inputs"]["t"] == {"chars": 22, "sha256": line["inputs"]["t"]["sha256"]}
+    assert len(line["inputs"]["t"]["sha256"]) == 16
+
+
+def test_log_texts_is_an_explicit_debugging_choice(
+    capfd: pytest.CaptureFixture, make_api
+) -> None:
+    api = make_api(log_texts=True)
+    token = api.login()
+    capfd.readouterr()
+    api.post(
+        "query S($t: String!) { summarize(text: $t) { text } }",
+        {"t": "debug me"},
+        token=token,
+    )
+    line = [
+        entry
+        for entry in _log_lines(capfd.readouterr().err)
+        if entry["message"] == "graphql operation"
+    ][-1]
+    assert line["inputs"]["t"] == "debug me"

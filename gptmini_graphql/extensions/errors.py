@@ -22,6 +22,8 @@ from gptmini_graphql.errors import (
     BadUserInput,
 )
 
+QUERY_TOO_LARGE = "QUERY_TOO_LARGE"
+
 logger = logging.getLogger("gptmini_graphql.graphql")
 
 
@@ -76,6 +78,8 @@ def coded(error: GraphQLError) -> GraphQLError:
 
 def _request_error_code(error: GraphQLError) -> str:
     """Errors before execution: the document or the variables are at fault."""
+    if error.message.startswith("Syntax Error: Document contains more than"):
+        return QUERY_TOO_LARGE  # MaxTokensLimiter stops the parser
     if error.message.startswith("Syntax Error"):
         return GRAPHQL_PARSE_FAILED
     if error.message.startswith("Variable '$"):

@@ -1,17 +1,18 @@
-"""The one LLM seam: a shared `AsyncOpenAI` client and the Chat Completions call.
+"""The one LLM seam: shared `AsyncOpenAI` clients and the Chat Completions call.
 
-Every task calls `LLM.chat`. It bounds the whole call (retries included) by
-the configured timeout, turns the SDK's errors into ours, and prices the answer.
+Every task calls `LLM.chat` (or `LLM.stream_chat`). It bounds the whole call,
+retries included, by the configured timeout; retries what is worth retrying;
+fails fast through a circuit breaker while an upstream is down; tries the
+fallback upstream, if one is set, while the first is unavailable; turns the
+SDK's errors into ours; and prices the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx2
@@ -20,14 +21,23 @@ from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gptmini_graphql.errors import (
+    AppError,
     BadUserInput,
     UpstreamError,
     UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gptmini_graphql.llm.cache import CachePolicy, ResponseCache
 from gptmini_graphql.llm.inprocess import InProcessTransport
 from gptmini_graphql.llm.pricing import cost_usd, find_price
+from gptmini_graphql.llm.resilience import (
+    CircuitBreaker,
+    is_outage,
+    is_retryable,
+    retry_after_seconds,
+    retry_delay,
+)
 from gptmini_graphql.settings import Settings
 
 logger = logging.getLogger("gptmini_graphql.llm")
@@ -37,9 +47,9 @@ NOT_CONFIGURED = (
     "OPENAI_BASE_URL (for any OpenAI-compatible server), or LLM_BACKEND=local "
     "for the embedded model, and restart."
 )
-# `client.post` rather than `client.chat.completions.create`: the same request,
-# retries and errors, without the SDK walking every parameter against its
-# type definitions (a tenth of our CPU per request; our bodies are plain).
+# `client.post` rather than `client.chat.completions.create`: the same request
+# and errors, without the SDK walking every parameter against its type
+# definitions (a tenth of our CPU per request; our bodies are plain).
 CHAT_COMPLETIONS = "/chat/completions"
 # The embedded model's address; only the in-process transport ever sees it.
 EMBEDDED_URL = "http://embedded.local"
@@ -51,6 +61,8 @@ class Usage:
     completion_tokens: int
     cached_tokens: int
     cost_usd: float | None
+    # What an answer served from our response cache would have cost.
+    saved_cost_usd: float | None = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -58,13 +70,27 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         """Two calls for one answer; an unknown cost stays unknown."""
-        costs = (self.cost_usd, other.cost_usd)
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             cached_tokens=self.cached_tokens + other.cached_tokens,
-            cost_usd=None if None in costs else sum(costs),
+            cost_usd=_sum(self.cost_usd, other.cost_usd),
+            saved_cost_usd=_sum(self.saved_cost_usd, other.saved_cost_usd),
         )
+
+    def served_from_cache(self) -> Usage:
+        """The same tokens, paid for once already: cost 0, and what it saved."""
+        return Usage(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+            cost_usd=0.0,
+            saved_cost_usd=self.cost_usd,
+        )
+
+
+def _sum(first: float | None, second: float | None) -> float | None:
+    return None if first is None or second is None else first + second
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +99,34 @@ class ChatAnswer:
     finish_reason: str
     model: str
     usage: Usage
+    cached: bool = False
+
+    def to_entry(self) -> dict[str, Any]:
+        """What the response cache keeps of it."""
+        usage = self.usage
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "model": self.model,
+            "usage": [
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+                usage.cost_usd,
+            ],
+        }
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any], *, served: bool) -> ChatAnswer:
+        """The answer again; `served`: without a call of its own, so free."""
+        usage = Usage(*entry["usage"])
+        return cls(
+            text=entry["text"],
+            finish_reason=entry["finish_reason"],
+            model=entry["model"],
+            usage=usage.served_from_cache() if served else usage,
+            cached=served,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +138,61 @@ class ChatStreamEnd:
     usage: Usage | None
 
 
+class Upstream:
+    """One OpenAI-compatible endpoint: its client, model, retries and breaker."""
+
+    def __init__(
+        self,
+        name: str,
+        client: openai.AsyncOpenAI,
+        model: str,
+        *,
+        retries: int,
+        breaker: CircuitBreaker,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.model = model
+        self.retries = retries
+        self.breaker = breaker
+
+    async def post(self, body: dict[str, Any], *, deadline: float, stream: bool) -> Any:
+        """The request, retried with backoff while the deadline leaves room."""
+        loop = asyncio.get_running_loop()
+        body = {**body, "model": self.model}
+        for attempt in range(self.retries + 1):
+            try:
+                if stream:
+                    return await self.client.post(
+                        CHAT_COMPLETIONS,
+                        body=body,
+                        cast_to=ChatCompletionChunk,
+                        stream=True,
+                        stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                    )
+                return await self.client.post(
+                    CHAT_COMPLETIONS, body=body, cast_to=ChatCompletion
+                )
+            except openai.APIError as exc:
+                if attempt == self.retries or not is_retryable(exc):
+                    raise
+                delay = retry_delay(exc, attempt)
+                if loop.time() + delay >= deadline:
+                    raise  # the wait alone would outlast the request
+                logger.info(
+                    "retrying upstream",
+                    extra={
+                        "upstream": self.name,
+                        "attempt": attempt + 1,
+                        "delay_s": round(delay, 3),
+                    },
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
 class LLM:
-    """Chat Completions over one shared client; `client=None` means unconfigured.
+    """Chat Completions over the configured upstreams; none means unconfigured.
 
     With the embedded model, `embedded` is the in-process transport the client
     reaches it through: no task can tell it from any other upstream.
@@ -93,30 +200,40 @@ class LLM:
 
     def __init__(
         self,
-        client: openai.AsyncOpenAI | None,
+        upstreams: list[Upstream],
         settings: Settings,
         *,
-        model: str,
         embedded: InProcessTransport | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
-        self.client = client
+        self.upstreams = upstreams
         self.settings = settings
-        self.model = model
         self.embedded = embedded
+        self.cache = cache
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.upstreams)
+
+    @property
+    def model(self) -> str:
+        return self.upstreams[0].model if self.upstreams else self.settings.openai_model
 
     async def start(self) -> None:
         if self.embedded is not None:
             await self.embedded.start()  # loads the model in the background
 
     async def aclose(self) -> None:
-        if self.client is not None:
-            await self.client.close()
+        for upstream in self.upstreams:
+            await upstream.client.close()
         if self.embedded is not None:
             await self.embedded.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
 
     async def ready(self) -> bool:
         """Configured, and for the embedded model, loaded."""
-        if self.client is None:
+        if not self.upstreams:
             return False
         if self.embedded is None:
             return True
@@ -132,45 +249,31 @@ class LLM:
         max_tokens: int,
         temperature: float,
         response_format: dict[str, Any] | None = None,
+        cache: CachePolicy | None = None,
     ) -> ChatAnswer:
-        if self.client is None:
-            raise UpstreamUnavailable(NOT_CONFIGURED)
         body: dict[str, Any] = {
-            "model": self.model,
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
         if response_format:
             body["response_format"] = response_format
-        try:
-            # The SDK's timeout is per attempt; this deadline covers its retries too.
-            async with asyncio.timeout(self.settings.llm_timeout_seconds):
-                completion = await self.client.post(
-                    CHAT_COMPLETIONS, body=body, cast_to=ChatCompletion
-                )
-        except (TimeoutError, openai.APITimeoutError) as exc:
-            raise UpstreamTimeout(
-                f"The model did not answer within "
-                f"{self.settings.llm_timeout_seconds:g} seconds."
-            ) from exc
-        except openai.APIError as exc:
-            raise upstream_error(exc) from exc
-        return self._answer(completion)
 
-    def _answer(self, completion: ChatCompletion) -> ChatAnswer:
-        if not completion.choices or completion.usage is None:
-            raise UpstreamError(
-                "The model returned an answer without choices or usage."
-            )
-        choice = completion.choices[0]
-        model = completion.model or self.model
-        return ChatAnswer(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason or "stop",
-            model=model,
-            usage=self._usage(model, completion.usage),
+        async def ask_upstream() -> ChatAnswer:
+            completion, upstream = await self._call(body, stream=False)
+            return self._answer(completion, upstream)
+
+        # Only a deterministic request has one right answer to keep.
+        if self.cache is None or cache is None or cache.mode == "bypass" or temperature:
+            return await ask_upstream()
+        primary = self.upstreams[0] if self.upstreams else None
+        identity = f"{primary.client.base_url}|{primary.model}" if primary else ""
+        entry, served = await self.cache.fetch(
+            self.cache.key(cache, identity, body),
+            cache.mode,
+            lambda: _as_entry(ask_upstream()),
         )
+        return ChatAnswer.from_entry(entry, served=served)
 
     async def stream_chat(
         self,
@@ -185,32 +288,23 @@ class LLM:
         Closing this iterator early closes the upstream response at once, so
         the model stops generating (and billing).
         """
-        if self.client is None:
-            raise UpstreamUnavailable(NOT_CONFIGURED)
+        body = {
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        stream, upstream = await self._call(body, stream=True)
         # No overall deadline for a stream: each wait for the next chunk is bounded.
-        deadline = self.settings.llm_timeout_seconds
-        model, finish_reason, usage = self.model, None, None
+        wait = self.settings.llm_timeout_seconds
+        model, finish_reason, usage = upstream.model, None, None
         try:
-            async with asyncio.timeout(deadline):
-                stream = await self.client.post(
-                    CHAT_COMPLETIONS,
-                    body={
-                        "model": self.model,
-                        "messages": messages,
-                        "max_tokens": max_tokens,
-                        "temperature": temperature,
-                        "stream": True,
-                        "stream_options": {"include_usage": True},
-                    },
-                    cast_to=ChatCompletionChunk,
-                    stream=True,
-                    stream_cls=openai.AsyncStream[ChatCompletionChunk],
-                )
             async with stream:
                 chunks = aiter(stream)
                 while True:
                     try:
-                        async with asyncio.timeout(deadline):
+                        async with asyncio.timeout(wait):
                             chunk = await anext(chunks)
                     except StopAsyncIteration:
                         break
@@ -223,7 +317,7 @@ class LLM:
                             yield choice.delta.content
         except (TimeoutError, openai.APITimeoutError) as exc:
             raise UpstreamTimeout(
-                f"The model stopped answering for {deadline:g} seconds."
+                f"The model stopped answering for {wait:g} seconds."
             ) from exc
         except openai.APIError as exc:
             raise upstream_error(exc) from exc
@@ -233,6 +327,70 @@ class LLM:
             finish_reason=finish_reason,
             model=model,
             usage=self._usage(model, usage) if usage is not None else None,
+        )
+
+    async def _call(
+        self, body: dict[str, Any], *, stream: bool
+    ) -> tuple[Any, Upstream]:
+        """The first upstream that answers, in order, within one deadline.
+
+        The next upstream is tried only while the one before is unavailable
+        (down, failing, out of quota, its circuit open); a refusal of the
+        request itself (4xx) is the answer.
+        """
+        if not self.upstreams:
+            raise UpstreamUnavailable(NOT_CONFIGURED)
+        timeout = self.settings.llm_timeout_seconds
+        deadline = asyncio.get_running_loop().time() + timeout
+        failure: AppError | None = None
+        for upstream in self.upstreams:
+            breaker = upstream.breaker
+            if not breaker.allow():
+                failure = UpstreamUnavailable(
+                    "The model server is failing; requests to it are paused.",
+                    retry_after=breaker.retry_after(),
+                )
+                continue
+            try:
+                async with asyncio.timeout_at(deadline):
+                    answer = await upstream.post(body, deadline=deadline, stream=stream)
+            except (TimeoutError, openai.APITimeoutError) as exc:
+                breaker.failed()
+                failure = UpstreamTimeout(
+                    f"The model did not answer within {timeout:g} seconds."
+                )
+                failure.__cause__ = exc
+                break  # the deadline is spent: no time left for a fallback
+            except openai.APIError as exc:
+                failure = upstream_error(exc)
+                failure.__cause__ = exc
+                if is_outage(exc):
+                    breaker.failed()
+                else:
+                    breaker.released()
+                if not isinstance(failure, UpstreamUnavailable):
+                    break
+            except BaseException:
+                breaker.released()  # cancelled: says nothing of the upstream
+                raise
+            else:
+                breaker.succeeded()
+                return answer, upstream
+        assert failure is not None
+        raise failure
+
+    def _answer(self, completion: ChatCompletion, upstream: Upstream) -> ChatAnswer:
+        if not completion.choices or completion.usage is None:
+            raise UpstreamError(
+                "The model returned an answer without choices or usage."
+            )
+        choice = completion.choices[0]
+        model = completion.model or upstream.model
+        return ChatAnswer(
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason or "stop",
+            model=model,
+            usage=self._usage(model, completion.usage),
         )
 
     def _usage(self, model: str, usage: CompletionUsage) -> Usage:
@@ -251,7 +409,11 @@ class LLM:
         )
 
 
-def upstream_error(exc: openai.APIError) -> Exception:
+async def _as_entry(answer: Awaitable[ChatAnswer]) -> dict[str, Any]:
+    return (await answer).to_entry()
+
+
+def upstream_error(exc: openai.APIError) -> AppError:
     """Map one SDK error to the error the caller sees; details go to the log."""
     status = getattr(exc, "status_code", None)
     logger.warning(
@@ -284,36 +446,36 @@ def upstream_error(exc: openai.APIError) -> Exception:
     return UpstreamError("The model server refused the request.")
 
 
-def retry_after_seconds(headers: httpx2.Headers) -> float | None:
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(millis) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((moment - datetime.now(UTC)).total_seconds(), 0)
-
-
 def build_llm(
     settings: Settings,
     http_client: httpx2.AsyncClient | None = None,
     *,
     warm_up_schemas: Iterable[Mapping[str, Any]] = (),
 ) -> LLM:
-    """The shared client, built once at start-up from settings.
+    """The shared clients, built once at start-up from settings.
 
-    `warm_up_schemas`: response formats the embedded model prepares at start-up.
+    `http_client` replaces the HTTP client of every upstream (tests put a fake
+    upstream there); `warm_up_schemas` are response formats the embedded model
+    prepares at start-up.
     """
+
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(
+            settings.circuit_breaker_failures, settings.circuit_breaker_reset_seconds
+        )
+
+    def client(
+        base_url: str | None, api_key: str | None, **options: Any
+    ) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            # Self-hosted OpenAI-compatible servers often need no key at all.
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=0,  # ours: see Upstream.post
+            **options,
+        )
+
     if settings.backend == "local":
         # Imported here: llama.cpp loads only for the embedded backend.
         from gptmini_graphql.llm.embedded_server import create_embedded_app
@@ -321,24 +483,78 @@ def build_llm(
         embedded = InProcessTransport(
             create_embedded_app(settings, warm_up_schemas=warm_up_schemas)
         )
-        client = openai.AsyncOpenAI(
-            api_key="embedded",
-            base_url=f"{EMBEDDED_URL}/v1",
-            timeout=settings.llm_timeout_seconds,
-            # A full queue answers 429 at once; retrying would only wait in line.
-            max_retries=0,
+        local = client(
+            f"{EMBEDDED_URL}/v1",
+            None,
             http_client=httpx2.AsyncClient(transport=embedded),
         )
-        return LLM(client, settings, model=settings.local_model_name, embedded=embedded)
-    if not settings.upstream_configured:
-        return LLM(None, settings, model=settings.openai_model)
-    api_key = settings.openai_api_key
-    client = openai.AsyncOpenAI(
-        # Self-hosted OpenAI-compatible servers often need no key at all.
-        api_key=api_key.get_secret_value() if api_key else "not-needed",
-        base_url=settings.openai_base_url,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=settings.llm_max_retries,
-        http_client=http_client,
+        # A full queue answers 429 at once; retrying would only wait in line.
+        upstream = Upstream(
+            "embedded", local, settings.local_model_name, retries=0, breaker=breaker()
+        )
+        return LLM([upstream], settings, embedded=embedded)
+    upstreams = []
+    if settings.upstream_configured:
+        key = settings.openai_api_key
+        primary = client(
+            settings.openai_base_url,
+            key.get_secret_value() if key else None,
+            http_client=http_client,
+        )
+        upstreams.append(
+            Upstream(
+                "primary",
+                primary,
+                settings.openai_model,
+                retries=settings.llm_max_retries,
+                breaker=breaker(),
+            )
+        )
+    if upstreams and settings.llm_fallback_base_url:
+        key = settings.llm_fallback_api_key
+        fallback = client(
+            settings.llm_fallback_base_url,
+            key.get_secret_value() if key else None,
+            http_client=http_client,
+        )
+        upstreams.append(
+            Upstream(
+                "fallback",
+                fallback,
+                settings.llm_fallback_model or settings.openai_model,
+                retries=settings.llm_max_retries,
+                breaker=breaker(),
+            )
+        )
+    return LLM(upstreams, settings, cache=response_cache(settings))
+
+
+def response_cache(settings: Settings) -> ResponseCache | None:
+    if settings.cache_ttl_seconds <= 0:
+        return None
+    return ResponseCache(
+        ttl_seconds=settings.cache_ttl_seconds,
+        max_entries=settings.cache_max_entries,
+        redis_url=settings.redis_url,
     )
-    return LLM(client, settings, model=settings.openai_model)
+
+
+class CallerLLM:
+    """The LLM as one caller uses it: answers from the cache scope and with
+    the cache mode of their request. Tasks get this, never the LLM itself."""
+
+    def __init__(self, llm: LLM, cache: CachePolicy) -> None:
+        self.llm = llm
+        self.cache = cache
+
+    @property
+    def settings(self) -> Settings:
+        return self.llm.settings
+
+    async def chat(self, messages: list[dict[str, str]], **options: Any) -> ChatAnswer:
+        return await self.llm.chat(messages, cache=self.cache, **options)
+
+    def stream_chat(
+        self, messages: list[dict[str, str]], **options: Any
+    ) -> AsyncIterator[str | ChatStreamEnd]:
+        return self.llm.stream_chat(messages, **options)

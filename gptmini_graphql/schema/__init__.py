@@ -5,15 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
 
 from gptmini_graphql.extensions.auth import JWTContextExtension
 from gptmini_graphql.extensions.errors import ErrorCodesExtension
+from gptmini_graphql.extensions.operation_info import OperationInfoExtension
+from gptmini_graphql.extensions.query_limits import query_limit_rules
 from gptmini_graphql.extensions.rate_limit import RateLimitExtension
 from gptmini_graphql.schema.mutation import Mutation
 from gptmini_graphql.schema.query import Query
 from gptmini_graphql.schema.subscription import Subscription
+from gptmini_graphql.settings import Settings
 
 
 class Schema(strawberry.Schema):
@@ -24,7 +32,18 @@ class Schema(strawberry.Schema):
         once, in the operation's own JSON line."""
 
 
-def build_schema(cache_size: int = 256) -> Schema:
+def build_schema(settings: Settings | None = None) -> Schema:
+    """The schema with the limits and caches `settings` ask for (the SDL is the
+    same whatever they are)."""
+    settings = settings or Settings(_env_file=None)
+    rules = query_limit_rules(
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_aliases,
+        max_llm_fields=settings.max_llm_fields,
+    )
+    if not settings.introspection_enabled:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    cache_size = settings.graphql_cache_size
     return Schema(
         query=Query,
         mutation=Mutation,
@@ -34,6 +53,9 @@ def build_schema(cache_size: int = 256) -> Schema:
         extensions=[
             ErrorCodesExtension,
             JWTContextExtension,
+            lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
+            lambda: AddValidationRules(rules),
+            OperationInfoExtension,
             RateLimitExtension,
             lambda: ParserCache(maxsize=cache_size),
             lambda: ValidationCache(maxsize=cache_size),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gptmini_graphql.errors import UpstreamError
-from gptmini_graphql.llm.client import LLM
+from gptmini_graphql.llm.client import CallerLLM
 from gptmini_graphql.tasks.base import (
     delimited,
     json_schema_format,
@@ -37,7 +37,7 @@ SCHEMA = json_schema_format(
 MAX_TOKENS = 64
 
 
-async def analyze(llm: LLM, text: str) -> SentimentAnalysis:
+async def analyze(llm: CallerLLM, text: str) -> SentimentAnalysis:
     require_text(text, "text", llm.settings.max_input_chars)
     answer = await llm.chat(
         [

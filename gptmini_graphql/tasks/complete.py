@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from gptmini_graphql.llm.client import LLM, ChatStreamEnd
+from gptmini_graphql.llm.client import CallerLLM, ChatStreamEnd
 from gptmini_graphql.tasks.base import require_range, require_text
 from gptmini_graphql.tasks.results import Completion, FinishReason, answer_fields
 
@@ -14,7 +14,7 @@ MAX_TEMPERATURE = 2.0
 
 
 async def complete(
-    llm: LLM,
+    llm: CallerLLM,
     prompt: str,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     temperature: float = DEFAULT_TEMPERATURE,
@@ -30,7 +30,7 @@ async def complete(
 
 
 def complete_stream(
-    llm: LLM,
+    llm: CallerLLM,
     prompt: str,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     temperature: float = DEFAULT_TEMPERATURE,
@@ -42,7 +42,7 @@ def complete_stream(
 
 
 def _messages(
-    llm: LLM, prompt: str, max_tokens: int, temperature: float, system: str | None
+    llm: CallerLLM, prompt: str, max_tokens: int, temperature: float, system: str | None
 ) -> list[dict[str, str]]:
     limits = llm.settings
     require_text(prompt, "prompt", limits.max_input_chars)

@@ -20,7 +20,11 @@ class Usage:
     total_tokens: int
     cost_usd: float | None = strawberry.field(
         description="Cost in US dollars; null when the model has no price in "
-        "the server's pricing table."
+        "the server's pricing table. 0 for an answer from the response cache."
+    )
+    saved_cost_usd: float | None = strawberry.field(
+        description="What an answer from the response cache would have cost "
+        "(0 for a fresh answer; null when the model has no price)."
     )
 
     @classmethod
@@ -31,6 +35,7 @@ class Usage:
             cached_tokens=usage.cached_tokens,
             total_tokens=usage.total_tokens,
             cost_usd=usage.cost_usd,
+            saved_cost_usd=usage.saved_cost_usd,
         )
 
 
@@ -38,6 +43,10 @@ class Usage:
 class TaskResult:
     model: str = strawberry.field(description="The model that answered.")
     usage: Usage
+    cached: bool = strawberry.field(
+        description="Served from the response cache (or shared with an identical "
+        "request in flight) rather than asked of the model."
+    )
 
 
 @strawberry.type
@@ -126,4 +135,8 @@ class SentimentAnalysis(TaskResult):
 
 def answer_fields(answer: ChatAnswer) -> dict[str, object]:
     """The fields every result shares."""
-    return {"model": answer.model, "usage": Usage.of(answer.usage)}
+    return {
+        "model": answer.model,
+        "usage": Usage.of(answer.usage),
+        "cached": answer.cached,
+    }

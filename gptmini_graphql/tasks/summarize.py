@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gptmini_graphql.llm.client import LLM
+from gptmini_graphql.llm.client import CallerLLM
 from gptmini_graphql.tasks.base import (
     delimited,
     require_range,
@@ -21,7 +21,9 @@ SYSTEM = (
 )
 
 
-async def summarize(llm: LLM, text: str, max_words: int = DEFAULT_MAX_WORDS) -> Summary:
+async def summarize(
+    llm: CallerLLM, text: str, max_words: int = DEFAULT_MAX_WORDS
+) -> Summary:
     require_text(text, "text", llm.settings.max_input_chars)
     require_range(max_words, "maxWords", 1, MAX_WORDS)
     answer = await llm.chat(

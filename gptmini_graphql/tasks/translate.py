@@ -11,7 +11,7 @@ import asyncio
 import re
 
 from gptmini_graphql.errors import UpstreamError
-from gptmini_graphql.llm.client import LLM, ChatAnswer
+from gptmini_graphql.llm.client import CallerLLM, ChatAnswer
 from gptmini_graphql.tasks.base import (
     delimited,
     json_schema_format,
@@ -46,7 +46,7 @@ _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
 async def translate(
-    llm: LLM, text: str, target_language: str, source_language: str | None = None
+    llm: CallerLLM, text: str, target_language: str, source_language: str | None = None
 ) -> Translation:
     require_text(text, "text", llm.settings.max_input_chars)
     target = resolve_language(target_language, "targetLanguage")
@@ -71,19 +71,21 @@ async def translate(
         answer, detection = await asyncio.gather(translating, _detect(llm, text))
         detected = _detected_code(detection)
         usage = answer.usage + detection.usage
+        cached = answer.cached and detection.cached
     else:
         answer = await translating
-        detected, usage = source.code, answer.usage
+        detected, usage, cached = source.code, answer.usage, answer.cached
     return Translation(
         text=_only_the_translation(answer.text, text),
         source_language=detected,
         target_language=target.code,
         model=answer.model,
         usage=Usage.of(usage),
+        cached=cached,
     )
 
 
-async def _detect(llm: LLM, text: str) -> ChatAnswer:
+async def _detect(llm: CallerLLM, text: str) -> ChatAnswer:
     return await llm.chat(
         [
             {"role": "system", "content": DETECT_SYSTEM},

@@ -1,0 +1,77 @@
+"""What an operation asks for: its root fields and its depth, counted through
+fragments. Each fragment is measured once, so a document that spreads
+fragments into fragments cannot make the count itself expensive."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    SelectionSetNode,
+)
+
+# The fields that call the model: each one costs a request of the rate limit.
+LLM_FIELDS = frozenset(
+    {"summarize", "translate", "complete", "analyze", "completeStream"}
+)
+
+Fragments = Callable[[str], FragmentDefinitionNode | None]
+
+
+def root_field_counts(selection_set: SelectionSetNode, fragments: Fragments) -> Counter:
+    """How many times each root field is asked for (five aliased `summarize`
+    fields are five)."""
+    memo: dict[str, Counter] = {}
+
+    def count(selections: SelectionSetNode) -> Counter:
+        total: Counter = Counter()
+        for selection in selections.selections:
+            if isinstance(selection, FieldNode):
+                total[selection.name.value] += 1
+            elif isinstance(selection, InlineFragmentNode):
+                total += count(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                total += _through(selection, fragments, memo, count, Counter())
+        return total
+
+    return count(selection_set)
+
+
+def depth(selection_set: SelectionSetNode, fragments: Fragments) -> int:
+    """Levels of nested fields; introspection (`__schema`, `__type`) is not
+    counted, so GraphiQL's own schema query never hits the limit."""
+    memo: dict[str, int] = {}
+
+    def measure(selections: SelectionSetNode) -> int:
+        deepest = 0
+        for selection in selections.selections:
+            if isinstance(selection, FieldNode):
+                if selection.name.value.startswith("__"):
+                    continue
+                below = (
+                    measure(selection.selection_set) if selection.selection_set else 0
+                )
+                deepest = max(deepest, 1 + below)
+            elif isinstance(selection, InlineFragmentNode):
+                deepest = max(deepest, measure(selection.selection_set))
+            elif isinstance(selection, FragmentSpreadNode):
+                deepest = max(deepest, _through(selection, fragments, memo, measure, 0))
+        return deepest
+
+    return measure(selection_set)
+
+
+def _through(spread, fragments, memo, measure, empty):
+    """A fragment's measure, computed once; a cycle (which validation refuses
+    anyway) counts as empty instead of recursing forever."""
+    name = spread.name.value
+    if name not in memo:
+        memo[name] = empty  # in progress: a spread back into it adds nothing
+        fragment = fragments(name)
+        memo[name] = measure(fragment.selection_set) if fragment else empty
+    return memo[name]

@@ -1,0 +1,144 @@
+"""An exact-match cache of deterministic LLM answers: in memory by default,
+in Redis when REDIS_URL is set (so replicas share it).
+
+Only requests at temperature 0 are cached: any other answer is meant to vary.
+The key covers everything that changes the answer (upstream, model, messages,
+temperature, max tokens, stop, response format) plus a version, and is scoped
+to the caller unless CACHE_SCOPE=shared. Concurrent identical requests make
+one upstream call (single flight). A failing Redis steps aside: the request
+goes upstream and the failure is logged, never returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+logger = logging.getLogger("gptmini_graphql.cache")
+
+# Bump when what is stored, or how a key is made, changes.
+CACHE_VERSION = 1
+REDIS_PREFIX = f"gptmini:cache:v{CACHE_VERSION}:"
+
+Mode = Literal["use", "refresh", "bypass"]
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """How one request uses the cache: whose entries, and whether to read."""
+
+    scope: str  # the user, or "*" when entries are shared
+    mode: Mode = "use"
+
+
+class ResponseCache:
+    def __init__(
+        self, *, ttl_seconds: float, max_entries: int, redis_url: str | None = None
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_entries = max_entries
+        self._memory: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._redis = None
+        if redis_url is not None:
+            import redis.asyncio
+
+            self._redis = redis.asyncio.from_url(
+                redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+        self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.hits = self.misses = self.errors = 0
+
+    @staticmethod
+    def key(policy: CachePolicy, upstream: str, body: dict[str, Any]) -> str:
+        material = json.dumps(
+            {
+                "v": CACHE_VERSION,
+                "scope": policy.scope,
+                "upstream": upstream,
+                "body": body,
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        if self._redis is None:
+            entry = self._memory.get(key)
+            if entry is None or entry[0] < time.monotonic():
+                self._memory.pop(key, None)
+                return None
+            self._memory.move_to_end(key)
+            return entry[1]
+        try:
+            raw = await self._redis.get(REDIS_PREFIX + key)
+        except Exception:
+            self._stepped_aside("read")
+            return None
+        return json.loads(raw) if raw else None
+
+    async def set(self, key: str, value: dict[str, Any]) -> None:
+        if self._redis is None:
+            self._memory[key] = (time.monotonic() + self.ttl_seconds, value)
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.max_entries:
+                self._memory.popitem(last=False)
+            return
+        try:
+            await self._redis.set(
+                REDIS_PREFIX + key, json.dumps(value), ex=max(1, int(self.ttl_seconds))
+            )
+        except Exception:
+            self._stepped_aside("write")
+
+    async def fetch(
+        self,
+        key: str,
+        mode: Mode,
+        produce: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> tuple[dict[str, Any], bool]:
+        """The entry for `key` and whether it was served without asking
+        upstream (from the cache, or from another request's call in flight)."""
+        if mode == "use" and (found := await self.get(key)) is not None:
+            self.hits += 1
+            return found, True
+        if (running := self._in_flight.get(key)) is not None:
+            self.hits += 1
+            return await asyncio.shield(running), True
+        self.misses += 1
+        # A task of its own: a leader that gives up must not fail its followers.
+        call = asyncio.ensure_future(self._produce_and_store(key, produce))
+        self._in_flight[key] = call
+        call.add_done_callback(lambda _: self._done(key, call))
+        return await asyncio.shield(call), False
+
+    async def _produce_and_store(
+        self, key: str, produce: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        value = await produce()
+        await self.set(key, value)
+        return value
+
+    def _done(self, key: str, call: asyncio.Future[dict[str, Any]]) -> None:
+        self._in_flight.pop(key, None)
+        if not call.cancelled():
+            call.exception()  # retrieved: its callers, if any are left, raise it
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def _stepped_aside(self, operation: str) -> None:
+        self.errors += 1
+        logger.warning(
+            "response cache unavailable; answering without it",
+            exc_info=True,
+            extra={"cache_operation": operation},
+        )

@@ -1,0 +1,113 @@
+"""What keeps a failing upstream from taking requests down with it: which
+errors are worth a retry, how long to wait, and a circuit breaker."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx2
+import openai
+
+# Longest backoff between two attempts when the upstream names no wait.
+MAX_BACKOFF_SECONDS = 8.0
+BASE_BACKOFF_SECONDS = 0.5
+
+
+def is_outage(exc: Exception) -> bool:
+    """The upstream is down or failing (not: it refused this request)."""
+    if isinstance(exc, TimeoutError | openai.APIConnectionError):  # timeouts too
+        return True
+    status = getattr(exc, "status_code", None)
+    return status is not None and status >= 500
+
+
+def is_retryable(exc: Exception) -> bool:
+    """Timeouts, 408, 409, 429 and 5xx, but never an exhausted quota."""
+    if is_outage(exc):
+        return True
+    if isinstance(exc, openai.RateLimitError):
+        return exc.code != "insufficient_quota"
+    return getattr(exc, "status_code", None) in (408, 409)
+
+
+def retry_delay(exc: Exception, attempt: int) -> float:
+    """The upstream's Retry-After when it gave one, else exponential backoff
+    with full jitter (so retrying replicas don't arrive in step)."""
+    response = getattr(exc, "response", None)
+    if response is not None and (told := retry_after_seconds(response.headers)):
+        return told
+    ceiling = min(MAX_BACKOFF_SECONDS, BASE_BACKOFF_SECONDS * 2**attempt)
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+
+
+def retry_after_seconds(headers: httpx2.Headers) -> float | None:
+    """`retry-after-ms`, or `retry-after` in seconds or as an HTTP date."""
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(millis) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((moment - datetime.now(UTC)).total_seconds(), 0)
+
+
+class CircuitBreaker:
+    """Closed: calls go through. After `threshold` outages in a row it opens and
+    calls fail at once; `reset_seconds` later one call may probe the upstream,
+    and its outcome closes or reopens the circuit."""
+
+    def __init__(self, threshold: int, reset_seconds: float) -> None:
+        self.threshold = threshold
+        self.reset_seconds = reset_seconds
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.probing = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        return "half-open" if self._reset_due() else "open"
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if self._reset_due() and not self.probing:
+            self.probing = True  # this call is the probe; others wait for it
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        if self.opened_at is None:
+            return 0.0
+        return max(self.opened_at + self.reset_seconds - time.monotonic(), 1.0)
+
+    def succeeded(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failed(self) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.opened_at is not None or self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+
+    def released(self) -> None:
+        """A call that proved nothing either way (the caller left, a 4xx)."""
+        self.probing = False
+
+    def _reset_due(self) -> bool:
+        assert self.opened_at is not None
+        return time.monotonic() - self.opened_at >= self.reset_seconds

@@ -1,0 +1,171 @@
+"""HTTP guards in front of every route: a body size limit, CSRF prevention
+and security headers (the request id lives in logging.py, CORS is Starlette's).
+
+Pure ASGI, not BaseHTTPMiddleware: they run on every request and stream
+responses through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+CSRF_REFUSED = "CSRF_REFUSED"
+
+# Content types a page may send cross-site without a CORS preflight.
+SIMPLE_CONTENT_TYPES = frozenset(
+    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
+PREFLIGHT_HEADERS = ("x-apollo-operation-name", "apollo-require-preflight")
+
+
+async def _refuse(send: Send, status: int, message: str, code: str) -> None:
+    body = json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json; charset=utf-8")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+class BodySizeLimit:
+    """413 before any parsing, whether the size is declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"The request body is over the limit of {self.max_bytes} bytes."
+        declared = Headers(scope=scope).get("content-length")
+        if (
+            declared is not None
+            and declared.isdigit()
+            and int(declared) > self.max_bytes
+        ):
+            await _refuse(send, 413, message, PAYLOAD_TOO_LARGE)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            incoming = await receive()
+            if incoming["type"] == "http.request":
+                received += len(incoming.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return incoming
+
+        async def tracking_send(outgoing: Message) -> None:
+            nonlocal started
+            started = started or outgoing["type"] == "http.response.start"
+            await send(outgoing)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _refuse(send, 413, message, PAYLOAD_TOO_LARGE)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class CSRFPrevention:
+    """Apollo Server's rule, aimed at browsers: a request a page could send
+    cross-site without a CORS preflight (a GET operation, or a POST of a
+    simple content type) needs `X-Apollo-Operation-Name` or
+    `Apollo-Require-Preflight` — a header only a preflighted request can carry.
+
+    Only requests a browser marks as coming from another site are held to it
+    (`Sec-Fetch-Site`, or an `Origin` that is not ours): scripts and servers
+    calling the API, which no page can impersonate, need no extra header.
+    """
+
+    def __init__(self, app: ASGIApp, path: str, allowed_origins: list[str]) -> None:
+        self.app = app
+        self.path = path
+        self.allowed_origins = frozenset(allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path:
+            headers = Headers(scope=scope)
+            if self._cross_site(scope, headers) and self._unpreflighted(scope, headers):
+                await _refuse(
+                    send,
+                    400,
+                    "This request could have come from another site without a CORS "
+                    "preflight: send it with an 'Apollo-Require-Preflight: true' "
+                    "header or as application/json.",
+                    CSRF_REFUSED,
+                )
+                return
+        await self.app(scope, receive, send)
+
+    def _cross_site(self, scope: Scope, headers: Headers) -> bool:
+        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return True
+        origin = headers.get("origin")
+        if origin is None or origin in self.allowed_origins:
+            return False
+        host = headers.get("host", "")
+        return origin not in (f"http://{host}", f"https://{host}")
+
+    @staticmethod
+    def _unpreflighted(scope: Scope, headers: Headers) -> bool:
+        if any(headers.get(name, "").strip() for name in PREFLIGHT_HEADERS):
+            return False
+        if scope["method"] == "GET":
+            # The GraphiQL page itself is no operation; a query string is.
+            return bool(scope.get("query_string"))
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        return scope["method"] == "POST" and (
+            not content_type or content_type in SIMPLE_CONTENT_TYPES
+        )
+
+
+class SecurityHeaders:
+    """Headers every response carries; HSTS only in production, behind TLS."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        self.headers = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+            # GraphiQL's page boots from one inline script and reaches only us.
+            (
+                b"content-security-policy",
+                b"default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                b"style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                b"connect-src 'self' ws: wss:; frame-ancestors 'none'",
+            ),
+        ]
+        if hsts:
+            self.headers.append(
+                (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+            )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
