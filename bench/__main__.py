@@ -20,17 +20,45 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 COLUMNS = [  # (heading, row key, format)
     ("scenario", "scenario", "{}"),
+    ("variant", "variant", "{}"),
     ("conc", "concurrency", "{}"),
     ("reqs", "requests", "{}"),
     ("fail", "failures", "{}"),
     ("req/s", "rps", "{:.0f}"),
     ("p50 ms", "p50_ms", "{:.2f}"),
     ("p99 ms", "p99_ms", "{:.2f}"),
+    ("ttft p50 ms", "ttft_p50_ms", "{:.2f}"),
+    ("ttft p99 ms", "ttft_p99_ms", "{:.2f}"),
+    ("tok/s", "tokens_per_s", "{:.1f}"),
     ("server cpu ms/req", "server_cpu_ms_per_req", "{:.3f}"),
     ("server cpu%", "server_cpu_util", "{:.0%}"),
     ("upstream cpu ms/req", "upstream_cpu_ms_per_req", "{:.3f}"),
     ("client cpu ms/req", "client_cpu_ms_per_req", "{:.3f}"),
     ("other cpu%", "other_cpu_util", "{:.0%}"),
+]
+
+# Single figures of a row, printed under the table: (row key, format).
+FIGURES = [
+    ("cold_start_s", "{:.2f}"),
+    ("healthy_s", "{:.2f}"),
+    ("login_s", "{:.2f}"),
+    ("ready_s", "{:.2f}"),
+    ("first_analyze_ms", "{:.0f}"),
+    ("second_analyze_ms", "{:.0f}"),
+    ("load_s", "{:.2f}"),
+    ("rss_loaded_mb", "{:.0f}"),
+    ("rss_loaded_anon_mb", "{:.0f}"),
+    ("rss_loaded_file_mb", "{:.0f}"),
+    ("rss_after_mb", "{:.0f}"),
+    ("rss_after_anon_mb", "{:.0f}"),
+    ("rss_after_file_mb", "{:.0f}"),
+    ("model_tokens_per_s", "{:.1f}"),
+    ("tokens_per_s_min", "{:.1f}"),
+    ("tokens_per_s_max", "{:.1f}"),
+    ("prompt_tokens", "{}"),
+    ("completion_tokens", "{}"),
+    ("finish_reasons", "{}"),
+    ("same_text", "{}"),
 ]
 
 
@@ -55,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=tuple(int(c) for c in args.concurrency.split(",")),
         warmup=args.warmup or (0.3 if args.quick else 1.0),
         duration=args.duration or (1.0 if args.quick else 4.0),
+        quick=args.quick,
     )
     names = [name for name in SCENARIOS if not args.only or name in args.only]
     info = machine()
@@ -83,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
 
     ratios = compute_ratios(rows)
     print(table(rows))
+    print(figures(rows))
     for key, value in ratios.items():
         print(f"{key}: {value}")
     print(
         "cpu ms/req: the process's utime+stime over the window / requests done; "
-        "other cpu%: the rest of the machine (100% = one core): high means noisy"
+        "other cpu%: the rest of the machine (100% = one core): high means noisy; "
+        "ttft: time to the first text delta of a stream; tok/s: median of "
+        "completion tokens / request time"
     )
     report = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -107,9 +139,20 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# Scenarios that measure ours and its floor side by side ("side" of a row):
+# the row keys compared, ours / direct.
+SIDE_BY_SIDE = {
+    "stream": ["ttft_p50_ms", "p50_ms"],
+    "embedded": ["tokens_per_s"],
+}
+
+
 def compute_ratios(rows: list[dict]) -> dict[str, float]:
-    """Ours against the baseline (CPU per request) and the floor (p50)."""
-    by = {(row["scenario"], row["concurrency"]): row for row in rows}
+    """Ours against the baseline (CPU per request) and the floor (p50); and
+    in side-by-side scenarios, ours against direct."""
+    by = {
+        (row["scenario"], row["concurrency"]): row for row in rows if "side" not in row
+    }
     ratios = {}
     for (name, concurrency), ours in by.items():
         if name != "summarize":
@@ -122,7 +165,46 @@ def compute_ratios(rows: list[dict]) -> dict[str, float]:
             reference = by.get((other, concurrency), {}).get(key)
             if reference and ours.get(key) is not None:
                 ratios[f"{label}@c{concurrency}"] = round(ours[key] / reference, 2)
+    for ours in rows:
+        if ours.get("side") != "ours" or ours["scenario"] not in SIDE_BY_SIDE:
+            continue
+        at = f"t{ours['threads']}" if "threads" in ours else ""
+        at += f"c{ours['concurrency']}"
+        direct = next(
+            (
+                row
+                for row in rows
+                if row["scenario"] == ours["scenario"]
+                and row.get("side") == "direct"
+                and row.get("threads") == ours.get("threads")
+                and row["concurrency"] == ours["concurrency"]
+            ),
+            {},
+        )
+        for key in SIDE_BY_SIDE[ours["scenario"]]:
+            if direct.get(key) and ours.get(key) is not None:
+                label = f"{ours['scenario']}_{key}_vs_direct@{at}"
+                ratios[label] = round(ours[key] / direct[key], 3)
+                if key.endswith("_ms"):
+                    label = f"{ours['scenario']}_{key[:-3]}_extra_ms@{at}"
+                    ratios[label] = round(ours[key] - direct[key], 3)
     return ratios
+
+
+def figures(rows: list[dict]) -> str:
+    """The FIGURES each row has, one line per row."""
+    lines = []
+    for row in rows:
+        shown = [
+            f"{key}={fmt.format(row[key])}"
+            for key, fmt in FIGURES
+            if row.get(key) is not None
+        ]
+        if shown:
+            lines.append(
+                f"{row['scenario']} {row.get('variant', '')}: " + " ".join(shown)
+            )
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:

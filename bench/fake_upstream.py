@@ -1,11 +1,15 @@
 """A fake OpenAI-compatible upstream as fast as we can make it: a raw ASGI app
 with one canned chat.completion, so the bench measures our server, not this.
+A request with `"stream": true` gets the same answer as SSE chunks, as OpenAI
+sends them: a role chunk, STREAM_DELTAS text deltas, the finish reason, the
+usage chunk (`stream_options.include_usage`) and `[DONE]`, with no delay.
 
 Run: python -m uvicorn bench.fake_upstream:app --lifespan off --http httptools
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 
 COMPLETION = {
@@ -50,20 +54,68 @@ def _response(status: int, body: bytes) -> tuple[dict, dict]:
     return start, {"type": "http.response.body", "body": body}
 
 
+STREAM_DELTAS = 20
+
+
+def _stream_events() -> list[bytes]:
+    base = {key: COMPLETION[key] for key in ("id", "created", "model")}
+    base |= {"object": "chat.completion.chunk", "system_fingerprint": "fp_bench"}
+    words = COMPLETION["choices"][0]["message"]["content"].split(" ")
+    cuts = [round(i * len(words) / STREAM_DELTAS) for i in range(STREAM_DELTAS + 1)]
+    pieces = [
+        " ".join(words[a:b]) + (" " if b < len(words) else "")
+        for a, b in itertools.pairwise(cuts)
+    ]
+
+    def chunk(delta: dict, finish_reason: str | None = None) -> dict:
+        choice = {"index": 0, "delta": delta, "logprobs": None}
+        return base | {"choices": [choice | {"finish_reason": finish_reason}]}
+
+    usage = COMPLETION["usage"] | {
+        "completion_tokens": STREAM_DELTAS,
+        "total_tokens": COMPLETION["usage"]["prompt_tokens"] + STREAM_DELTAS,
+    }
+    chunks = [
+        chunk({"role": "assistant", "content": "", "refusal": None}),
+        *(chunk({"content": piece}) for piece in pieces),
+        chunk({}, "stop"),
+        base | {"choices": [], "usage": usage},
+    ]
+    events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks]
+    return [*events, b"data: [DONE]\n\n"]
+
+
 # Encoded once: a request costs only the protocol work.
 CHAT = _response(200, json.dumps(COMPLETION).encode())
 HEALTHY = _response(200, b'{"status":"ok"}')
 NOT_FOUND = _response(404, b'{"error":{"message":"not found"}}')
+STREAM_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/event-stream")],
+}
+# One body message (so one HTTP chunk) per SSE event; the last ends the body.
+STREAM_BODY = [
+    {"type": "http.response.body", "body": event, "more_body": True}
+    for event in _stream_events()
+] + [{"type": "http.response.body", "body": b"", "more_body": False}]
 
 
 async def app(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
-    # Drain the body so keep-alive connections stay in step.
+    # Read the whole body so keep-alive connections stay in step.
     message = await receive()
+    body = message.get("body", b"")
     while message.get("more_body"):
         message = await receive()
+        body += message.get("body", b"")
     if scope["method"] == "POST" and scope["path"].endswith("/chat/completions"):
+        if b'"stream": true' in body or b'"stream":true' in body:
+            await send(STREAM_START)
+            for event in STREAM_BODY:
+                await send(event)
+            return
         start, body = CHAT
     elif scope["path"] == "/healthz":
         start, body = HEALTHY

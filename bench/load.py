@@ -31,8 +31,15 @@ def http_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """(status, body, server closes) of one response."""
+async def read_response(
+    reader: asyncio.StreamReader, first: Callable[[bytes], bool] | None = None
+) -> tuple[int, bytes, bool, float | None]:
+    """(status, body, server closes, first event's arrival) of one response.
+
+    A chunked body (a stream) is read chunk by chunk as it arrives; the last
+    item is the `perf_counter` time of the first chunk `first` accepts (None
+    without `first`, or when none does).
+    """
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length, chunked, close = None, False, False
@@ -46,14 +53,16 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
         elif name == b"connection":
             close = value == b"close"
     if chunked:
-        parts = []
+        parts, first_at = [], None
         while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
             parts.append((await reader.readexactly(size + 2))[:-2])
+            if first_at is None and first is not None and first(parts[-1]):
+                first_at = time.perf_counter()
         await reader.readuntil(b"\r\n")  # no trailers expected
-        return status, b"".join(parts), close
+        return status, b"".join(parts), close, first_at
     if length is None:
-        return status, await reader.read(), True
-    return status, await reader.readexactly(length), close
+        return status, await reader.read(), True, None
+    return status, await reader.readexactly(length), close, None
 
 
 @dataclass
@@ -62,10 +71,12 @@ class _Run:
     request: bytes
     check: Callable[[bytes], str | None]
     max_requests: int
+    first: Callable[[bytes], bool] | None = None  # a stream's first event
     sent: int = 0
     stop: bool = False
     window: bool = False  # completions count only while the window is open
     latencies: list[float] = field(default_factory=list)
+    first_latencies: list[float] = field(default_factory=list)
     failures: int = 0
     failure_samples: list[str] = field(default_factory=list)
 
@@ -93,7 +104,9 @@ class _Run:
                 try:
                     async with asyncio.timeout(REQUEST_TIMEOUT):
                         writer.write(self.request)
-                        status, body, close = await read_response(reader)
+                        status, body, close, first_at = await read_response(
+                            reader, self.first
+                        )
                 except (
                     OSError,
                     TimeoutError,
@@ -110,10 +123,14 @@ class _Run:
                     writer = None
                 if status != 200:
                     self.fail(f"status {status}: {body[:200]!r}")
+                elif self.first is not None and first_at is None:
+                    self.fail(f"no first event: {body[:200]!r}")
                 elif number % CHECK_EVERY == 0 and (problem := self.check(body)):
                     self.fail(problem)
                 elif self.window:
                     self.latencies.append(latency)
+                    if first_at is not None:
+                        self.first_latencies.append(first_at - started)
         finally:
             if writer is not None:
                 writer.close()
@@ -160,6 +177,7 @@ async def measure(
     check: Callable[[bytes], str | None],
     cpu: dict[str, Callable[[], float]],
     max_requests: int = 1_000_000,
+    first: Callable[[bytes], bool] | None = None,
 ) -> dict:
     """Warm up, then count what completes in a `duration` window.
 
@@ -169,7 +187,7 @@ async def measure(
     makes a run noisy, and this says how noisy.
     """
     cpu = {**cpu, "machine": machine_cpu_seconds}
-    state = _Run(port, request, check, max_requests)
+    state = _Run(port, request, check, max_requests, first)
     tasks = [asyncio.create_task(state.worker()) for _ in range(concurrency)]
     try:
         await asyncio.wait(tasks, timeout=warmup)
@@ -195,6 +213,9 @@ async def measure(
         "rps": round(done / elapsed, 1),
         **latency_stats(state.latencies),
     }
+    if first is not None:
+        ttft = latency_stats(state.first_latencies)
+        row["ttft_p50_ms"], row["ttft_p99_ms"] = ttft["p50_ms"], ttft["p99_ms"]
     spent = {name: after[name] - before[name] for name in cpu}
     machine = spent.pop("machine")
     for name, seconds in spent.items():

@@ -15,7 +15,12 @@ import time
 from pathlib import Path
 
 from bench.load import cpu_seconds
-from bench.workload import LOGIN_QUERY, graphql_body
+from bench.workload import (
+    LOCAL_CONTEXT_SIZE,
+    LOCAL_MODEL_PATH,
+    LOGIN_QUERY,
+    graphql_body,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0  # seconds
@@ -31,9 +36,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_json(port: int, method: str, path: str, body: bytes = b"", headers=None):
+def http_json(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers=None,
+    timeout: float = 10,
+):
     """One plain request (set-up only, never under load): (status, JSON body)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request(method, path, body or None, headers or {})
         response = connection.getresponse()
@@ -54,7 +66,12 @@ class Server:
             self.process = subprocess.Popen(  # noqa: S603 (our own argv, no shell)
                 argv,
                 cwd=cwd,
-                env={**os.environ, **(env or {})},
+                # A None value removes the variable.
+                env={
+                    name: value
+                    for name, value in {**os.environ, **(env or {})}.items()
+                    if value is not None
+                },
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -84,7 +101,7 @@ class Server:
                     return
             except (OSError, ValueError):
                 pass
-            time.sleep(0.1)
+            time.sleep(0.02)
         raise ServerFailed(self._failure(f"not healthy after {START_TIMEOUT:g} s"))
 
     def _failure(self, what: str) -> str:
@@ -102,6 +119,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+API_ARGV = [sys.executable, "-m", "gptmini_graphql", "serve", "--port", "{port}"]
 
 
 def uvicorn_argv(app: str) -> list[str]:
@@ -145,18 +165,47 @@ class Rig:
         env = {
             "OPENAI_BASE_URL": self.upstream().url + "/v1",
             "OPENAI_API_KEY": "bench",
+        }
+        server = self._start("api", API_ARGV, env=self._api_env(env), cwd=self.cwd)
+        self.token = login(server.port)
+        return server
+
+    def embedded(self, threads: int) -> Server:
+        """Our server with no upstream configured, so the embedded model answers;
+        a new one on each call (the caller times its start), not logged in.
+        Returns once /healthz answers: the model may still be loading."""
+        env = {
+            "OPENAI_BASE_URL": None,
+            "OPENAI_API_KEY": None,
+            "LLM_BACKEND": None,
+            "LOCAL_MODEL_PATH": str(LOCAL_MODEL_PATH),
+            "LOCAL_THREADS": str(threads),
+            "LOCAL_CONTEXT_SIZE": str(LOCAL_CONTEXT_SIZE),
+        }
+        name = f"embedded-t{threads}"
+        self.stop(name)
+        return self._start(name, API_ARGV, env=self._api_env(env), cwd=self.cwd)
+
+    def stop(self, name: str) -> None:
+        """Stop one server now (a later call of its method starts a new one)."""
+        if server := self._servers.pop(name, None):
+            server.stop()
+
+    @property
+    def cwd(self) -> Path:
+        # Run from an empty folder so a developer's .env can't change what is
+        # measured (REDIS_URL, say); the package is found by path.
+        return Path(self._cwd.name)
+
+    def _api_env(self, env: dict[str, str | None]) -> dict[str, str | None]:
+        return {
             "RATE_LIMIT": "1000000/minute",
             "LOG_LEVEL": "INFO",
-            # Run from an empty folder so a developer's .env can't change what
-            # is measured (REDIS_URL, say); the package is found by path.
             "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
             ),
+            **env,
         }
-        argv = [sys.executable, "-m", "gptmini_graphql", "serve", "--port", "{port}"]
-        server = self._start("api", argv, env=env, cwd=Path(self._cwd.name))
-        self.token = login(server.port)
-        return server
 
     def close(self) -> None:
         # Clients before the upstream they call, so none logs a broken call.

@@ -1,17 +1,27 @@
 """What the scenarios send: one summarize request, and the chat completion our
-server makes of it (built from the task's own prompt, so the two stay equal)."""
+server makes of it (built from the task's own prompt, so the two stay equal);
+the same for `complete` and its stream."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from gptmini_graphql.settings import Settings
+from gptmini_graphql.tasks import complete
 from gptmini_graphql.tasks.base import delimited
 from gptmini_graphql.tasks.summarize import DEFAULT_MAX_WORDS, SYSTEM
 
 MODEL = Settings.model_fields["openai_model"].default
 _MAX_COMPLETION_TOKENS = Settings.model_fields["max_completion_tokens"].default
+# The default model file, as `make run` fetches it into the checkout.
+LOCAL_MODEL_PATH = (
+    Path(__file__).resolve().parent.parent
+    / Settings.model_fields["local_model_path"].default
+)
+LOCAL_CONTEXT_SIZE = Settings.model_fields["local_context_size"].default
 
 TEXT = (
     "At Tuesday's meeting the city council's transport committee approved the "
@@ -56,3 +66,51 @@ def chat_arguments(text: str) -> dict[str, Any]:
 def chat_body(text: str) -> bytes:
     """The JSON body the openai SDK sends for those arguments."""
     return json.dumps(chat_arguments(text)).encode()
+
+
+# A prompt a small model does not finish early: every run writes max_tokens.
+STORY = (
+    "Write a long, detailed story about a lighthouse keeper who finds a message "
+    "in a bottle. Use many chapters."
+)
+COMPLETE_MAX_TOKENS = 128
+
+COMPLETE_QUERY = (
+    "query Complete($prompt: String!, $maxTokens: Int!) "
+    "{ complete(prompt: $prompt, maxTokens: $maxTokens, temperature: 0) "
+    "{ text finishReason model usage { promptTokens completionTokens } } }"
+)
+
+STREAM_QUERY = (
+    "subscription Stream($prompt: String!) "
+    "{ completeStream(prompt: $prompt, maxTokens: 64) "
+    "{ text done finishReason model usage { completionTokens costUsd } } }"
+)
+
+ANALYZE_QUERY = (
+    "query Analyze($text: String!) "
+    "{ analyze(text: $text) { sentiment score confidence model } }"
+)
+REVIEW = "The soup was cold, but the staff were kind and the bread was wonderful."
+REVIEW_AGAIN = "Two hours late, no apology, and the seats were broken. Never again."
+
+
+def complete_messages(prompt: str, max_tokens: int) -> list[dict[str, str]]:
+    """The messages our complete task sends, by its own construction."""
+    limits = Settings.model_construct()  # the defaults, without reading .env
+    llm = SimpleNamespace(settings=limits)
+    return complete._messages(llm, prompt, max_tokens, 0.0, None)
+
+
+def stream_chat_body(prompt: str) -> bytes:
+    """The body our server sends upstream for `completeStream(prompt, maxTokens: 64)`."""
+    return json.dumps(
+        {
+            "messages": complete_messages(prompt, 64),
+            "max_tokens": 64,
+            "temperature": complete.DEFAULT_TEMPERATURE,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "model": MODEL,
+        }
+    ).encode()
