@@ -80,6 +80,7 @@ class Reply:
     cut_after: int | None = None
     stream_usage: bool = True
     finish_reason: str = "stop"
+    raw_events: list[bytes] | None = None  # sent instead of the chunks, as they are
 
 
 def chunk_event(choices: list[dict[str, Any]], usage: dict | None = None) -> bytes:
@@ -104,6 +105,11 @@ class SSEStream(httpx2.AsyncByteStream):
 
     async def __aiter__(self):  # type: ignore[override]
         reply = self.reply
+        if reply.raw_events is not None:
+            for event in reply.raw_events:
+                yield event
+            self.finished = True
+            return
         for index, text in enumerate(reply.chunks):
             if reply.cut_after is not None and index == reply.cut_after:
                 self.finished = True  # the upstream broke it, not the client

@@ -59,13 +59,17 @@ def test_development_starts_with_defaults_and_warns(capfd, make_api) -> None:
 
 def test_production_hides_introspection(make_api) -> None:
     api = make_api(**SECURE)
-    result = api.client.post("/graphql", json={"query": "{ __schema { types { name } } }"})
+    result = api.client.post(
+        "/graphql", json={"query": "{ __schema { types { name } } }"}
+    )
     assert set(error_codes(result.json())) == {"GRAPHQL_VALIDATION_FAILED"}
 
 
 def test_production_can_turn_introspection_back_on(make_api) -> None:
     api = make_api(**SECURE, introspection=True)
-    result = api.client.post("/graphql", json={"query": "{ __schema { types { name } } }"})
+    result = api.client.post(
+        "/graphql", json={"query": "{ __schema { types { name } } }"}
+    )
     assert "errors" not in result.json()
 
 

@@ -570,6 +570,26 @@ def test_http_transports_end_a_cut_stream_with_a_coded_error(
     assert error_codes(last) == ["UPSTREAM_UNAVAILABLE"]
 
 
+@pytest.mark.parametrize(
+    "event",
+    [
+        b'data: {"choices": "not a list"}\n\n',
+        b'data: ["not", "an", "object"]\n\n',
+        b'data: {"choices": [], "usage": {"prompt_tokens": "many"}}\n\n',
+    ],
+)
+def test_a_malformed_stream_chunk_is_an_upstream_error(
+    api: API, token: str, event: bytes
+) -> None:
+    finish = (
+        b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
+    )
+    reply = Reply(raw_events=[finish, event, b"data: [DONE]\n\n"])
+    *_, last = stream_over_http(api, "sse", token, reply)
+    assert last["data"] is None
+    assert error_codes(last) == ["UPSTREAM_ERROR"]
+
+
 @pytest.mark.parametrize("transport", ACCEPT)
 def test_http_subscriptions_take_the_token_from_the_header(
     api: API, transport: str
