@@ -103,3 +103,14 @@ def error_codes(result: dict[str, Any]) -> list[str]:
 
 def redis_url() -> str | None:
     return os.environ.get("REDIS_URL")
+
+
+# For tests that must hold with state in memory and in a real Redis alike.
+MEMORY_AND_REDIS = [
+    pytest.param(None, id="memory"),
+    pytest.param(
+        "redis",
+        id="redis",
+        marks=pytest.mark.skipif(redis_url() is None, reason="REDIS_URL is not set"),
+    ),
+]

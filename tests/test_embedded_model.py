@@ -163,3 +163,13 @@ def test_text_beyond_the_context_is_bad_user_input(make_api) -> None:
     )
     assert error_codes(result) == ["BAD_USER_INPUT"]
     assert "256 tokens" in result["errors"][0]["message"]
+
+
+def test_the_embedded_models_answers_are_cached_too(make_api) -> None:
+    api = embedded_api(make_api, cache_ttl_seconds=60)
+    token = api.login()
+    query = '{ analyze(text: "Sunny and warm.") { sentiment cached } }'
+    first = api.post(query, token=token)["data"]["analyze"]
+    second = api.post(query, token=token)["data"]["analyze"]
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert second["sentiment"] == first["sentiment"]

@@ -6,21 +6,12 @@ import uuid
 
 import pytest
 
-from tests.conftest import error_codes, redis_url
+from tests.conftest import MEMORY_AND_REDIS, error_codes, redis_url
 
 SUMMARIZE = '{ summarize(text: "hello") { text } }'
 
-STORAGES = [
-    pytest.param(None, id="memory"),
-    pytest.param(
-        "redis",
-        id="redis",
-        marks=pytest.mark.skipif(redis_url() is None, reason="REDIS_URL is not set"),
-    ),
-]
 
-
-@pytest.fixture(params=STORAGES)
+@pytest.fixture(params=MEMORY_AND_REDIS)
 def storage(request: pytest.FixtureRequest) -> str | None:
     return redis_url() if request.param == "redis" else None
 

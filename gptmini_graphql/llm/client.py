@@ -19,6 +19,7 @@ import httpx2
 import openai
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion
+from pydantic import SecretStr
 
 from gptmini_graphql.errors import (
     AppError,
@@ -509,38 +510,39 @@ def build_llm(
         upstream = Upstream(
             "embedded", local, settings.local_model_name, retries=0, breaker=breaker()
         )
-        return LLM([upstream], settings, embedded=embedded)
+        return LLM(
+            [upstream], settings, embedded=embedded, cache=response_cache(settings)
+        )
+
+    def remote(
+        name: str, base_url: str | None, key: SecretStr | None, model: str
+    ) -> Upstream:
+        secret = key.get_secret_value() if key else None
+        return Upstream(
+            name,
+            client(base_url, secret, http_client=http_client),
+            model,
+            retries=settings.llm_max_retries,
+            breaker=breaker(),
+        )
+
     upstreams = []
     if settings.upstream_configured:
-        key = settings.openai_api_key
-        primary = client(
-            settings.openai_base_url,
-            key.get_secret_value() if key else None,
-            http_client=http_client,
-        )
         upstreams.append(
-            Upstream(
+            remote(
                 "primary",
-                primary,
+                settings.openai_base_url,
+                settings.openai_api_key,
                 settings.openai_model,
-                retries=settings.llm_max_retries,
-                breaker=breaker(),
             )
         )
     if upstreams and settings.llm_fallback_base_url:
-        key = settings.llm_fallback_api_key
-        fallback = client(
-            settings.llm_fallback_base_url,
-            key.get_secret_value() if key else None,
-            http_client=http_client,
-        )
         upstreams.append(
-            Upstream(
+            remote(
                 "fallback",
-                fallback,
+                settings.llm_fallback_base_url,
+                settings.llm_fallback_api_key,
                 settings.llm_fallback_model or settings.openai_model,
-                retries=settings.llm_max_retries,
-                breaker=breaker(),
             )
         )
     return LLM(upstreams, settings, cache=response_cache(settings))

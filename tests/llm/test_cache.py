@@ -10,21 +10,13 @@ import pytest
 
 from gptmini_graphql.auth.tokens import TokenService
 from gptmini_graphql.settings import DEFAULT_JWT_SECRET
-from tests.conftest import redis_url
+from tests.conftest import MEMORY_AND_REDIS, redis_url
 from tests.fake_upstream import Reply, chat_completion
 
 FIELDS = "text cached usage { costUsd savedCostUsd }"
-STORES = [
-    pytest.param(None, id="memory"),
-    pytest.param(
-        "redis",
-        id="redis",
-        marks=pytest.mark.skipif(redis_url() is None, reason="REDIS_URL is not set"),
-    ),
-]
 
 
-@pytest.fixture(params=STORES)
+@pytest.fixture(params=MEMORY_AND_REDIS)
 def cached_api(request: pytest.FixtureRequest, make_api):
     def make(**overrides):
         store = redis_url() if request.param == "redis" else None
