@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format schema bench up upd down stop build rm pull bash
+.PHONY: help install run test lint format schema bench loadtest up upd down stop build rm pull bash
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,6 +41,12 @@ schema: install  ## export schema.graphql from the code
 
 bench: install  ## benchmarks against a local fake upstream (prints a report)
 	$(BIN)/python -m bench
+
+USERS    ?= 20
+RUN_TIME ?= 30s
+WORKERS  ?= 2
+loadtest: install  ## Locust, headless, against the server (uvicorn workers) and a local fake upstream; USERS, RUN_TIME, WORKERS
+	$(BIN)/python -m loadtest --users $(USERS) --run-time $(RUN_TIME) --workers $(WORKERS)
 
 # The same server in containers (needs a Docker engine).
 up:  ## docker compose up (api + redis)

@@ -15,13 +15,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from gptmini_graphql import __version__
+from gptmini_graphql import __version__, metrics, tracing
 from gptmini_graphql.context import Services
 from gptmini_graphql.endpoint import GraphQLEndpoint
 from gptmini_graphql.graphiql import graphiql_static_route
 from gptmini_graphql.llm.client import NOT_CONFIGURED
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
 from gptmini_graphql.middleware import BodySizeLimit, CSRFPrevention, SecurityHeaders
+from gptmini_graphql.persisted_queries import PersistedQueries
 from gptmini_graphql.schema import build_schema
 from gptmini_graphql.settings import Settings
 
@@ -37,10 +38,15 @@ def create_app(
     settings = settings or Settings()
     settings.check()
     configure_logging(settings.log_level)
+    persisted_queries = PersistedQueries.from_settings(settings)
     graphql = GraphQLEndpoint(
         build_schema(settings),
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+        graphiql=settings.graphiql_enabled,
+        persisted_queries=persisted_queries,
     )
+    metrics.register_operations(graphql.schema)
+    tracing.setup()  # only if OTEL_EXPORTER_OTLP_ENDPOINT says where to
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
@@ -65,6 +71,7 @@ def create_app(
             yield {"services": services}
         finally:
             await services.aclose()
+            await persisted_queries.aclose()
             logger.info("stopped")
 
     async def healthz(request: Request) -> JSONResponse:
@@ -81,6 +88,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics.metrics_endpoint),
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
             graphiql_static_route(),
@@ -88,7 +96,9 @@ def create_app(
         # Outermost first: every response gets its request id and headers, and
         # CORS answers preflights before CSRF prevention looks at a request.
         middleware=[
+            Middleware(metrics.MetricsMiddleware),
             Middleware(RequestIdMiddleware),
+            *tracing.middleware(),
             Middleware(SecurityHeaders, hsts=settings.production),
             *cors(settings.cors_allow_origins),
             Middleware(

@@ -7,6 +7,7 @@ import logging
 import time
 from types import TracebackType
 
+from gptmini_graphql import metrics, tracing
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import INTERNAL_SERVER_ERROR, AppError
 from gptmini_graphql.llm.client import ChatStreamEnd
@@ -22,6 +23,8 @@ def log_operation(context: RequestContext, codes: list[str]) -> None:
     results = context.results
     costs = [r.usage.cost_usd for r in results]
     outcome = codes[0] if codes else OK
+    metrics.count_operation(context.root_fields, outcome, context.started)
+    tracing.annotate_operation(context, outcome)
     logger.log(
         logging.INFO if outcome == OK else logging.WARNING,
         "graphql operation",
@@ -62,6 +65,8 @@ class StreamLog:
             self.first_token = time.perf_counter()
 
     async def __aenter__(self) -> StreamLog:
+        metrics.stream_started(self.field)
+        self.span = tracing.start_subscription(self.context, self.field)
         return self
 
     async def __aexit__(
@@ -79,6 +84,10 @@ class StreamLog:
         else:
             outcome = INTERNAL_SERVER_ERROR
         usage = self.end.usage if self.end else None
+        ttft = self.first_token - self.started if self.first_token else None
+        metrics.stream_ended(self.field, outcome, ttft)
+        if self.span is not None:
+            self.span.end(outcome, self.end, ttft)
         logger.log(
             logging.INFO if outcome in (OK, CANCELLED) else logging.WARNING,
             "graphql subscription",

@@ -14,6 +14,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 
+from gptmini_graphql import metrics
 from gptmini_graphql.errors import RateLimited
 
 logger = logging.getLogger("gptmini_graphql.rate_limits")
@@ -57,6 +58,7 @@ class RateLimiter:
                 # request through and say so loudly.
                 logger.exception("rate limit storage failed; request let through")
                 return
+            metrics.RATE_LIMIT_REFUSALS.labels(identifiers[0]).inc()
             if cost > item.amount:
                 raise RateLimited(
                     f"This operation needs {cost} requests but the limit is "

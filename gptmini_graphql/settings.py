@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     @field_validator(
         "openai_api_key",
         "openai_base_url",
+        "redis_url",
         "llm_fallback_base_url",
         "llm_fallback_api_key",
         "llm_fallback_model",

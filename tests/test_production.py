@@ -73,6 +73,20 @@ def test_production_can_turn_introspection_back_on(make_api) -> None:
     assert "errors" not in result.json()
 
 
+def test_production_hides_graphiql(make_api) -> None:
+    api = make_api(**SECURE)
+    page = api.client.get("/graphql", headers={"Accept": "text/html"})
+    # Without the page, a browser asks for a media type the endpoint lacks.
+    assert page.status_code == 406
+    assert "GraphiQL" not in page.text
+
+
+def test_production_can_turn_graphiql_back_on(make_api) -> None:
+    api = make_api(**SECURE, graphiql=True)
+    page = api.client.get("/graphql", headers={"Accept": "text/html"})
+    assert "graphiql" in page.text.lower()
+
+
 def test_production_sends_hsts(make_api) -> None:
     api = make_api(**SECURE)
     assert "max-age" in api.client.get("/healthz").headers["strict-transport-security"]

@@ -44,6 +44,9 @@ def test_bad_values_fail_at_start_up(name: str, value: str) -> None:
         Settings(_env_file=None, **{name: value})
 
 
-def test_empty_key_means_unset() -> None:
-    settings = Settings(_env_file=None, openai_api_key="", openai_base_url="")
+def test_empty_values_mean_unset() -> None:
+    settings = Settings(
+        _env_file=None, openai_api_key="", openai_base_url="", redis_url=""
+    )
     assert settings.openai_api_key is None and not settings.upstream_configured
+    assert settings.redis_url is None

@@ -7,6 +7,7 @@ transport: HTTP, SSE, multipart and WebSocket.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 from graphql import GraphQLError
@@ -23,6 +24,11 @@ from gptmini_graphql.errors import (
 )
 
 QUERY_TOO_LARGE = "QUERY_TOO_LARGE"
+# graphql-core's words for variables whose values do not fit their types
+# (not for "never used" or "not defined": those are the document's fault).
+_COERCION = re.compile(
+    r"^Variable '\$\w+' (has invalid value|got invalid value|of required type|of non-null type)"
+)
 
 logger = logging.getLogger("gptmini_graphql.graphql")
 
@@ -82,6 +88,6 @@ def _request_error_code(error: GraphQLError) -> str:
         return QUERY_TOO_LARGE  # MaxTokensLimiter stops the parser
     if error.message.startswith("Syntax Error"):
         return GRAPHQL_PARSE_FAILED
-    if error.message.startswith("Variable '$"):
-        return BadUserInput.code
+    if _COERCION.match(error.message):
+        return BadUserInput.code  # the document is fine, the values are not
     return GRAPHQL_VALIDATION_FAILED

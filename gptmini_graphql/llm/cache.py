@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gptmini_graphql import metrics, tracing
+
 logger = logging.getLogger("gptmini_graphql.cache")
 
 # Bump when what is stored, or how a key is made, changes.
@@ -106,13 +108,16 @@ class ResponseCache:
     ) -> tuple[dict[str, Any], bool]:
         """The entry for `key` and whether it was served without asking
         upstream (from the cache, or from another request's call in flight)."""
-        if mode == "use" and (found := await self.get(key)) is not None:
+        if mode == "use" and (found := await self._lookup(key)) is not None:
             self.hits += 1
+            metrics.CACHE_HIT.inc()
             return found, True
         if (running := self._in_flight.get(key)) is not None:
             self.hits += 1
+            metrics.CACHE_COALESCED.inc()
             return await asyncio.shield(running), True
         self.misses += 1
+        metrics.CACHE_MISS.inc()
         # A task of its own: a leader that gives up must not fail its followers.
         call = asyncio.ensure_future(self._produce_and_store(key, produce))
         self._in_flight[key] = call
@@ -135,8 +140,16 @@ class ResponseCache:
         if self._redis is not None:
             await self._redis.aclose()
 
+    async def _lookup(self, key: str) -> dict[str, Any] | None:
+        backend = "memory" if self._redis is None else "redis"
+        with tracing.span("cache lookup", {"gptmini.cache.backend": backend}) as span:
+            found = await self.get(key)
+            tracing.annotate(span, **{"gptmini.cache.hit": found is not None})
+        return found
+
     def _stepped_aside(self, operation: str) -> None:
         self.errors += 1
+        metrics.CACHE_ERRORS.labels(operation).inc()
         logger.warning(
             "response cache unavailable; answering without it",
             exc_info=True,

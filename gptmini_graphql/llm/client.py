@@ -21,6 +21,7 @@ from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
+from gptmini_graphql import metrics, tracing
 from gptmini_graphql.errors import (
     AppError,
     BadUserInput,
@@ -274,7 +275,10 @@ class LLM:
             cache.mode,
             lambda: _as_entry(ask_upstream()),
         )
-        return ChatAnswer.from_entry(entry, served=served)
+        answer = ChatAnswer.from_entry(entry, served=served)
+        if served:
+            metrics.count_saved(answer.model, answer.usage.saved_cost_usd)
+        return answer
 
     async def stream_chat(
         self,
@@ -300,6 +304,7 @@ class LLM:
         # No overall deadline for a stream: each wait for the next chunk is bounded.
         wait = self.settings.llm_timeout_seconds
         model, finish_reason, usage = upstream.model, None, None
+        reading = metrics.streaming(upstream.name)
         try:
             async with stream:
                 chunks = aiter(stream)
@@ -327,6 +332,8 @@ class LLM:
             ) from exc
         except openai.APIError as exc:
             raise upstream_error(exc) from exc
+        finally:
+            reading.dec()
         if finish_reason is None:
             raise UpstreamUnavailable("The model's stream ended before its answer did.")
         yield ChatStreamEnd(
@@ -360,8 +367,14 @@ class LLM:
                 )
                 continue
             try:
-                async with asyncio.timeout_at(deadline):
-                    answer = await upstream.post(body, deadline=deadline, stream=stream)
+                with (
+                    metrics.upstream_call(upstream.name, upstream.model, stream),
+                    tracing.upstream_span(upstream.name, upstream.model, body),
+                ):
+                    async with asyncio.timeout_at(deadline):
+                        answer = await upstream.post(
+                            body, deadline=deadline, stream=stream
+                        )
             except (TimeoutError, openai.APITimeoutError) as exc:
                 breaker.failed()
                 failure = UpstreamTimeout(
@@ -404,7 +417,7 @@ class LLM:
     def _usage(self, model: str, usage: CompletionUsage) -> Usage:
         details = usage.prompt_tokens_details
         cached = (details.cached_tokens or 0) if details else 0
-        return Usage(
+        priced = Usage(
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=cached,
@@ -415,6 +428,8 @@ class LLM:
                 cached_tokens=cached,
             ),
         )
+        metrics.count_usage(model, priced)  # each upstream answer passes here once
+        return priced
 
 
 MALFORMED_CHUNK = "The model's stream sent a malformed chunk."

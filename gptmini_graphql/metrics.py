@@ -1,0 +1,406 @@
+"""Prometheus metrics: everything the server counts, and `GET /metrics`.
+
+Every name starts with `gptmini_`. No label carries a user, a text or a raw
+path: label values come from small sets (route templates, the schema's root
+fields, error codes, configured upstreams and models), so a client cannot
+grow the number of series.
+
+    gptmini_http_requests_total{method,route,status}
+    gptmini_http_request_duration_seconds{method,route}          histogram
+    gptmini_http_requests_in_flight
+    gptmini_graphql_operations_total{operation,outcome}          queries, mutations
+    gptmini_graphql_operation_duration_seconds{operation}        histogram
+    gptmini_graphql_subscriptions_total{field,outcome}
+    gptmini_graphql_subscriptions_active{field}
+    gptmini_graphql_time_to_first_token_seconds{field}           histogram
+    gptmini_upstream_request_duration_seconds{upstream,model,outcome,stream}
+    gptmini_upstream_requests_in_flight{upstream}    the embedded model's queue
+    gptmini_llm_tokens_total{model,kind}             kind: input, output, cached_input
+    gptmini_llm_cost_usd_total{model}
+    gptmini_cache_requests_total{result}             hit, coalesced, miss
+    gptmini_cache_errors_total{operation}            read, write
+    gptmini_cache_saved_cost_usd_total{model}
+    gptmini_rate_limit_refusals_total{limit}         user, login-address, login-user
+    gptmini_build_info{version}
+
+`operation` is the operation's root field (`summarize`, `login`, ...):
+`multiple` for several, `none` when nothing ran (a document that did not
+parse or validate), `other` for anything the schema does not have. The name
+a client gives its operation is in the log line, not in a label.
+
+Several worker processes (uvicorn --workers N): set PROMETHEUS_MULTIPROC_DIR
+to an empty directory that every worker can write, the same for all of them,
+emptied before each start:
+
+    rm -rf /tmp/gptmini-metrics && mkdir -p /tmp/gptmini-metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/gptmini-metrics \\
+        uvicorn --factory gptmini_graphql.app:create_app --workers 4 \\
+        --host 0.0.0.0 --port 8000 --no-access-log
+
+Each worker then writes its values to files there and whichever worker
+answers `/metrics` adds them all up (prometheus_client's multiprocess mode;
+the process_* and python_* metrics are left out in that mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import re
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gptmini_graphql import __version__
+
+if TYPE_CHECKING:
+    from gptmini_graphql.llm.client import Usage
+
+# Seconds. Requests and operations: from a cache hit (a millisecond) to a long
+# completion; upstream calls and first tokens start slower.
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30)
+
+# No `*_created` series: twice the series for a start time nobody charts (and
+# multiprocess mode has none anyway).
+disable_created_metrics()
+
+# In multiprocess mode (prometheus_client reads the variable at import) each
+# metric writes to a file there: the directory must exist by the first one.
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+if MULTIPROC_DIR:
+    os.makedirs(MULTIPROC_DIR, exist_ok=True)
+
+HTTP_REQUESTS = Counter(
+    "gptmini_http_requests",
+    "HTTP requests answered, by route template, method and status.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "gptmini_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its response (streams included).",
+    ["method", "route"],
+    buckets=REQUEST_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "gptmini_http_requests_in_flight",
+    "HTTP requests being answered now.",
+    multiprocess_mode="livesum",
+)
+OPERATIONS = Counter(
+    "gptmini_graphql_operations",
+    "GraphQL queries and mutations over HTTP, by root field and outcome "
+    "(OK or the first error's code).",
+    ["operation", "outcome"],
+)
+OPERATION_DURATION = Histogram(
+    "gptmini_graphql_operation_duration_seconds",
+    "Time to answer a GraphQL query or mutation.",
+    ["operation"],
+    buckets=REQUEST_BUCKETS,
+)
+SUBSCRIPTIONS = Counter(
+    "gptmini_graphql_subscriptions",
+    "GraphQL subscriptions ended, by field and outcome (OK, CANCELLED or a code).",
+    ["field", "outcome"],
+)
+SUBSCRIPTIONS_ACTIVE = Gauge(
+    "gptmini_graphql_subscriptions_active",
+    "GraphQL subscriptions streaming now.",
+    ["field"],
+    multiprocess_mode="livesum",
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "gptmini_graphql_time_to_first_token_seconds",
+    "Time from a subscription's start to its first text delta.",
+    ["field"],
+    buckets=FIRST_TOKEN_BUCKETS,
+)
+UPSTREAM_DURATION = Histogram(
+    "gptmini_upstream_request_duration_seconds",
+    "One call to an LLM upstream, retries included: to the whole answer, or "
+    "for a stream (stream=true) to its start. outcome: ok, timeout, "
+    "connection_error, cancelled, error, or the upstream's HTTP status.",
+    ["upstream", "model", "outcome", "stream"],
+    buckets=UPSTREAM_BUCKETS,
+)
+UPSTREAM_IN_FLIGHT = Gauge(
+    "gptmini_upstream_requests_in_flight",
+    "Requests at an LLM upstream now, streams until their end. For "
+    'upstream="embedded" this is the embedded model\'s queue: the request '
+    "generating and those waiting.",
+    ["upstream"],
+    multiprocess_mode="livesum",
+)
+LLM_TOKENS = Counter(
+    "gptmini_llm_tokens",
+    "Tokens of upstream answers, by model and kind (input, output, and "
+    "cached_input: the part of input the provider had cached).",
+    ["model", "kind"],
+)
+LLM_COST = Counter(
+    "gptmini_llm_cost_usd",
+    "Cost of upstream answers in US dollars, by model (models with a price).",
+    ["model"],
+)
+CACHE_REQUESTS = Counter(
+    "gptmini_cache_requests",
+    "Response cache lookups: hit, coalesced (answered by an identical request "
+    "in flight) or miss.",
+    ["result"],
+)
+CACHE_ERRORS = Counter(
+    "gptmini_cache_errors",
+    "Response cache failures (Redis down or slow); the request went upstream.",
+    ["operation"],
+)
+CACHE_SAVED_COST = Counter(
+    "gptmini_cache_saved_cost_usd",
+    "What answers served from the response cache would have cost, in US dollars.",
+    ["model"],
+)
+RATE_LIMIT_REFUSALS = Counter(
+    "gptmini_rate_limit_refusals",
+    "Requests refused by a rate limit, by limit (user, login-address, login-user).",
+    ["limit"],
+)
+BUILD_INFO = Gauge(
+    "gptmini_build_info",
+    "Always 1; the version is a label.",
+    ["version"],
+    multiprocess_mode="max",
+)
+BUILD_INFO.labels(__version__).set(1)
+
+CACHE_HIT = CACHE_REQUESTS.labels("hit")
+CACHE_COALESCED = CACHE_REQUESTS.labels("coalesced")
+CACHE_MISS = CACHE_REQUESTS.labels("miss")
+
+if MULTIPROC_DIR:
+    # A worker that exits cleanly takes its live gauges (in flight, active)
+    # with it; the counters it wrote still count.
+    atexit.register(lambda: multiprocess.mark_process_dead(os.getpid()))
+
+
+# --- bounded label values ------------------------------------------------------
+
+_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# Introspection's root fields are in every schema.
+_ROOT_FIELDS: set[str] = {"__schema", "__type", "__typename"}
+_MAX_MODELS = 32
+_models: set[str] = set()
+
+
+def register_operations(schema: object) -> None:
+    """The root fields of `schema` (a Strawberry schema): the values the
+    `operation` label may take besides multiple, none and other."""
+    graphql_schema = schema._schema  # type: ignore[attr-defined]
+    for root in (
+        graphql_schema.query_type,
+        graphql_schema.mutation_type,
+        graphql_schema.subscription_type,
+    ):
+        if root is not None:
+            _ROOT_FIELDS.update(root.fields)
+
+
+def operation_label(root_fields: Iterable[str]) -> str:
+    fields = set(root_fields)
+    if not fields:
+        return "none"
+    if not fields <= _ROOT_FIELDS:
+        return "other"
+    return fields.pop() if len(fields) == 1 else "multiple"
+
+
+def _outcome(code: str) -> str:
+    return code if _CODE.fullmatch(code) else "other"
+
+
+def model_label(model: str) -> str:
+    """Model names come from settings and the upstream's answers: a few, but
+    an upstream could send anything, so past a few dozen they are `other`."""
+    if model in _models:
+        return model
+    if len(_models) >= _MAX_MODELS or len(model) > 100:
+        return "other"
+    _models.add(model)
+    return model
+
+
+# --- what the hooks call ---------------------------------------------------
+
+
+def count_operation(root_fields: Iterable[str], outcome: str, started: float) -> None:
+    """One GraphQL query or mutation over HTTP, answered now; `started` is
+    its `time.perf_counter()` at arrival."""
+    operation = operation_label(root_fields)
+    OPERATIONS.labels(operation, _outcome(outcome)).inc()
+    OPERATION_DURATION.labels(operation).observe(time.perf_counter() - started)
+
+
+def stream_started(field: str) -> None:
+    SUBSCRIPTIONS_ACTIVE.labels(field).inc()
+
+
+def stream_ended(field: str, outcome: str, first_token_seconds: float | None) -> None:
+    SUBSCRIPTIONS_ACTIVE.labels(field).dec()
+    SUBSCRIPTIONS.labels(field, _outcome(outcome)).inc()
+    if first_token_seconds is not None:
+        TIME_TO_FIRST_TOKEN.labels(field).observe(first_token_seconds)
+
+
+def count_usage(model: str, usage: Usage) -> None:
+    """The usage of one upstream answer (not of one served from the cache)."""
+    model = model_label(model)
+    LLM_TOKENS.labels(model, "input").inc(usage.prompt_tokens)
+    LLM_TOKENS.labels(model, "output").inc(usage.completion_tokens)
+    LLM_TOKENS.labels(model, "cached_input").inc(usage.cached_tokens)
+    if usage.cost_usd is not None:
+        LLM_COST.labels(model).inc(usage.cost_usd)
+
+
+def count_saved(model: str, saved_cost_usd: float | None) -> None:
+    """An answer served from the response cache, and what it saved."""
+    if saved_cost_usd is not None:
+        CACHE_SAVED_COST.labels(model_label(model)).inc(saved_cost_usd)
+
+
+class upstream_call:
+    """Times one upstream call and counts it in flight while it runs:
+
+    with metrics.upstream_call(upstream.name, upstream.model, stream):
+        answer = await upstream.post(...)
+    """
+
+    __slots__ = ("in_flight", "model", "started", "stream", "upstream")
+
+    def __init__(self, upstream: str, model: str, stream: bool) -> None:
+        self.upstream = upstream
+        self.model = model
+        self.stream = "true" if stream else "false"
+        self.in_flight = UPSTREAM_IN_FLIGHT.labels(upstream)
+
+    def __enter__(self) -> upstream_call:
+        self.in_flight.inc()
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.in_flight.dec()
+        UPSTREAM_DURATION.labels(
+            self.upstream, model_label(self.model), upstream_outcome(error), self.stream
+        ).observe(elapsed)
+
+
+def upstream_outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "ok"
+    if isinstance(error, TimeoutError) or type(error).__name__ == "APITimeoutError":
+        return "timeout"
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int) and 100 <= status < 600:
+        return str(status)
+    if type(error).__name__ == "APIConnectionError":
+        return "connection_error"
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
+
+
+def streaming(upstream: str) -> Gauge:
+    """An upstream stream now being read: in flight until `.dec()`."""
+    gauge = UPSTREAM_IN_FLIGHT.labels(upstream)
+    gauge.inc()
+    return gauge
+
+
+# --- HTTP ------------------------------------------------------------------------
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template and status.
+
+    Pure ASGI, outermost: requests refused by the other middleware (413,
+    CSRF) are counted too, and a streamed response is timed to its end.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app raises before it answers
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        HTTP_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            HTTP_IN_FLIGHT.dec()
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            route = route_template(scope)
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
+
+
+def route_template(scope: Scope) -> str:
+    """`/graphql`, `/graphiql/static`: the route that served the request, or
+    the one that would have (a request refused before routing), or
+    `unmatched` (404s, whatever their path)."""
+    route = scope.get("route")
+    if route is None:
+        app = scope.get("app")
+        for candidate in getattr(app, "routes", ()):
+            match, _ = candidate.matches(scope)
+            if match is not Match.NONE:
+                route = candidate
+                break
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """GET /metrics: Prometheus' text format, of every worker in multiprocess mode."""
+    if MULTIPROC_DIR:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)
+        body = await run_in_threadpool(generate_latest, registry)
+    else:
+        body = generate_latest(REGISTRY)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
