@@ -154,9 +154,10 @@ def compute_ratios(rows: list[dict]) -> dict[str, float]:
         (row["scenario"], row["concurrency"]): row for row in rows if "side" not in row
     }
     ratios = {}
-    for (name, concurrency), ours in by.items():
-        if name != "summarize":
+    for ours in rows:
+        if ours["scenario"] != "summarize":
             continue
+        concurrency, variant = ours["concurrency"], ours.get("variant", "")
         pairs = [
             ("cpu_per_req_vs_baseline", "baseline", "server_cpu_ms_per_req"),
             ("p50_vs_direct", "direct", "p50_ms"),
@@ -164,7 +165,9 @@ def compute_ratios(rows: list[dict]) -> dict[str, float]:
         for label, other, key in pairs:
             reference = by.get((other, concurrency), {}).get(key)
             if reference and ours.get(key) is not None:
-                ratios[f"{label}@c{concurrency}"] = round(ours[key] / reference, 2)
+                ratios[f"{label}_{variant}@c{concurrency}"] = round(
+                    ours[key] / reference, 2
+                )
     for ours in rows:
         if ours.get("side") != "ours" or ours["scenario"] not in SIDE_BY_SIDE:
             continue

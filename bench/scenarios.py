@@ -141,7 +141,11 @@ def baseline(rig: Rig, options: Options) -> list[dict]:
     return _http_load(rig, options, server, request, _json_check("text"))
 
 
-@scenario("summarize", "authenticated summarize through our server (GraphQL)")
+@scenario(
+    "summarize",
+    "authenticated summarize through our server (GraphQL): a cache miss "
+    "(Cache-Control: no-store: always to the upstream) and a cache hit",
+)
 def summarize(rig: Rig, options: Options) -> list[dict]:
     server = rig.api()
     headers = {
@@ -149,8 +153,16 @@ def summarize(rig: Rig, options: Options) -> list[dict]:
         "Authorization": f"Bearer {rig.token}",
     }
     body = graphql_body(SUMMARIZE_QUERY, {"text": TEXT})
-    request = http_request("POST", "/graphql", server.port, body, headers)
-    return _http_load(rig, options, server, request, _summary_check)
+    rows = []
+    # no-store: every request goes upstream (no-cache would let concurrent
+    # identical requests share one call, which is the cache working).
+    for variant, extra in (("miss", {"Cache-Control": "no-store"}), ("hit", {})):
+        request = http_request("POST", "/graphql", server.port, body, headers | extra)
+        rows += [
+            {"variant": variant, **row}
+            for row in _http_load(rig, options, server, request, _summary_check)
+        ]
+    return rows
 
 
 def _summary_check(body: bytes) -> str | None:
