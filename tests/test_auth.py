@@ -159,3 +159,13 @@ def test_responses_never_contain_the_secret_or_password(make_api) -> None:
         ).text
         assert "a-very-secret" not in text and "pw-9" not in text
         assert "Traceback" not in text
+
+
+def test_a_token_that_worked_is_refused_once_it_expires(api: API) -> None:
+    # Verified tokens are remembered; their expiry is still checked every time.
+    token = _forge(_claims(exp=int(time.time()) + 2))
+    assert error_codes(api.post(SUMMARIZE, token=token)) == []
+    time.sleep(2.5)
+    result = api.post(SUMMARIZE, token=token)
+    assert error_codes(result) == ["UNAUTHENTICATED"]
+    assert "expired" in result["errors"][0]["message"]
