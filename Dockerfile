@@ -6,7 +6,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake nodejs npm \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /venv
-ENV PATH=/venv/bin:$PATH
+# Portable CPU kernels: the image may run on an older CPU than it was built on.
+ENV PATH=/venv/bin:$PATH \
+    CMAKE_ARGS="-DGGML_NATIVE=OFF"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gptmini_graphql ./gptmini_graphql

@@ -55,6 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
         # Our JSON logging; the operation log line replaces the access log.
         log_config=None,
         access_log=False,
+        # A WebSocket message is held to the same size as a request body.
+        ws_max_size=settings.max_body_bytes,
     )
     return 0
 

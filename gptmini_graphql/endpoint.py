@@ -542,8 +542,9 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             log_operation(context, codes)
         exchange: _Exchange = request.state.graphql
         request_error = _is_request_error(result)
-        if exchange.register is not None and not request_error:
-            # Only a document that ran is worth remembering.
+        if exchange.register is not None and not request_error and context.user:
+            # Only a document that ran, for a caller we know, is worth
+            # remembering: anonymous registrations would be free storage.
             await self.persisted_queries.register(*exchange.register)
             exchange.register = None
         if exchange.protocol == "http" and request_error:

@@ -48,6 +48,7 @@ BAD_REQUEST = "BAD_REQUEST"
 
 MANIFEST_FORMAT = "apollo-persisted-query-manifest"
 MEMORY_STORE_MAX_CHARS = 16 * 1024 * 1024
+MAX_REGISTERED_CHARS = 16 * 1024
 REDIS_KEY_PREFIX = "gptmini:apq:"
 REDIS_TTL_SECONDS = 7 * 24 * 3600
 # After a Redis failure, leave it alone this long: a down Redis must not add
@@ -334,7 +335,8 @@ class PersistedQueries:
         return Resolved(query, register=sha256)
 
     async def register(self, sha256: str, query: str) -> None:
-        if self.mode == "apq":
+        # Real operations are a few kilobytes; a long one is a string literal.
+        if self.mode == "apq" and len(query) <= MAX_REGISTERED_CHARS:
             await self.store.set(sha256, query)
 
     async def _lookup(self, sha256: str) -> str | None:

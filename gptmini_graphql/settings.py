@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("model_prices")
+    @classmethod
+    def _on_top_of_defaults(cls, value: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        # Adding a model's price must not drop gpt-4o-mini's.
+        return {**DEFAULT_PRICES, **value}
+
     @field_validator("cors_allow_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -79,7 +79,22 @@ def hash_only(api: API, query: str, **headers: str) -> Any:
 
 
 def with_query(api: API, query: str, **headers: str) -> Any:
+    """The registering request, from a logged-in caller (anonymous ones are
+    answered but not remembered)."""
+    headers.setdefault("Authorization", f"Bearer {api.login()}")
     return post(api, {"query": query, "extensions": extensions(query)}, **headers)
+
+
+def test_anonymous_callers_register_nothing(api: API) -> None:
+    anonymous = post(api, {"query": HELLO, "extensions": extensions(HELLO)})
+    assert anonymous.json() == {"data": {"__typename": "Query"}}
+    assert error_codes(hash_only(api, HELLO).json()) == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+def test_long_documents_are_answered_but_not_remembered(api: API) -> None:
+    long = "query Long { __typename }" + " " * 20_000
+    assert with_query(api, long).json() == {"data": {"__typename": "Query"}}
+    assert error_codes(hash_only(api, long).json()) == ["PERSISTED_QUERY_NOT_FOUND"]
 
 
 def write_manifest(path: Path, *bodies: str) -> Path:

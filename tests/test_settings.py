@@ -50,3 +50,9 @@ def test_empty_values_mean_unset() -> None:
     )
     assert settings.openai_api_key is None and not settings.upstream_configured
     assert settings.redis_url is None
+
+
+def test_model_prices_add_to_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_PRICES", '{"qwen2.5": {"input": 0, "output": 0}}')
+    settings = Settings(_env_file=None)
+    assert set(settings.model_prices) >= {"qwen2.5", "gpt-4o-mini"}

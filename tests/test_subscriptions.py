@@ -625,3 +625,18 @@ def test_queries_and_mutations_still_log_one_operation_line_each(
     lines = logs.of("graphql operation")
     assert [line["fields"] for line in lines] == [["complete"], ["login"]]
     assert logs.of("graphql subscription") == []
+
+
+def test_a_token_that_expires_mid_connection_stops_opening_streams(api: API) -> None:
+    now = int(time.time())
+    claims = {"sub": "test_user", "iat": now, "exp": now + 2, "jti": "short"}
+    token = jwt.encode(claims, DEFAULT_JWT_SECRET, "HS256")
+    with transport_ws(api, token) as client:
+        time.sleep(2.5)
+        client.subscribe("1")
+        message = client.receive()
+    assert message["type"] in ("next", "error")
+    payload = message["payload"]
+    errors = payload if isinstance(payload, list) else payload["errors"]
+    assert [error["extensions"]["code"] for error in errors] == ["UNAUTHENTICATED"]
+    assert api.upstream.requests == []

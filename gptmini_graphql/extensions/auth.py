@@ -17,6 +17,9 @@ class JWTContextExtension(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         context: RequestContext = self.execution_context.context
+        # Decided afresh for every operation: a WebSocket's context outlives
+        # the token its connection began with.
+        context.user, context.auth_error = None, None
         try:
             token = bearer_token(context.authorization)
             if token is not None:

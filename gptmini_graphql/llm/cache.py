@@ -55,7 +55,6 @@ class ResponseCache:
                 redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
             )
         self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self.hits = self.misses = self.errors = 0
 
     @staticmethod
     def key(policy: CachePolicy, upstream: str, body: dict[str, Any]) -> str:
@@ -84,7 +83,11 @@ class ResponseCache:
         except Exception:
             self._stepped_aside("read")
             return None
-        return json.loads(raw) if raw else None
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            self._stepped_aside("decode")
+            return None
 
     async def set(self, key: str, value: dict[str, Any]) -> None:
         if self._redis is None:
@@ -109,14 +112,11 @@ class ResponseCache:
         """The entry for `key` and whether it was served without asking
         upstream (from the cache, or from another request's call in flight)."""
         if mode == "use" and (found := await self._lookup(key)) is not None:
-            self.hits += 1
             metrics.CACHE_HIT.inc()
             return found, True
         if (running := self._in_flight.get(key)) is not None:
-            self.hits += 1
             metrics.CACHE_COALESCED.inc()
             return await asyncio.shield(running), True
-        self.misses += 1
         metrics.CACHE_MISS.inc()
         # A task of its own: a leader that gives up must not fail its followers.
         call = asyncio.ensure_future(self._produce_and_store(key, produce))
@@ -148,7 +148,6 @@ class ResponseCache:
         return found
 
     def _stepped_aside(self, operation: str) -> None:
-        self.errors += 1
         metrics.CACHE_ERRORS.labels(operation).inc()
         logger.warning(
             "response cache unavailable; answering without it",

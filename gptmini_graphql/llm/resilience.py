@@ -3,6 +3,7 @@ errors are worth a retry, how long to wait, and a circuit breaker."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from datetime import UTC, datetime
@@ -13,6 +14,8 @@ import openai
 
 # Longest backoff between two attempts when the upstream names no wait.
 MAX_BACKOFF_SECONDS = 8.0
+# The longest wait an upstream may ask of us (and of our callers).
+MAX_RETRY_AFTER_SECONDS = 3600.0
 BASE_BACKOFF_SECONDS = 0.5
 
 
@@ -44,24 +47,29 @@ def retry_delay(exc: Exception, attempt: int) -> float:
 
 
 def retry_after_seconds(headers: httpx2.Headers) -> float | None:
-    """`retry-after-ms`, or `retry-after` in seconds or as an HTTP date."""
+    """`retry-after-ms`, or `retry-after` in seconds or as an HTTP date;
+    capped, and None for nonsense (`inf`, `nan`, negative, unparseable)."""
+    seconds = None
     if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(millis) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
+        seconds = _number(millis, 1000)
+    if seconds is None and (value := headers.get("retry-after")) is not None:
+        seconds = _number(value, 1)
+        if seconds is None:
+            try:
+                moment = parsedate_to_datetime(value)
+                seconds = (moment - datetime.now(UTC)).total_seconds()
+            except (TypeError, ValueError):
+                return None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
+def _number(text: str, per_second: int) -> float | None:
     try:
-        return float(value)
+        return float(text) / per_second
     except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
         return None
-    return max((moment - datetime.now(UTC)).total_seconds(), 0)
 
 
 class CircuitBreaker:
@@ -75,12 +83,6 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at: float | None = None
         self.probing = False
-
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        return "half-open" if self._reset_due() else "open"
 
     def allow(self) -> bool:
         if self.opened_at is None:

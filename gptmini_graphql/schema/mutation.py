@@ -40,7 +40,6 @@ class Mutation:
         if not services.users.authenticate(username, password):
             raise Unauthenticated("Invalid username or password.")
         token = services.tokens.issue(username)
-        context.user = username
         return LoginPayload(
             access_token=token.token,
             token_type="Bearer",

@@ -8,6 +8,10 @@ from typing import Any
 
 from gptmini_graphql.errors import BadUserInput, UpstreamError
 
+_TAGS = re.compile(r"</?text>")
+# Any spelling a model might read as the end of the envelope.
+_CLOSING_TAG = re.compile(r"<\s*/\s*text\s*>", re.IGNORECASE)
+
 
 def require_text(value: str, argument: str, max_chars: int) -> str:
     """Non-blank text within the configured size; checked before any upstream call."""
@@ -32,10 +36,7 @@ def delimited(text: str) -> str:
     A closing tag inside the text is defused so the text cannot end the
     envelope early and pose as instructions.
     """
-    return "<text>\n" + text.replace("</text>", "<\\/text>") + "\n</text>"
-
-
-_TAGS = re.compile(r"</?text>")
+    return "<text>\n" + _CLOSING_TAG.sub("<\\/text>", text) + "\n</text>"
 
 
 def without_envelope(answer: str) -> str:

@@ -68,7 +68,11 @@ async def translate(
         temperature=0,
     )
     if source is None:
-        answer, detection = await asyncio.gather(translating, _detect(llm, text))
+        # A TaskGroup: if one call fails, the other is cancelled, not left running.
+        async with asyncio.TaskGroup() as calls:
+            translated = calls.create_task(translating)
+            detecting = calls.create_task(_detect(llm, text))
+        answer, detection = translated.result(), detecting.result()
         detected = _detected_code(detection)
         usage = answer.usage + detection.usage
         cached = answer.cached and detection.cached

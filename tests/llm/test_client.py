@@ -108,3 +108,11 @@ def test_the_model_comes_from_settings(make_api) -> None:
     token = api.login()
     api.post(SUMMARIZE, token=token)
     assert api.upstream.last["model"] == "llama3.1:8b"
+
+
+@pytest.mark.parametrize("told", ["inf", "nan", "-5", "soon"])
+def test_a_nonsense_retry_after_is_ignored(api: API, token: str, told: str) -> None:
+    api.upstream.queue(api_error(429, "slow down", None, **{"retry-after": told}))
+    result = api.post(SUMMARIZE, token=token)
+    assert error_codes(result) == ["UPSTREAM_RATE_LIMITED"]
+    assert "retryAfter" not in result["errors"][0]["extensions"]
