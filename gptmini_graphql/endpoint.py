@@ -68,18 +68,25 @@ from strawberry.types.unset import UNSET, UnsetType
 from gptmini_graphql.auth.tokens import bearer_token
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import (
+    BAD_REQUEST,
     INTERNAL_SERVER_ERROR,
+    METHOD_NOT_ALLOWED,
+    NOT_ACCEPTABLE,
+    NOT_FOUND,
+    OPERATION_RESOLUTION_FAILURE,
+    PAYLOAD_TOO_LARGE,
+    PERSISTED_QUERY_NOT_ALLOWED,
+    PERSISTED_QUERY_NOT_FOUND,
+    PERSISTED_QUERY_NOT_SUPPORTED,
+    UNSUPPORTED_MEDIA_TYPE,
     RateLimited,
     Unauthenticated,
+    error_body,
 )
 from gptmini_graphql.extensions.errors import coded
 from gptmini_graphql.graphiql import render_graphiql_page
 from gptmini_graphql.operation_log import log_operation
 from gptmini_graphql.persisted_queries import (
-    BAD_REQUEST,
-    PERSISTED_QUERY_NOT_ALLOWED,
-    PERSISTED_QUERY_NOT_FOUND,
-    PERSISTED_QUERY_NOT_SUPPORTED,
     PersistedQueries,
     PersistedQueryError,
 )
@@ -87,13 +94,6 @@ from gptmini_graphql.persisted_queries import (
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
 SSE = "text/event-stream"
-
-METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
-NOT_FOUND = "NOT_FOUND"
-UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
-PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
-OPERATION_RESOLUTION_FAILURE = "OPERATION_RESOLUTION_FAILURE"
 
 # With application/graphql-response+json, the status of a request error by
 # its (first) code; any other code is 400.
@@ -595,13 +595,8 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         context: RequestContext | None = getattr(request.state, "graphql_context", None)
         if context is not None:
             log_operation(context, [refusal.code])
-        body = {
-            "errors": [
-                {"message": refusal.message, "extensions": {"code": refusal.code}}
-            ]
-        }
         return Response(
-            json.dumps(body),
+            json.dumps(error_body(refusal.message, refusal.code)),
             status_code=status,
             headers={**headers, "Content-Type": f"{media_type}; charset=utf-8"},
         )

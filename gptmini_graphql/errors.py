@@ -10,8 +10,11 @@
         └── UpstreamRateLimited   UPSTREAM_RATE_LIMITED + retryAfter (when known)
 
 Anything else that escapes a resolver is shown as INTERNAL_SERVER_ERROR with a
-fixed message; its details go to the log only. GraphQL's own parse and
-validation failures are GRAPHQL_PARSE_FAILED and GRAPHQL_VALIDATION_FAILED.
+fixed message; its details go to the log only.
+
+The codes of refusals before an operation runs are below too (raised by the
+endpoint, the middleware, validation and persisted queries), so that this
+module lists every code a client can see.
 """
 
 from __future__ import annotations
@@ -21,8 +24,33 @@ from typing import Any
 
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 INTERNAL_MESSAGE = "Internal server error"
+
+# Not a GraphQL request we can run (HTTP level).
+BAD_REQUEST = "BAD_REQUEST"
+METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
+NOT_FOUND = "NOT_FOUND"
+UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+CSRF_REFUSED = "CSRF_REFUSED"
+# The document: GraphQL's own checks, then ours.
 GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+OPERATION_RESOLUTION_FAILURE = "OPERATION_RESOLUTION_FAILURE"
+QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
+TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+QUERY_TOO_LARGE = "QUERY_TOO_LARGE"
+TOO_MANY_LLM_FIELDS = "TOO_MANY_LLM_FIELDS"
+# Persisted queries.
+PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
+PERSISTED_QUERY_NOT_ALLOWED = "PERSISTED_QUERY_NOT_ALLOWED"
+PERSISTED_QUERY_HASH_MISMATCH = "PERSISTED_QUERY_HASH_MISMATCH"
+
+
+def error_body(message: str, code: str) -> dict[str, Any]:
+    """A GraphQL-shaped body for a refusal that never reached execution."""
+    return {"errors": [{"message": message, "extensions": {"code": code}}]}
 
 
 class AppError(Exception):

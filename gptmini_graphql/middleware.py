@@ -12,8 +12,7 @@ import json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
-CSRF_REFUSED = "CSRF_REFUSED"
+from gptmini_graphql.errors import CSRF_REFUSED, PAYLOAD_TOO_LARGE, error_body
 
 # Content types a page may send cross-site without a CORS preflight.
 SIMPLE_CONTENT_TYPES = frozenset(
@@ -23,7 +22,7 @@ PREFLIGHT_HEADERS = ("x-apollo-operation-name", "apollo-require-preflight")
 
 
 async def _refuse(send: Send, status: int, message: str, code: str) -> None:
-    body = json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+    body = json.dumps(error_body(message, code))
     await send(
         {
             "type": "http.response.start",

@@ -19,11 +19,11 @@ from gptmini_graphql.errors import (
     GRAPHQL_VALIDATION_FAILED,
     INTERNAL_MESSAGE,
     INTERNAL_SERVER_ERROR,
+    QUERY_TOO_LARGE,
     AppError,
     BadUserInput,
 )
 
-QUERY_TOO_LARGE = "QUERY_TOO_LARGE"
 # graphql-core's words for variables whose values do not fit their types
 # (not for "never used" or "not defined": those are the document's fault).
 _COERCION = re.compile(

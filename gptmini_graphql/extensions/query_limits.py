@@ -14,15 +14,12 @@ from graphql import (
     ValidationRule,
 )
 
+from gptmini_graphql.errors import QUERY_TOO_DEEP, TOO_MANY_ALIASES, TOO_MANY_LLM_FIELDS
 from gptmini_graphql.extensions.operation_shape import (
     LLM_FIELDS,
     depth,
     root_field_counts,
 )
-
-QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
-TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
-TOO_MANY_LLM_FIELDS = "TOO_MANY_LLM_FIELDS"
 
 
 def query_limit_rules(
