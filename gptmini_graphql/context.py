@@ -104,10 +104,6 @@ class RequestContext:
         return "use"
 
     def record(self, result: TaskResult) -> None:
-        """Keep a result's model and usage for the operation's log line.
-
-        Only over HTTP, where the context is the operation's own: a WebSocket
-        context lives as long as its connection and would only grow.
-        """
-        if self.connection.scope["type"] == "http":
-            self.results.append(result)
+        """Keep a result's model and usage for the operation's log line (each
+        operation has a context of its own: see OperationScopeExtension)."""
+        self.results.append(result)

@@ -640,3 +640,25 @@ def test_a_token_that_expires_mid_connection_stops_opening_streams(api: API) -> 
     errors = payload if isinstance(payload, list) else payload["errors"]
     assert [error["extensions"]["code"] for error in errors] == ["UNAUTHENTICATED"]
     assert api.upstream.requests == []
+
+
+def test_queries_over_a_websocket_log_a_line_each_with_their_own_usage(
+    make_api, logs: Logs
+) -> None:
+    api = make_api()
+    token = api.login()
+    with transport_ws(api, token) as client:
+        for id, text in (("1", "first"), ("2", "second")):
+            query = f'{{ summarize(text: "{text}") {{ text }} }}'
+            client.ws.send_json(
+                {"id": id, "type": "subscribe", "payload": {"query": query}}
+            )
+            assert client.receive()["type"] == "next"
+            assert client.receive() == {"id": id, "type": "complete"}
+    lines = logs.of("graphql operation")[-2:]
+    assert [line["fields"] for line in lines] == [["summarize"], ["summarize"]]
+    # Each its own tokens: the connection's context does not pile them up.
+    assert [line["prompt_tokens"] for line in lines] == [100, 100]
+    assert all(
+        line["user"] == "test_user" and line["outcome"] == "OK" for line in lines
+    )

@@ -16,6 +16,7 @@ from strawberry.extensions import (
 from gptmini_graphql.extensions.auth import JWTContextExtension
 from gptmini_graphql.extensions.errors import ErrorCodesExtension
 from gptmini_graphql.extensions.operation_info import OperationInfoExtension
+from gptmini_graphql.extensions.operation_scope import OperationScopeExtension
 from gptmini_graphql.extensions.query_limits import query_limit_rules
 from gptmini_graphql.extensions.rate_limit import RateLimitExtension
 from gptmini_graphql.schema.mutation import Mutation
@@ -51,6 +52,8 @@ def build_schema(settings: Settings | None = None) -> Schema:
         # Classes and factories, never instances: an instance would be shared
         # by concurrent requests.
         extensions=[
+            # First in, last out: it sees the operation's codes once recoded.
+            OperationScopeExtension,
             ErrorCodesExtension,
             JWTContextExtension,
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),

@@ -1,0 +1,44 @@
+"""Over a WebSocket, Strawberry hands every operation of a connection the
+same context; this gives each operation a context of its own (who calls,
+what it asked, what it cost) and, for queries and mutations, its log line.
+Over HTTP the context is the request's own already."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+from strawberry.extensions import SchemaExtension
+
+from gptmini_graphql.context import RequestContext
+from gptmini_graphql.errors import INTERNAL_SERVER_ERROR
+from gptmini_graphql.operation_log import log_operation
+
+
+class OperationScopeExtension(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        execution = self.execution_context
+        connection: RequestContext = execution.context
+        if connection.connection.scope["type"] != "websocket":
+            yield
+            return
+        operation = dataclasses.replace(
+            connection,
+            started=time.perf_counter(),
+            root_fields=Counter(),
+            inputs={},
+            results=[],
+            operation_name=None,
+        )
+        execution.context = operation
+        yield
+        # A subscription logs itself when its stream ends (StreamLog).
+        if not operation.streaming:
+            errors = getattr(execution.result, "errors", None) or []
+            codes = [
+                (error.extensions or {}).get("code", INTERNAL_SERVER_ERROR)
+                for error in errors
+            ]
+            log_operation(operation, codes)
