@@ -15,9 +15,12 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from gptmini_graphql import metrics
+from gptmini_graphql.circuit_breaker import CircuitBreaker
 from gptmini_graphql.errors import RateLimited
 
 logger = logging.getLogger("gptmini_graphql.rate_limits")
+
+STORAGE_RETRY_SECONDS = 5.0
 
 
 def _storage(redis_url: str | None) -> Storage:
@@ -38,6 +41,7 @@ def _storage(redis_url: str | None) -> Storage:
 class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
         self.storage = _storage(redis_url)
+        self._storage_breaker = CircuitBreaker(1, STORAGE_RETRY_SECONDS)
         # Sliding window counter: no burst of twice the limit at a window edge,
         # and O(1) per key. (limits' moving window keeps every hit of a day's
         # window and, in memory, sweeps all keys on each hit.)
@@ -47,16 +51,24 @@ class RateLimiter:
         self, limits: list[RateLimitItem], *identifiers: str, cost: int = 1
     ) -> None:
         """Consume `cost` from every limit, or raise RATE_LIMITED with retryAfter."""
+        if not self._storage_breaker.allow():
+            return  # the storage failed a moment ago: let requests through
         for item in limits:
             try:
                 allowed = await self._limiter.hit(item, *identifiers, cost=cost)
+                self._storage_breaker.succeeded()
                 if allowed:
                     continue
                 stats = await self._limiter.get_window_stats(item, *identifiers)
             except StorageError:
-                # A broken Redis must not take the API down with it: let the
-                # request through and say so loudly.
-                logger.exception("rate limit storage failed; request let through")
+                # A broken Redis must not take the API down with it: let
+                # requests through for a while, and say so (once a while).
+                self._storage_breaker.failed()
+                logger.warning(
+                    "rate limit storage failed; requests let through",
+                    exc_info=True,
+                    extra={"retry_in_s": STORAGE_RETRY_SECONDS},
+                )
                 return
             metrics.RATE_LIMIT_REFUSALS.labels(identifiers[0]).inc()
             if cost > item.amount:

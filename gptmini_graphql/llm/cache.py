@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gptmini_graphql import metrics, tracing
+from gptmini_graphql.circuit_breaker import CircuitBreaker
 
 logger = logging.getLogger("gptmini_graphql.cache")
 
 # Bump when what is stored, or how a key is made, changes.
 CACHE_VERSION = 1
 REDIS_PREFIX = f"gptmini:cache:v{CACHE_VERSION}:"
+REDIS_RETRY_SECONDS = 5.0
 
 Mode = Literal["use", "refresh", "bypass"]
 
@@ -48,6 +50,9 @@ class ResponseCache:
         self.max_entries = max_entries
         self._memory: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._redis = None
+        # One failure pauses Redis for a while: a down Redis then costs one
+        # timeout per pause, not one per request.
+        self._redis_breaker = CircuitBreaker(1, REDIS_RETRY_SECONDS)
         if redis_url is not None:
             import redis.asyncio
 
@@ -78,15 +83,19 @@ class ResponseCache:
                 return None
             self._memory.move_to_end(key)
             return entry[1]
+        if not self._redis_breaker.allow():
+            return None  # Redis failed a moment ago: don't wait on it again
         try:
             raw = await self._redis.get(REDIS_PREFIX + key)
         except Exception:
             self._stepped_aside("read")
             return None
+        self._redis_breaker.succeeded()
         try:
             return json.loads(raw) if raw else None
         except ValueError:
-            self._stepped_aside("decode")
+            metrics.CACHE_ERRORS.labels("decode").inc()
+            logger.warning("response cache entry unreadable; answering without it")
             return None
 
     async def set(self, key: str, value: dict[str, Any]) -> None:
@@ -96,12 +105,16 @@ class ResponseCache:
             while len(self._memory) > self.max_entries:
                 self._memory.popitem(last=False)
             return
+        if not self._redis_breaker.allow():
+            return
         try:
             await self._redis.set(
                 REDIS_PREFIX + key, json.dumps(value), ex=max(1, int(self.ttl_seconds))
             )
         except Exception:
             self._stepped_aside("write")
+        else:
+            self._redis_breaker.succeeded()
 
     async def fetch(
         self,
@@ -149,8 +162,9 @@ class ResponseCache:
 
     def _stepped_aside(self, operation: str) -> None:
         metrics.CACHE_ERRORS.labels(operation).inc()
+        self._redis_breaker.failed()
         logger.warning(
             "response cache unavailable; answering without it",
             exc_info=True,
-            extra={"cache_operation": operation},
+            extra={"cache_operation": operation, "retry_in_s": REDIS_RETRY_SECONDS},
         )

@@ -22,6 +22,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
 from gptmini_graphql import metrics, tracing
+from gptmini_graphql.circuit_breaker import CircuitBreaker
 from gptmini_graphql.errors import (
     AppError,
     BadUserInput,
@@ -34,7 +35,6 @@ from gptmini_graphql.llm.cache import CachePolicy, ResponseCache
 from gptmini_graphql.llm.inprocess import InProcessTransport
 from gptmini_graphql.llm.pricing import cost_usd, find_price
 from gptmini_graphql.llm.resilience import (
-    CircuitBreaker,
     is_outage,
     is_retryable,
     retry_after_seconds,
