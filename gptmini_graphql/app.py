@@ -16,7 +16,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from gptmini_graphql import __version__, metrics, tracing
-from gptmini_graphql.context import Services
 from gptmini_graphql.endpoint import GraphQLEndpoint
 from gptmini_graphql.graphiql import graphiql_static_route
 from gptmini_graphql.llm.client import NOT_CONFIGURED
@@ -24,6 +23,7 @@ from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
 from gptmini_graphql.middleware import BodySizeLimit, CSRFPrevention, SecurityHeaders
 from gptmini_graphql.persisted_queries import PersistedQueries
 from gptmini_graphql.schema import build_schema
+from gptmini_graphql.services import Services
 from gptmini_graphql.settings import Settings
 
 logger = logging.getLogger("gptmini_graphql")

@@ -1,4 +1,4 @@
-"""What resolvers see: the shared services and the per-request context."""
+"""What resolvers see: the context of one operation, over the shared services."""
 
 from __future__ import annotations
 
@@ -6,49 +6,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import httpx2
 from starlette.requests import HTTPConnection
 
-from gptmini_graphql.auth.tokens import TokenService
-from gptmini_graphql.auth.users import SettingsUserStore
 from gptmini_graphql.errors import Unauthenticated
 from gptmini_graphql.llm.cache import CachePolicy, Mode
-from gptmini_graphql.llm.client import LLM, CallerLLM, build_llm
-from gptmini_graphql.rate_limits import RateLimiter
-from gptmini_graphql.settings import Settings
-from gptmini_graphql.tasks import RESPONSE_SCHEMAS
+from gptmini_graphql.llm.client import CallerLLM
+from gptmini_graphql.services import Services
 from gptmini_graphql.tasks.results import TaskResult
-
-
-@dataclass(slots=True)
-class Services:
-    """Built once at start-up by the app's lifespan; shared by every request."""
-
-    settings: Settings
-    llm: LLM
-    tokens: TokenService
-    users: SettingsUserStore
-    limiter: RateLimiter
-
-    @classmethod
-    async def start(
-        cls, settings: Settings, llm_http_client: httpx2.AsyncClient | None = None
-    ) -> Services:
-        llm = build_llm(settings, llm_http_client, warm_up_schemas=RESPONSE_SCHEMAS)
-        await llm.start()
-        return cls(
-            settings=settings,
-            llm=llm,
-            tokens=TokenService(
-                settings.jwt_secret.get_secret_value(), settings.jwt_ttl_seconds
-            ),
-            users=SettingsUserStore(settings.fake_username, settings.fake_password),
-            limiter=RateLimiter(settings.redis_url),
-        )
-
-    async def aclose(self) -> None:
-        await self.llm.aclose()
-        await self.limiter.aclose()
 
 
 @dataclass(slots=True)

@@ -73,7 +73,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gptmini_graphql import __version__
 
 if TYPE_CHECKING:
-    from gptmini_graphql.llm.client import Usage
+    from gptmini_graphql.llm.answers import TokenUsage
 
 # Seconds. Requests and operations: from a cache hit (a millisecond) to a long
 # completion; upstream calls and first tokens start slower.
@@ -271,7 +271,7 @@ def stream_ended(field: str, outcome: str, first_token_seconds: float | None) ->
         TIME_TO_FIRST_TOKEN.labels(field).observe(first_token_seconds)
 
 
-def count_usage(model: str, usage: Usage) -> None:
+def count_usage(model: str, usage: TokenUsage) -> None:
     """The usage of one upstream answer (not of one served from the cache)."""
     model = model_label(model)
     LLM_TOKENS.labels(model, "input").inc(usage.prompt_tokens)

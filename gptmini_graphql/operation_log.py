@@ -10,7 +10,7 @@ from types import TracebackType
 from gptmini_graphql import metrics, tracing
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import INTERNAL_SERVER_ERROR, AppError
-from gptmini_graphql.llm.client import ChatStreamEnd
+from gptmini_graphql.llm.answers import ChatStreamEnd
 
 logger = logging.getLogger("gptmini_graphql.graphql")
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
     from gptmini_graphql.context import RequestContext
-    from gptmini_graphql.llm.client import ChatStreamEnd
+    from gptmini_graphql.llm.answers import ChatStreamEnd
 
 logger = logging.getLogger("gptmini_graphql.tracing")
 

@@ -20,7 +20,6 @@ from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 
-from gptmini_graphql.context import Services
 from gptmini_graphql.endpoint import GraphQLEndpoint
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
 from gptmini_graphql.persisted_queries import (
@@ -31,6 +30,7 @@ from gptmini_graphql.persisted_queries import (
     sha256_hex,
 )
 from gptmini_graphql.schema import build_schema
+from gptmini_graphql.services import Services
 from tests.conftest import API, LOGIN, error_codes, make_settings, redis_url
 from tests.fake_upstream import FakeUpstream
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -25,21 +24,16 @@ from gptmini_graphql import metrics, tracing
 from gptmini_graphql.circuit_breaker import CircuitBreaker
 from gptmini_graphql.errors import (
     AppError,
-    BadUserInput,
     UpstreamError,
-    UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gptmini_graphql.llm.answers import ChatAnswer, ChatStreamEnd, TokenUsage
 from gptmini_graphql.llm.cache import CachePolicy, ResponseCache
 from gptmini_graphql.llm.inprocess import InProcessTransport
 from gptmini_graphql.llm.pricing import cost_usd, find_price
-from gptmini_graphql.llm.resilience import (
-    is_outage,
-    is_retryable,
-    retry_after_seconds,
-    retry_delay,
-)
+from gptmini_graphql.llm.resilience import is_outage
+from gptmini_graphql.llm.upstream import Upstream, upstream_error
 from gptmini_graphql.settings import Settings
 
 logger = logging.getLogger("gptmini_graphql.llm")
@@ -49,148 +43,8 @@ NOT_CONFIGURED = (
     "OPENAI_BASE_URL (for any OpenAI-compatible server), or LLM_BACKEND=local "
     "for the embedded model, and restart."
 )
-# `client.post` rather than `client.chat.completions.create`: the same request
-# and errors, without the SDK walking every parameter against its type
-# definitions (a tenth of our CPU per request; our bodies are plain).
-CHAT_COMPLETIONS = "/chat/completions"
 # The embedded model's address; only the in-process transport ever sees it.
 EMBEDDED_URL = "http://embedded.local"
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    cost_usd: float | None
-    # What an answer served from our response cache would have cost.
-    saved_cost_usd: float | None = 0.0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        """Two calls for one answer; an unknown cost stays unknown."""
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-            cost_usd=_sum(self.cost_usd, other.cost_usd),
-            saved_cost_usd=_sum(self.saved_cost_usd, other.saved_cost_usd),
-        )
-
-    def served_from_cache(self) -> Usage:
-        """The same tokens, paid for once already: cost 0, and what it saved."""
-        return Usage(
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.cached_tokens,
-            cost_usd=0.0,
-            saved_cost_usd=self.cost_usd,
-        )
-
-
-def _sum(first: float | None, second: float | None) -> float | None:
-    return None if first is None or second is None else first + second
-
-
-@dataclass(frozen=True, slots=True)
-class ChatAnswer:
-    text: str
-    finish_reason: str
-    model: str
-    usage: Usage
-    cached: bool = False
-
-    def to_entry(self) -> dict[str, Any]:
-        """What the response cache keeps of it."""
-        usage = self.usage
-        return {
-            "text": self.text,
-            "finish_reason": self.finish_reason,
-            "model": self.model,
-            "usage": [
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.cached_tokens,
-                usage.cost_usd,
-            ],
-        }
-
-    @classmethod
-    def from_entry(cls, entry: dict[str, Any], *, served: bool) -> ChatAnswer:
-        """The answer again; `served`: without a call of its own, so free."""
-        usage = Usage(*entry["usage"])
-        return cls(
-            text=entry["text"],
-            finish_reason=entry["finish_reason"],
-            model=entry["model"],
-            usage=usage.served_from_cache() if served else usage,
-            cached=served,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ChatStreamEnd:
-    """The last event of a stream; `usage` is None when the upstream sent none."""
-
-    finish_reason: str
-    model: str
-    usage: Usage | None
-
-
-class Upstream:
-    """One OpenAI-compatible endpoint: its client, model, retries and breaker."""
-
-    def __init__(
-        self,
-        name: str,
-        client: openai.AsyncOpenAI,
-        model: str,
-        *,
-        retries: int,
-        breaker: CircuitBreaker,
-    ) -> None:
-        self.name = name
-        self.client = client
-        self.model = model
-        self.retries = retries
-        self.breaker = breaker
-
-    async def post(self, body: dict[str, Any], *, deadline: float, stream: bool) -> Any:
-        """The request, retried with backoff while the deadline leaves room."""
-        loop = asyncio.get_running_loop()
-        body = {**body, "model": self.model}
-        for attempt in range(self.retries + 1):
-            try:
-                if stream:
-                    return await self.client.post(
-                        CHAT_COMPLETIONS,
-                        body=body,
-                        cast_to=object,
-                        stream=True,
-                        stream_cls=openai.AsyncStream[object],
-                    )
-                return await self.client.post(
-                    CHAT_COMPLETIONS, body=body, cast_to=ChatCompletion
-                )
-            except openai.APIError as exc:
-                if attempt == self.retries or not is_retryable(exc):
-                    raise
-                delay = retry_delay(exc, attempt)
-                if loop.time() + delay >= deadline:
-                    raise  # the wait alone would outlast the request
-                logger.info(
-                    "retrying upstream",
-                    extra={
-                        "upstream": self.name,
-                        "attempt": attempt + 1,
-                        "delay_s": round(delay, 3),
-                    },
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
 
 
 class LLM:
@@ -414,10 +268,10 @@ class LLM:
             usage=self._usage(model, completion.usage),
         )
 
-    def _usage(self, model: str, usage: CompletionUsage) -> Usage:
+    def _usage(self, model: str, usage: CompletionUsage) -> TokenUsage:
         details = usage.prompt_tokens_details
         cached = (details.cached_tokens or 0) if details else 0
-        priced = Usage(
+        priced = TokenUsage(
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=cached,
@@ -444,39 +298,6 @@ def _stream_usage(usage: object) -> CompletionUsage:
 
 async def _as_entry(answer: Awaitable[ChatAnswer]) -> dict[str, Any]:
     return (await answer).to_entry()
-
-
-def upstream_error(exc: openai.APIError) -> AppError:
-    """Map one SDK error to the error the caller sees; details go to the log."""
-    status = getattr(exc, "status_code", None)
-    logger.warning(
-        "upstream error",
-        extra={"error": type(exc).__name__, "status": status, "code": exc.code},
-    )
-    if isinstance(exc, openai.APIConnectionError):
-        return UpstreamUnavailable("The model server could not be reached.")
-    if isinstance(exc, openai.RateLimitError):
-        if exc.code == "insufficient_quota":
-            return UpstreamUnavailable("The model provider's quota is exhausted.")
-        return UpstreamRateLimited(
-            "The model provider is rate limiting this server; retry later.",
-            retry_after=retry_after_seconds(exc.response.headers),
-        )
-    if isinstance(exc, openai.InternalServerError):
-        return UpstreamUnavailable("The model server failed to answer.")
-    if (
-        isinstance(exc, openai.BadRequestError)
-        and exc.code == "context_length_exceeded"
-    ):
-        # The provider's own words name the limit, and hold nothing secret.
-        detail = exc.body.get("message") if isinstance(exc.body, dict) else None
-        return BadUserInput(
-            "The text is too long for the model's context window"
-            + (f": {detail}" if isinstance(detail, str) else ".")
-        )
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return UpstreamError("The model provider rejected this server's credentials.")
-    return UpstreamError("The model server refused the request.")
 
 
 def build_llm(

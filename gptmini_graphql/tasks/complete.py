@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from gptmini_graphql.llm.client import CallerLLM, ChatStreamEnd
+from gptmini_graphql.llm.answers import ChatStreamEnd
+from gptmini_graphql.llm.client import CallerLLM
 from gptmini_graphql.tasks.base import require_range, require_text
 from gptmini_graphql.tasks.results import Completion, FinishReason, answer_fields
 

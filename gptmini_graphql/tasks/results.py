@@ -6,8 +6,7 @@ from enum import Enum
 
 import strawberry
 
-from gptmini_graphql.llm.client import ChatAnswer, ChatStreamEnd
-from gptmini_graphql.llm.client import Usage as LLMUsage
+from gptmini_graphql.llm.answers import ChatAnswer, ChatStreamEnd, TokenUsage
 
 
 @strawberry.type(description="Tokens used by one answer and what they cost.")
@@ -28,7 +27,7 @@ class Usage:
     )
 
     @classmethod
-    def of(cls, usage: LLMUsage) -> Usage:
+    def of(cls, usage: TokenUsage) -> Usage:
         return cls(
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,

@@ -11,7 +11,8 @@ import asyncio
 import re
 
 from gptmini_graphql.errors import UpstreamError
-from gptmini_graphql.llm.client import CallerLLM, ChatAnswer
+from gptmini_graphql.llm.answers import ChatAnswer
+from gptmini_graphql.llm.client import CallerLLM
 from gptmini_graphql.tasks.base import (
     delimited,
     json_schema_format,

@@ -1,0 +1,89 @@
+"""What the model answered: text, finish reason, model, and tokens with their cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float | None
+    # What an answer served from our response cache would have cost.
+    saved_cost_usd: float | None = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        """Two calls for one answer; an unknown cost stays unknown."""
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            cost_usd=_sum(self.cost_usd, other.cost_usd),
+            saved_cost_usd=_sum(self.saved_cost_usd, other.saved_cost_usd),
+        )
+
+    def served_from_cache(self) -> TokenUsage:
+        """The same tokens, paid for once already: cost 0, and what it saved."""
+        return TokenUsage(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+            cost_usd=0.0,
+            saved_cost_usd=self.cost_usd,
+        )
+
+
+def _sum(first: float | None, second: float | None) -> float | None:
+    return None if first is None or second is None else first + second
+
+
+@dataclass(frozen=True, slots=True)
+class ChatAnswer:
+    text: str
+    finish_reason: str
+    model: str
+    usage: TokenUsage
+    cached: bool = False
+
+    def to_entry(self) -> dict[str, Any]:
+        """What the response cache keeps of it."""
+        usage = self.usage
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "model": self.model,
+            "usage": [
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+                usage.cost_usd,
+            ],
+        }
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any], *, served: bool) -> ChatAnswer:
+        """The answer again; `served`: without a call of its own, so free."""
+        usage = TokenUsage(*entry["usage"])
+        return cls(
+            text=entry["text"],
+            finish_reason=entry["finish_reason"],
+            model=entry["model"],
+            usage=usage.served_from_cache() if served else usage,
+            cached=served,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChatStreamEnd:
+    """The last event of a stream; `usage` is None when the upstream sent none."""
+
+    finish_reason: str
+    model: str
+    usage: TokenUsage | None
