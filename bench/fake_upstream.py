@@ -101,15 +101,20 @@ STREAM_BODY = [
 ] + [{"type": "http.response.body", "body": b"", "more_body": False}]
 
 
-async def app(scope, receive, send) -> None:
-    if scope["type"] != "http":
-        return
-    # Read the whole body so keep-alive connections stay in step.
+async def read_body(receive) -> bytes:
+    """The whole request body (read, so keep-alive connections stay in step)."""
     message = await receive()
     body = message.get("body", b"")
     while message.get("more_body"):
         message = await receive()
         body += message.get("body", b"")
+    return body
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] != "http":
+        return
+    body = await read_body(receive)
     if scope["method"] == "POST" and scope["path"].endswith("/chat/completions"):
         if b'"stream": true' in body or b'"stream":true' in body:
             await send(STREAM_START)

@@ -43,11 +43,7 @@ async def app(scope, receive, send) -> None:
     if scope["type"] != "http" or scope["method"] != "POST":
         await fake_upstream.app(scope, receive, send)
         return
-    message = await receive()
-    body = message.get("body", b"")
-    while message.get("more_body"):
-        message = await receive()
-        body += message.get("body", b"")
+    body = await fake_upstream.read_body(receive)
     if b'"json_schema"' in body:
         response_format = json.loads(body).get("response_format") or {}
         name = response_format.get("json_schema", {}).get("name")
