@@ -65,6 +65,12 @@ def test_production_hides_introspection(make_api) -> None:
     assert set(error_codes(result.json())) == {"GRAPHQL_VALIDATION_FAILED"}
 
 
+def test_production_suggests_no_field_names(make_api) -> None:
+    api = make_api(**SECURE)
+    result = api.client.post("/graphql", json={"query": "{ summarise }"}).json()
+    assert "Did you mean" not in result["errors"][0]["message"]
+
+
 def test_production_can_turn_introspection_back_on(make_api) -> None:
     api = make_api(**SECURE, introspection=True)
     result = api.client.post(

@@ -12,6 +12,7 @@ from strawberry.extensions import (
     ParserCache,
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
 
 from gptmini_graphql.extensions.auth import JWTContextExtension
 from gptmini_graphql.extensions.errors import ErrorCodesExtension
@@ -49,6 +50,10 @@ def build_schema(settings: Settings | None = None) -> Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
+        # "Did you mean …" would list fields that introspection hides.
+        config=StrawberryConfig(
+            disable_field_suggestions=not settings.introspection_enabled
+        ),
         # Classes and factories, never instances: an instance would be shared
         # by concurrent requests.
         extensions=[
