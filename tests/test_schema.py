@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,15 @@ def test_export_schema_command_prints_the_schema(tmp_path: Path) -> None:
         check=True,
     )
     assert output.read_text(encoding="utf-8") == SCHEMA_FILE.read_text(encoding="utf-8")
+
+
+def test_the_readme_graphql_examples_are_valid_for_the_schema() -> None:
+    """The README never shows an operation the server would refuse."""
+    from graphql import parse, validate
+
+    readme = (SCHEMA_FILE.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```graphql\n(.*?)```", readme, re.DOTALL)
+    assert blocks
+    schema = build_schema()._schema
+    for block in blocks:
+        assert validate(schema, parse(block)) == [], block
