@@ -96,3 +96,16 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamRateLimited(UpstreamError):
     code = "UPSTREAM_RATE_LIMITED"
+
+
+def first_failure(group: BaseExceptionGroup) -> BaseException:
+    """The error a caller should see from a group of concurrent failures:
+    ours first, in order (an ExceptionGroup itself would be masked)."""
+    leaves = _leaves(group)
+    return next((e for e in leaves if isinstance(e, AppError)), leaves[0])
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]

@@ -22,6 +22,7 @@ from gptmini_graphql.errors import (
     QUERY_TOO_LARGE,
     AppError,
     BadUserInput,
+    first_failure,
 )
 
 # graphql-core's words for variables whose values do not fit their types
@@ -54,6 +55,9 @@ def coded(error: GraphQLError) -> GraphQLError:
     if error.extensions and "code" in error.extensions:
         return error  # already coded (a stream's last result is seen twice)
     original = error.original_error
+    if isinstance(original, BaseExceptionGroup):
+        # Concurrent calls fail as a group; the client sees the failure itself.
+        original = first_failure(original)
     if isinstance(original, AppError):
         message, extensions = original.message, original.extensions
     elif error.path is None and (

@@ -1,12 +1,18 @@
-"""What every task shares: argument checks and the user-message envelope."""
+"""What every task shares: argument checks, the user-message envelope, and
+running two model calls at once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
-from gptmini_graphql.errors import BadUserInput, UpstreamError
+from gptmini_graphql.errors import BadUserInput, UpstreamError, first_failure
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 _TAGS = re.compile(r"</?text>")
 # Any spelling a model might read as the end of the envelope.
@@ -61,3 +67,20 @@ def parse_json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UpstreamError("The model returned JSON that is not an object.")
     return value
+
+
+async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Await two calls at once. If one fails, the other is cancelled (not left
+    running) and that failure is raised as itself: a TaskGroup's
+    ExceptionGroup would reach the client as an internal error."""
+    try:
+        async with asyncio.TaskGroup() as calls:
+            a = calls.create_task(_awaited(first))
+            b = calls.create_task(_awaited(second))
+    except BaseExceptionGroup as group:
+        raise first_failure(group) from None
+    return a.result(), b.result()
+
+
+async def _awaited(call: Awaitable[A]) -> A:
+    return await call

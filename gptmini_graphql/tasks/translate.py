@@ -7,13 +7,13 @@ holds to the ISO 639-1 codes. Both run at once.
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from gptmini_graphql.errors import UpstreamError
 from gptmini_graphql.llm.answers import ChatAnswer
 from gptmini_graphql.llm.client import CallerLLM
 from gptmini_graphql.tasks.base import (
+    both,
     delimited,
     json_schema_format,
     parse_json_object,
@@ -69,11 +69,7 @@ async def translate(
         temperature=0,
     )
     if source is None:
-        # A TaskGroup: if one call fails, the other is cancelled, not left running.
-        async with asyncio.TaskGroup() as calls:
-            translated = calls.create_task(translating)
-            detecting = calls.create_task(_detect(llm, text))
-        answer, detection = translated.result(), detecting.result()
+        answer, detection = await both(translating, _detect(llm, text))
         detected = _detected_code(detection)
         usage = answer.usage + detection.usage
         cached = answer.cached and detection.cached
