@@ -360,7 +360,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # if the app raises before it answers
+        # 499 (nginx's "client closed request") when the app ends without an
+        # answer because its client left; 500 when it raises before answering.
+        status = 499
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -371,6 +373,9 @@ class MetricsMiddleware:
         HTTP_IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_with_status)
+        except BaseException:
+            status = 500 if status == 499 else status
+            raise
         finally:
             HTTP_IN_FLIGHT.dec()
             method = scope["method"] if scope["method"] in _METHODS else "other"

@@ -1,5 +1,6 @@
-"""HTTP guards in front of every route: a body size limit, CSRF prevention
-and security headers (the request id lives in logging.py, CORS is Starlette's).
+"""HTTP guards in front of every route: a body size limit, CSRF prevention,
+security headers, and cancelling the work of a client that left (the request
+id lives in logging.py, CORS is Starlette's).
 
 Pure ASGI, not BaseHTTPMiddleware: they run on every request and stream
 responses through untouched.
@@ -7,6 +8,8 @@ responses through untouched.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 from starlette.datastructures import Headers
@@ -168,3 +171,63 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class CancelOnDisconnect:
+    """Stop the work of a request whose client has gone away.
+
+    Starlette never cancels an endpoint when its client disconnects, so an
+    `analyze` whose caller timed out would keep the model generating for
+    nobody. Here one task owns `receive`: it passes the body on, then waits
+    for the disconnect and, if the response is not complete by then,
+    cancels the request's task; the cancellation reaches the model's HTTP
+    call, whose closed connection stops the generation.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        messages: asyncio.Queue[Message] = asyncio.Queue()
+        responded = False
+        handling = asyncio.current_task()
+        assert handling is not None
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                await messages.put(message)
+                if message["type"] == "http.disconnect":
+                    break
+            if not responded:
+                handling.cancel()
+
+        async def app_receive() -> Message:
+            message = await messages.get()
+            if message["type"] == "http.disconnect":
+                messages.put_nowait(message)  # for every later call too
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal responded
+            if message["type"] == "http.response.body" and not message.get(
+                "more_body", False
+            ):
+                responded = True
+            await send(message)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.app(scope, app_receive, tracking_send)
+        except asyncio.CancelledError:
+            if responded or not watcher.done():
+                raise  # cancelled from outside, not by the disconnect
+            # The client left: nobody is waiting for an answer.
+            handling.uncancel()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
