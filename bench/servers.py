@@ -181,6 +181,8 @@ class Rig:
             "LOCAL_MODEL_PATH": str(LOCAL_MODEL_PATH),
             "LOCAL_THREADS": str(threads),
             "LOCAL_CONTEXT_SIZE": str(LOCAL_CONTEXT_SIZE),
+            # Every repetition must generate: the same prompt would be a hit.
+            "CACHE_TTL_SECONDS": "0",
         }
         name = f"embedded-t{threads}"
         self.stop(name)

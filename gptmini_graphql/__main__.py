@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="default: HOST setting (127.0.0.1)")
     serve.add_argument("--port", type=int, help="default: PORT setting (8000)")
     serve.add_argument("--reload", action="store_true", help="restart on code changes")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1); they share one embedded model process",
+    )
 
     export = commands.add_parser("export-schema", help="print the schema as SDL")
     export.add_argument("--output", type=Path, help="write to this file instead")
@@ -26,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     llm_serve.add_argument("--host", default="127.0.0.1")
     llm_serve.add_argument("--port", type=int, default=8001)
+    llm_serve.add_argument("--uds", help="listen on this Unix socket instead")
+    llm_serve.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="stop when standard input closes (how a supervisor's end is noticed)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -46,26 +59,52 @@ def _serve(args: argparse.Namespace) -> int:
     except InsecureSettings as problem:
         print(problem, file=sys.stderr)
         return 2
-    uvicorn.run(
-        "gptmini_graphql.app:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        reload=args.reload,
-        # Our JSON logging; the operation log line replaces the access log.
-        log_config=None,
-        access_log=False,
-        # A WebSocket message is held to the same size as a request body.
-        ws_max_size=settings.max_body_bytes,
-    )
+    model_process = None
+    if (
+        args.workers > 1
+        and settings.backend == "local"
+        and not settings.local_model_url
+    ):
+        # One model process for all workers, supervised from here; each
+        # worker's settings find it through the environment they inherit.
+        from gptmini_graphql.llm.local.process import ModelProcess
+
+        model_process = ModelProcess(settings)
+        model_process.start()
+        os.environ["LOCAL_MODEL_URL"] = model_process.url
+    try:
+        uvicorn.run(
+            "gptmini_graphql.app:create_app",
+            factory=True,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            reload=args.reload,
+            workers=args.workers,
+            # Our JSON logging; the operation log line replaces the access log.
+            log_config=None,
+            access_log=False,
+            # A WebSocket message is held to the same size as a request body.
+            ws_max_size=settings.max_body_bytes,
+        )
+    finally:
+        if model_process is not None:
+            model_process.stop()
     return 0
 
 
 def _serve_embedded(args: argparse.Namespace) -> int:
-    from gptmini_graphql.llm.embedded_server import serve_embedded
+    from gptmini_graphql.llm.local.server import serve_embedded
     from gptmini_graphql.settings import Settings
+    from gptmini_graphql.tasks import RESPONSE_SCHEMAS
 
-    serve_embedded(Settings(), host=args.host, port=args.port)
+    serve_embedded(
+        Settings(),
+        host=args.host,
+        port=args.port,
+        uds=args.uds,
+        exit_with_stdin=args.exit_with_stdin,
+        warm_up_schemas=RESPONSE_SCHEMAS,
+    )
     return 0
 
 

@@ -20,7 +20,12 @@ from gptmini_graphql.endpoint import GraphQLEndpoint
 from gptmini_graphql.graphiql import graphiql_static_route
 from gptmini_graphql.llm.client import NOT_CONFIGURED
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
-from gptmini_graphql.middleware import BodySizeLimit, CSRFPrevention, SecurityHeaders
+from gptmini_graphql.middleware import (
+    BodySizeLimit,
+    CancelOnDisconnect,
+    CSRFPrevention,
+    SecurityHeaders,
+)
 from gptmini_graphql.persisted_queries import PersistedQueries
 from gptmini_graphql.schema import build_schema
 from gptmini_graphql.services import Services
@@ -79,9 +84,9 @@ def create_app(
 
     async def readyz(request: Request) -> JSONResponse:
         llm = request.state.services.llm
-        if await llm.ready():
+        reason = await llm.not_ready()
+        if reason is None:
             return JSONResponse({"status": "ready", "model": llm.model})
-        reason = NOT_CONFIGURED if not llm.configured else "The model is loading."
         return JSONResponse({"status": "not ready", "reason": reason}, 503)
 
     return Starlette(
@@ -98,6 +103,7 @@ def create_app(
         middleware=[
             Middleware(metrics.MetricsMiddleware),
             Middleware(RequestIdMiddleware),
+            Middleware(CancelOnDisconnect),
             *tracing.middleware(),
             Middleware(SecurityHeaders, hsts=settings.production),
             *cors(settings.cors_allow_origins),

@@ -51,3 +51,17 @@ class CircuitBreaker:
     def _reset_due(self) -> bool:
         assert self.opened_at is not None
         return time.monotonic() - self.opened_at >= self.reset_seconds
+
+
+class NeverOpen(CircuitBreaker):
+    """For an upstream that fails fast by itself while down (a local process
+    being restarted refuses connections at once): nothing to guard against."""
+
+    def __init__(self) -> None:
+        super().__init__(threshold=1, reset_seconds=0)
+
+    def allow(self) -> bool:
+        return True
+
+    def failed(self) -> None:
+        pass

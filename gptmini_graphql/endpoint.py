@@ -630,7 +630,7 @@ def _request_error_status(errors: list[Any]) -> tuple[int, dict[str, str]]:
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if status == 429 and isinstance(extensions.get("retryAfter"), int):
+    if status in (429, 503) and isinstance(extensions.get("retryAfter"), int):
         headers["Retry-After"] = str(extensions["retryAfter"])
     if status == 404:
         headers.update(_NO_CACHE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import httpx2
@@ -9,9 +10,9 @@ import httpx2
 from gptmini_graphql.auth.tokens import TokenService
 from gptmini_graphql.auth.users import SettingsUserStore
 from gptmini_graphql.llm.client import LLM, build_llm
+from gptmini_graphql.llm.local.process import ModelProcess
 from gptmini_graphql.rate_limits import RateLimiter
 from gptmini_graphql.settings import Settings
-from gptmini_graphql.tasks import RESPONSE_SCHEMAS
 
 
 @dataclass(slots=True)
@@ -21,16 +22,27 @@ class Services:
     tokens: TokenService
     users: SettingsUserStore
     limiter: RateLimiter
+    # The embedded model's process, when this app supervises it (no
+    # LOCAL_MODEL_URL: nothing else runs one).
+    model_process: ModelProcess | None = None
 
     @classmethod
     async def start(
         cls, settings: Settings, llm_http_client: httpx2.AsyncClient | None = None
     ) -> Services:
-        llm = build_llm(settings, llm_http_client, warm_up_schemas=RESPONSE_SCHEMAS)
-        await llm.start()
+        model_process = None
+        local_model_url = settings.local_model_url
+        if settings.backend == "local" and not local_model_url:
+            model_process = ModelProcess(settings)
+            model_process.start()
+            local_model_url = model_process.url
+        llm = build_llm(settings, llm_http_client, local_model_url=local_model_url)
+        if model_process is not None and llm.embedded is not None:
+            llm.embedded.explain_outage = model_process.problem
         return cls(
             settings=settings,
             llm=llm,
+            model_process=model_process,
             tokens=TokenService(
                 settings.jwt_secret.get_secret_value(), settings.jwt_ttl_seconds
             ),
@@ -41,3 +53,5 @@ class Services:
     async def aclose(self) -> None:
         await self.llm.aclose()
         await self.limiter.aclose()
+        if self.model_process is not None:
+            await asyncio.to_thread(self.model_process.stop)

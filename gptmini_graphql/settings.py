@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=1
     )
     local_queue_size: int = Field(default=8, ge=0)
+    # Where the embedded model's server runs: `http://host:port` or
+    # `unix:/path/to.sock`. Unset, the API starts and supervises one itself.
+    local_model_url: str | None = None
 
     # The response cache (deterministic answers only; 0 seconds turns it off)
     cache_ttl_seconds: float = Field(default=3600.0, ge=0)
@@ -133,6 +136,7 @@ class Settings(BaseSettings):
         "llm_fallback_base_url",
         "llm_fallback_api_key",
         "llm_fallback_model",
+        "local_model_url",
         "persisted_queries_file",
         "introspection",
         "graphiql",

@@ -43,7 +43,7 @@ def test_compose_runs_the_api_with_redis_and_the_embedded_model() -> None:
     # The api reaches the llm service on the port that service serves.
     port = llm["command"][llm["command"].index("--port") + 1]
     assert llm["command"][:4] == ["python", "-m", "gptmini_graphql", "llm"]
-    assert f"http://llm:{port}/v1" in api["environment"]["OPENAI_BASE_URL"]
+    assert api["environment"]["LOCAL_MODEL_URL"] == f"http://llm:{port}"
 
 
 def test_makefile_run_uses_the_same_command() -> None:

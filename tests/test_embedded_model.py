@@ -15,7 +15,7 @@ from tests.conftest import API, error_codes
 MODEL_FILE = Path(__file__).parents[1] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 pytestmark = pytest.mark.skipif(
     not MODEL_FILE.exists(),
-    reason="no model file: `make install` fetches it (python -m gptmini_graphql.llm.model_file)",
+    reason="no model file: `make install` fetches it (python -m gptmini_graphql.llm.local.model_file)",
 )
 SENTIMENTS = {"POSITIVE", "NEGATIVE", "NEUTRAL", "MIXED"}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import httpx2
@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
 from gptmini_graphql import metrics, tracing
-from gptmini_graphql.circuit_breaker import CircuitBreaker
+from gptmini_graphql.circuit_breaker import CircuitBreaker, NeverOpen
 from gptmini_graphql.errors import (
     AppError,
     UpstreamError,
@@ -30,10 +30,10 @@ from gptmini_graphql.errors import (
 )
 from gptmini_graphql.llm.answers import ChatAnswer, ChatStreamEnd, TokenUsage
 from gptmini_graphql.llm.cache import CachePolicy, ResponseCache
-from gptmini_graphql.llm.inprocess import InProcessTransport
+from gptmini_graphql.llm.local.connection import EmbeddedServer, embedded_error
 from gptmini_graphql.llm.pricing import cost_usd, find_price
 from gptmini_graphql.llm.resilience import is_outage
-from gptmini_graphql.llm.upstream import Upstream, upstream_error
+from gptmini_graphql.llm.upstream import Upstream
 from gptmini_graphql.settings import Settings
 
 logger = logging.getLogger("gptmini_graphql.llm")
@@ -43,15 +43,13 @@ NOT_CONFIGURED = (
     "OPENAI_BASE_URL (for any OpenAI-compatible server), or LLM_BACKEND=local "
     "for the embedded model, and restart."
 )
-# The embedded model's address; only the in-process transport ever sees it.
-EMBEDDED_URL = "http://embedded.local"
 
 
 class LLM:
     """Chat Completions over the configured upstreams; none means unconfigured.
 
-    With the embedded model, `embedded` is the in-process transport the client
-    reaches it through: no task can tell it from any other upstream.
+    With the embedded model, `embedded` is its server (a process of its own),
+    reached like any other upstream: no task can tell it from OpenAI.
     """
 
     def __init__(
@@ -59,7 +57,7 @@ class LLM:
         upstreams: list[Upstream],
         settings: Settings,
         *,
-        embedded: InProcessTransport | None = None,
+        embedded: EmbeddedServer | None = None,
         cache: ResponseCache | None = None,
     ) -> None:
         self.upstreams = upstreams
@@ -75,28 +73,20 @@ class LLM:
     def model(self) -> str:
         return self.upstreams[0].model if self.upstreams else self.settings.openai_model
 
-    async def start(self) -> None:
-        if self.embedded is not None:
-            await self.embedded.start()  # loads the model in the background
-
     async def aclose(self) -> None:
         for upstream in self.upstreams:
             await upstream.client.close()
-        if self.embedded is not None:
-            await self.embedded.aclose()
         if self.cache is not None:
             await self.cache.aclose()
 
-    async def ready(self) -> bool:
-        """Configured, and for the embedded model, loaded."""
+    async def not_ready(self) -> str | None:
+        """Why no answer can be had now (None: ready): unconfigured, or the
+        embedded model not loaded or its process down."""
         if not self.upstreams:
-            return False
+            return NOT_CONFIGURED
         if self.embedded is None:
-            return True
-        probe = httpx2.Request("GET", f"{EMBEDDED_URL}/readyz")
-        response = await self.embedded.handle_async_request(probe)
-        await response.aclose()
-        return response.status_code == 200
+            return None
+        return await self.embedded.not_ready()
 
     async def chat(
         self,
@@ -185,7 +175,7 @@ class LLM:
                 f"The model stopped answering for {wait:g} seconds."
             ) from exc
         except openai.APIError as exc:
-            raise upstream_error(exc) from exc
+            raise upstream.describe_error(exc) from exc
         finally:
             reading.dec()
         if finish_reason is None:
@@ -237,7 +227,7 @@ class LLM:
                 failure.__cause__ = exc
                 break  # the deadline is spent: no time left for a fallback
             except openai.APIError as exc:
-                failure = upstream_error(exc)
+                failure = upstream.describe_error(exc)
                 failure.__cause__ = exc
                 if is_outage(exc):
                     breaker.failed()
@@ -304,13 +294,13 @@ def build_llm(
     settings: Settings,
     http_client: httpx2.AsyncClient | None = None,
     *,
-    warm_up_schemas: Iterable[Mapping[str, Any]] = (),
+    local_model_url: str | None = None,
 ) -> LLM:
     """The shared clients, built once at start-up from settings.
 
-    `http_client` replaces the HTTP client of every upstream (tests put a fake
-    upstream there); `warm_up_schemas` are response formats the embedded model
-    prepares at start-up.
+    `http_client` replaces the HTTP client of every remote upstream (tests put
+    a fake upstream there). `local_model_url` is where the embedded model's
+    server answers (default: LOCAL_MODEL_URL).
     """
 
     def breaker() -> CircuitBreaker:
@@ -331,20 +321,22 @@ def build_llm(
         )
 
     if settings.backend == "local":
-        # Imported here: llama.cpp loads only for the embedded backend.
-        from gptmini_graphql.llm.embedded_server import create_embedded_app
-
-        embedded = InProcessTransport(
-            create_embedded_app(settings, warm_up_schemas=warm_up_schemas)
-        )
-        local = client(
-            f"{EMBEDDED_URL}/v1",
-            None,
-            http_client=httpx2.AsyncClient(transport=embedded),
-        )
-        # A full queue answers 429 at once; retrying would only wait in line.
+        url = local_model_url or settings.local_model_url
+        if not url:
+            raise ValueError("the embedded backend needs the model server's URL")
+        embedded = EmbeddedServer(url, timeout=settings.llm_timeout_seconds)
+        local = client(embedded.api_url, None, http_client=embedded.http)
         upstream = Upstream(
-            "embedded", local, settings.local_model_name, retries=0, breaker=breaker()
+            "embedded",
+            local,
+            settings.local_model_name,
+            # A full queue answers 429 at once; retrying would only wait in line.
+            retries=0,
+            # A process that died is restarted within a second or so, and
+            # fails fast meanwhile: pausing all requests would only delay
+            # the first answer after its recovery.
+            breaker=NeverOpen(),
+            describe_error=embedded_error,
         )
         return LLM(
             [upstream], settings, embedded=embedded, cache=response_cache(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -43,12 +44,15 @@ class Upstream:
         *,
         retries: int,
         breaker: CircuitBreaker,
+        describe_error: Callable[[openai.APIError], AppError] | None = None,
     ) -> None:
         self.name = name
         self.client = client
         self.model = model
         self.retries = retries
         self.breaker = breaker
+        # What an SDK error means to our callers, in this upstream's words.
+        self.describe_error = describe_error or upstream_error
 
     async def post(self, body: dict[str, Any], *, deadline: float, stream: bool) -> Any:
         """The request, retried with backoff while the deadline leaves room."""

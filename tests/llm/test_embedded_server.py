@@ -1,8 +1,10 @@
-"""The embedded model end to end: the real GGUF behind real HTTP, through the SDK.
+"""The embedded model's server end to end: the real GGUF behind real HTTP,
+through the SDK, in a child process of its own.
 
-The model is loaded once; uvicorn serves it on a free loopback port from a
-background thread, and every test talks to it with `openai.AsyncOpenAI` over
-`httpx2`, as the app's tasks do.
+`python -m gptmini_graphql llm serve` runs on a free loopback port for the
+whole module; every test talks to it with `openai.AsyncOpenAI` over `httpx2`,
+as the app's tasks do. A native crash in the child fails the test that was
+running, with the child's stderr, never the whole run.
 """
 
 from __future__ import annotations
@@ -10,28 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
 import pytest
 
+from gptmini_graphql.llm.local.server import create_embedded_app
 from gptmini_graphql.settings import Settings
+from tests.model_process import MODEL_FILE
 
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-
-from gptmini_graphql.llm.embedded import LocalModel
-from gptmini_graphql.llm.embedded_server import create_embedded_app
-
-SETTINGS = Settings(_env_file=None, local_queue_size=1)
-if not SETTINGS.local_model_path.is_file():
+SETTINGS = Settings(_env_file=None, local_model_path=MODEL_FILE, local_queue_size=1)
+if not MODEL_FILE.is_file():
     pytest.skip(
-        f"no model file at {SETTINGS.local_model_path}: "
-        "run `python -m gptmini_graphql.llm.model_file`",
+        f"no model file at {MODEL_FILE}: "
+        "run `python -m gptmini_graphql.llm.local.model_file`",
         allow_module_level=True,
     )
 
@@ -68,38 +70,77 @@ LONG_STREAM: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="session")
-def model() -> Iterator[LocalModel]:
-    model = LocalModel.load(
-        SETTINGS.local_model_path,
-        context_size=SETTINGS.local_context_size,
-        # One thread leaves a core to the server's loop and the test client:
-        # llama.cpp's threads spin, and slow down sharply when oversubscribed.
-        threads=1,
-        queue_size=SETTINGS.local_queue_size,
-    )
-    yield model
-    model.close()
+class ModelServer:
+    """`llm serve` in a child process, started again if a test crashed it."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def running(self) -> str:
+        if self.process is not None and self.process.poll() is None:
+            return self.url
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        environment = {
+            **os.environ,
+            "LOCAL_MODEL_PATH": str(MODEL_FILE),
+            "LOCAL_QUEUE_SIZE": str(SETTINGS.local_queue_size),
+            # One thread leaves a core to the server's loop and the test client:
+            # llama.cpp's threads spin, and slow down sharply when oversubscribed.
+            "LOCAL_THREADS": "1",
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-X",
+                "faulthandler",
+                "-m",
+                "gptmini_graphql",
+                "llm",
+                "serve",
+                "--port",
+                str(port),
+            ],
+            env=environment,
+            stderr=self.log.open("ab"),
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            self.check_alive()
+            assert time.monotonic() < deadline, "the model server did not get ready"
+            with contextlib.suppress(httpx2.TransportError):
+                if httpx2.get(f"{self.url}/readyz").status_code == 200:
+                    return self.url
+            time.sleep(0.05)
+
+    def check_alive(self) -> None:
+        assert self.process is not None
+        if (code := self.process.poll()) is not None:
+            tail = self.log.read_text(errors="replace")[-4000:]
+            pytest.fail(f"the model server exited ({code}); its stderr:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def base_url(model: LocalModel) -> Iterator[str]:
-    import uvicorn
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    server = ModelServer(tmp_path_factory.mktemp("model") / "stderr.log")
+    yield server
+    server.stop()
 
-    app = create_embedded_app(SETTINGS, model, warm_up_schemas=[SENTIMENT])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+
+@pytest.fixture
+def base_url(model_server: ModelServer) -> Iterator[str]:
+    yield model_server.running()
+    model_server.check_alive()  # a crash fails this test, with its stderr
 
 
 @contextlib.asynccontextmanager

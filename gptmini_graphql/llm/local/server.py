@@ -1,4 +1,8 @@
-"""The embedded model as an OpenAI-compatible server of ours.
+"""The embedded model as an OpenAI-compatible server of ours, in its own process.
+
+`serve` starts it as a child (see `process.py`) and talks to it over a Unix
+socket; compose and Kubernetes run it as a service of its own. Either way
+llama.cpp's native code never runs inside the API's process.
 
 It speaks the slice of the Chat Completions protocol that our tasks use, so
 the shared `AsyncOpenAI` client cannot tell it from any other upstream:
@@ -21,6 +25,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
+import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
@@ -35,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gptmini_graphql.llm.embedded import (
+from gptmini_graphql.llm.local.engine import (
     ChatRequest,
     Completion,
     Generation,
@@ -44,8 +52,8 @@ from gptmini_graphql.llm.embedded import (
     ModelUnavailableError,
     QueueFullError,
     Usage,
-    check_model_file,
 )
+from gptmini_graphql.llm.local.model_file import check_model_file
 from gptmini_graphql.settings import Settings
 
 logger = logging.getLogger("gptmini_graphql.llm")
@@ -497,16 +505,46 @@ def create_embedded_app(
     )
 
 
-def serve_embedded(settings: Settings, host: str, port: int) -> None:
-    """Run the embedded model as its own server (`... llm serve`)."""
+def serve_embedded(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    uds: str | None = None,
+    exit_with_stdin: bool = False,
+    warm_up_schemas: Iterable[Mapping[str, Any]] = (),
+) -> None:
+    """Run the embedded model as its own server (`... llm serve`).
+
+    `uds`: listen on this Unix socket instead of host:port (how `serve`
+    reaches the model process it supervises). `exit_with_stdin`: stop when
+    standard input closes, that is when the supervising process is gone, even
+    if it was killed and could not say so.
+    """
     import uvicorn
 
     from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
 
     configure_logging(settings.log_level)
+    if exit_with_stdin:
+        threading.Thread(target=_exit_at_end_of_stdin, daemon=True).start()
     uvicorn.run(
-        RequestIdMiddleware(create_embedded_app(settings)),
+        RequestIdMiddleware(
+            create_embedded_app(settings, warm_up_schemas=warm_up_schemas)
+        ),
         host=host,
         port=port,
+        uds=uds,
         log_config=None,
+        access_log=False,  # each completion logs its own line
+        # A generation in progress stops at the next token once the lifespan
+        # closes the model; do not wait for it to finish on its own.
+        timeout_graceful_shutdown=2,
     )
+
+
+def _exit_at_end_of_stdin() -> None:
+    while sys.stdin.buffer.read(4096):
+        pass
+    logger.info("supervisor gone: stopping")
+    os.kill(os.getpid(), signal.SIGTERM)

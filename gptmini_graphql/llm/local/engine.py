@@ -22,6 +22,7 @@ import asyncio
 import codecs
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -40,6 +41,8 @@ from llama_cpp.llama_chat_format import (
 )
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
+from gptmini_graphql.llm.local.model_file import check_model_file
+
 logger = logging.getLogger("gptmini_graphql.llm")
 
 FinishReason = Literal["stop", "length"]
@@ -57,10 +60,10 @@ class LocalModelError(Exception):
 class QueueFullError(LocalModelError):
     """Every slot is taken: one request is generating and the queue is full."""
 
-    def __init__(self, capacity: int, retry_after: int = 1) -> None:
+    def __init__(self, in_flight: int, retry_after: int) -> None:
         super().__init__(
-            f"The local model is busy ({capacity} requests in progress or "
-            f"waiting). Retry after {retry_after} s."
+            f"The local model is busy: {in_flight} requests are generating or "
+            f"waiting for it. Retry in about {retry_after} s."
         )
         self.retry_after = retry_after
 
@@ -193,6 +196,9 @@ class LocalModel:
         self._grammars: dict[str, LlamaGrammar] = {}
         self._capacity = 1 + queue_size
         self._in_flight = 0
+        # Seconds one request holds the model, averaged over recent ones: what
+        # a refused client is told to wait is the queue ahead of it times this.
+        self._seconds_per_request = _ExpMovingAverage(initial=1.0)
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
@@ -238,6 +244,11 @@ class LocalModel:
         """Requests admitted and not finished (generating or waiting)."""
         return self._in_flight
 
+    def queue_wait_seconds(self) -> int:
+        """About how long until a slot frees if every request ahead runs."""
+        wait = self._in_flight * self._seconds_per_request.value
+        return max(1, math.ceil(wait))
+
     def warm_up(self, schemas: Iterable[Mapping[str, Any]]) -> None:
         """Compile these JSON-schema grammars now, not on a user's request."""
         for schema in schemas:
@@ -253,7 +264,7 @@ class LocalModel:
         """
         with self._lock:
             if self._in_flight >= self._capacity:
-                raise QueueFullError(self._capacity)
+                raise QueueFullError(self._in_flight, self.queue_wait_seconds())
             self._in_flight += 1
         job = _Job(request, asyncio.get_running_loop())
         try:
@@ -291,7 +302,8 @@ class LocalModel:
             self._in_flight -= 1
 
     def _run(self, job: _Job) -> None:
-        outcome: _Finished | BaseException | None
+        outcome: _Finished | BaseException | None = None
+        started = time.monotonic()
         try:
             if job.cancelled.is_set():
                 outcome = None
@@ -305,6 +317,8 @@ class LocalModel:
             logger.exception("local model generation failed")
             outcome = exc
         finally:
+            if isinstance(outcome, _Finished):
+                self._seconds_per_request.add(time.monotonic() - started)
             # Free the slot before the last event, so that a client that sees
             # its answer complete can send the next request and be admitted.
             self._release()
@@ -404,12 +418,15 @@ class LocalModel:
         return grammar
 
 
-def check_model_file(path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"No model file at {path}: fetch it with "
-            "`python -m gptmini_graphql.llm.model_file` or set LOCAL_MODEL_PATH."
-        )
+class _ExpMovingAverage:
+    """Recent values weigh most; one slow outlier fades within a few requests."""
+
+    def __init__(self, initial: float, weight: float = 0.3) -> None:
+        self.value = initial
+        self._weight = weight
+
+    def add(self, sample: float) -> None:
+        self.value += self._weight * (sample - self.value)
 
 
 def _chat_formatter(llama: llama_cpp.Llama) -> ChatFormatter:
