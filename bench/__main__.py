@@ -56,6 +56,9 @@ FIGURES = [
     ("rss_model_anon_mb", "{:.0f}"),
     ("rss_model_file_mb", "{:.0f}"),
     ("crash_to_answer_s", "{:.2f}"),
+    ("others_requests", "{}"),
+    ("others_p50_ms", "{:.2f}"),
+    ("others_p99_ms", "{:.2f}"),
     ("model_tokens_per_s", "{:.1f}"),
     ("tokens_per_s_min", "{:.1f}"),
     ("tokens_per_s_max", "{:.1f}"),
@@ -173,9 +176,14 @@ def compute_ratios(rows: list[dict]) -> dict[str, float]:
                     ours[key] / reference, 2
                 )
     for ours in rows:
-        if ours.get("side") != "ours" or ours["scenario"] not in SIDE_BY_SIDE:
+        if not str(ours.get("side")).startswith("ours"):
             continue
-        at = f"t{ours['threads']}" if "threads" in ours else ""
+        if ours["scenario"] not in SIDE_BY_SIDE:
+            continue
+        # "ours+others": ours while another client keeps the API busy.
+        at = ours["side"].removeprefix("ours").removeprefix("+") + "@"
+        at = at if at != "@" else ""
+        at += f"t{ours['threads']}" if "threads" in ours else ""
         at += f"c{ours['concurrency']}"
         direct = next(
             (

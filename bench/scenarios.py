@@ -11,6 +11,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -321,6 +322,7 @@ def _embedded_pair(rig: Rig, threads: int, repetitions: int) -> list[dict]:
     and noise fall on both); the first of each only warms up."""
     started = time.perf_counter()
     server = rig.embedded(threads)
+    others_seen: list[float] = []
     try:
         ours_extra, token = _cold_start(server, started)
         arguments = {
@@ -330,12 +332,17 @@ def _embedded_pair(rig: Rig, threads: int, repetitions: int) -> list[dict]:
         }
         ours: list[_Generation] = []
         theirs: list[_Generation] = []
+        loaded: list[_Generation] = []
         with _DirectLlama(threads, rig.log_dir) as direct:
             for repetition in range(1 + repetitions):
                 mine, its = _complete(server, token), direct.complete(arguments)
+                with _OtherRequests(server, token) as others:
+                    busy = _complete(server, token)
                 if repetition:
                     ours.append(mine)
                     theirs.append(its)
+                    loaded.append(busy)
+                    others_seen.extend(others.latencies)
             direct_extra = {"load_s": direct.load_s, **_memory(direct.pid, "after")}
         ours_extra |= _memory(server.process.pid, "after")
         ours_extra |= _memory(_model_pid(server), "model")
@@ -348,6 +355,20 @@ def _embedded_pair(rig: Rig, threads: int, repetitions: int) -> list[dict]:
     return [
         _generation_row("ours", threads, ours, ours_extra),
         _generation_row("direct", threads, theirs, direct_extra),
+        # The same generations while another client keeps the API busy: what
+        # LOCAL_THREADS costs the rest of the API, and the rest costs it.
+        _generation_row(
+            "ours+others",
+            threads,
+            loaded,
+            {
+                "others_requests": len(others_seen),
+                "others_p50_ms": round(statistics.median(others_seen) * 1000, 2),
+                "others_p99_ms": round(
+                    statistics.quantiles(others_seen, n=100)[98] * 1000, 2
+                ),
+            },
+        ),
     ]
 
 
@@ -381,6 +402,37 @@ def _cold_start(server: Server, started: float) -> tuple[dict, str]:
         "second_analyze_ms": round(again * 1000, 1),
         **loaded,
     }, token
+
+
+class _OtherRequests:
+    """Another client on a thread of its own, sending cheap authenticated
+    GraphQL requests back to back; the latency of each is recorded."""
+
+    QUERY = graphql_body("{ __typename }", {})
+
+    def __init__(self, server: Server, token: str) -> None:
+        self.server, self.token = server, token
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _OtherRequests:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {self.token}",
+        }
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            http_json(self.server.port, "POST", "/graphql", self.QUERY, headers)
+            self.latencies.append(time.perf_counter() - started)
 
 
 def _model_pid(server: Server) -> int:

@@ -106,25 +106,6 @@ def test_a_crash_fails_waiting_requests_at_once_and_the_model_comes_back(
     assert "errors" not in answer, answer
 
 
-def test_a_full_queue_says_the_local_model_is_busy(make_api) -> None:
-    api = make_api(**LOCAL, local_queue_size=0)  # one generating, none waiting
-    wait_ready(api.client)
-    token = api.login()
-    busy = InBackground(api, LONG_COMPLETE, token)
-    busy.start()
-    model = the_model_process()
-    model.wait_in_flight(1)
-    refused = api.post('{ analyze(text: "fine") { sentiment } }', token=token)
-    os.kill(model.pid, signal.SIGKILL)  # ends the long generation
-    busy.join(timeout=10)
-
-    assert error_codes(refused) == ["UPSTREAM_RATE_LIMITED"]
-    error = refused["errors"][0]
-    assert "local model is busy" in error["message"]
-    assert "rate limiting" not in error["message"]
-    assert error["extensions"]["retryAfter"] >= 1
-
-
 @pytest.fixture
 def served_api() -> Any:
     """The API on a real socket (uvicorn in a thread): a client can hang up."""

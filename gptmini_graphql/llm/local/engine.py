@@ -62,8 +62,8 @@ class QueueFullError(LocalModelError):
 
     def __init__(self, in_flight: int, retry_after: int) -> None:
         super().__init__(
-            f"The local model is busy: {in_flight} requests are generating or "
-            f"waiting for it. Retry in about {retry_after} s."
+            f"The local model is busy ({in_flight} generating or waiting for "
+            f"it). Retry in about {retry_after} s."
         )
         self.retry_after = retry_after
 
