@@ -63,7 +63,8 @@ def default_content(body: dict[str, Any]) -> str:
 
 @dataclass
 class Reply:
-    """One scripted answer: a JSON body, or an exception, after a delay.
+    """One scripted answer: a JSON body (or `raw` bytes as they are), or an
+    exception, after a delay.
 
     A streamed request gets `chunks` as SSE deltas instead, `chunk_delay`
     apart; `cut_after` breaks the stream after that many chunks, and
@@ -72,6 +73,7 @@ class Reply:
 
     status: int = 200
     body: dict[str, Any] | None = None
+    raw: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     error: Exception | None = None
@@ -178,6 +180,10 @@ class FakeUpstream:
                 headers={"content-type": "text/event-stream"},
                 stream=SSEStream(reply, self),
                 request=request,
+            )
+        if reply.raw is not None:
+            return httpx2.Response(
+                reply.status, content=reply.raw, headers=reply.headers, request=request
             )
         return httpx2.Response(
             reply.status, json=reply.body, headers=reply.headers, request=request

@@ -148,6 +148,7 @@ class LLM:
         # No overall deadline for a stream: each wait for the next chunk is bounded.
         wait = self.settings.llm_timeout_seconds
         model, finish_reason, usage = upstream.model, None, None
+        wrote = False
         reading = metrics.streaming(upstream.name)
         try:
             async with stream:
@@ -158,6 +159,8 @@ class LLM:
                             chunk = await anext(chunks)
                     except StopAsyncIteration:
                         break
+                    except ValueError as exc:  # an event that is not JSON
+                        raise UpstreamError(MALFORMED_CHUNK) from exc
                     # Raw dicts: building the SDK's typed chunk for every token
                     # was a quarter of a stream's CPU.
                     try:
@@ -169,6 +172,7 @@ class LLM:
                     except (AttributeError, IndexError, TypeError) as exc:
                         raise UpstreamError(MALFORMED_CHUNK) from exc
                     if text:
+                        wrote = True
                         yield text
         except (TimeoutError, openai.APITimeoutError) as exc:
             raise UpstreamTimeout(
@@ -176,10 +180,16 @@ class LLM:
             ) from exc
         except openai.APIError as exc:
             raise upstream.describe_error(exc) from exc
+        except UpstreamError:
+            upstream.breaker.failed()  # a malformed stream is the upstream's fault
+            raise
         finally:
             reading.dec()
         if finish_reason is None:
             raise UpstreamUnavailable("The model's stream ended before its answer did.")
+        if not wrote:
+            upstream.breaker.failed()
+            raise UpstreamError(EMPTY_ANSWER)
         yield ChatStreamEnd(
             finish_reason=finish_reason,
             model=model,
@@ -277,6 +287,7 @@ class LLM:
 
 
 MALFORMED_CHUNK = "The model's stream sent a malformed chunk."
+EMPTY_ANSWER = "The model returned an empty answer."
 
 
 def _stream_usage(usage: object) -> CompletionUsage:

@@ -10,6 +10,8 @@ from email.utils import parsedate_to_datetime
 import httpx2
 import openai
 
+from gptmini_graphql.llm.malformed import MalformedAnswer
+
 # Longest backoff between two attempts when the upstream names no wait.
 MAX_BACKOFF_SECONDS = 8.0
 # The longest wait an upstream may ask of us (and of our callers).
@@ -21,12 +23,17 @@ def is_outage(exc: Exception) -> bool:
     """The upstream is down or failing (not: it refused this request)."""
     if isinstance(exc, TimeoutError | openai.APIConnectionError):  # timeouts too
         return True
+    if isinstance(exc, MalformedAnswer):  # a 200 that is no answer
+        return True
     status = getattr(exc, "status_code", None)
     return status is not None and status >= 500
 
 
 def is_retryable(exc: Exception) -> bool:
-    """Timeouts, 408, 409, 429 and 5xx, but never an exhausted quota."""
+    """Timeouts, 408, 409, 429, 5xx and garbled bodies, but never an exhausted
+    quota or an empty answer."""
+    if isinstance(exc, MalformedAnswer):
+        return exc.transient
     if is_outage(exc):
         return True
     if isinstance(exc, openai.RateLimitError):

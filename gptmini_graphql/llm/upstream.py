@@ -19,6 +19,7 @@ from gptmini_graphql.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from gptmini_graphql.llm.malformed import MalformedAnswer, checked
 from gptmini_graphql.llm.resilience import (
     is_retryable,
     retry_after_seconds,
@@ -53,6 +54,7 @@ class Upstream:
         self.breaker = breaker
         # What an SDK error means to our callers, in this upstream's words.
         self.describe_error = describe_error or upstream_error
+        self.url = client.base_url.join(CHAT_COMPLETIONS.lstrip("/"))
 
     async def post(self, body: dict[str, Any], *, deadline: float, stream: bool) -> Any:
         """The request, retried with backoff while the deadline leaves room."""
@@ -68,9 +70,7 @@ class Upstream:
                         stream=True,
                         stream_cls=openai.AsyncStream[object],
                     )
-                return await self.client.post(
-                    CHAT_COMPLETIONS, body=body, cast_to=ChatCompletion
-                )
+                return await self._completion(body)
             except openai.APIError as exc:
                 if attempt == self.retries or not is_retryable(exc):
                     raise
@@ -88,6 +88,18 @@ class Upstream:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
+    async def _completion(self, body: dict[str, Any]) -> ChatCompletion:
+        """One answer, checked: a malformed one raises MalformedAnswer."""
+        try:
+            completion = await self.client.post(
+                CHAT_COMPLETIONS, body=body, cast_to=ChatCompletion
+            )
+        except ValueError as exc:  # a body labelled JSON that is not JSON
+            raise MalformedAnswer(
+                "The model server sent a malformed answer.", self.url, transient=True
+            ) from exc
+        return checked(completion, self.url)
+
 
 def upstream_error(exc: openai.APIError) -> AppError:
     """Map one SDK error to the error the caller sees; details go to the log."""
@@ -96,6 +108,8 @@ def upstream_error(exc: openai.APIError) -> AppError:
         "upstream error",
         extra={"error": type(exc).__name__, "status": status, "code": exc.code},
     )
+    if isinstance(exc, MalformedAnswer):
+        return UpstreamError(exc.message)
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamUnavailable("The model server could not be reached.")
     if isinstance(exc, openai.RateLimitError):
