@@ -65,10 +65,31 @@ def test_production_hides_introspection(make_api) -> None:
     assert set(error_codes(result.json())) == {"GRAPHQL_VALIDATION_FAILED"}
 
 
-def test_production_suggests_no_field_names(make_api) -> None:
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("{ summarise }", None),  # a field
+        ('{ summarize(txt: "x") { text } }', None),  # an argument
+        ("{ ... on Quer { __typename } }", None),  # a type in a fragment
+        ("query($t: Strin!) { summarize(text: $t) { text } }", None),  # a type
+        ("query($s: Sentiment = POSITIV) { __typename }", None),  # an enum value
+        ("query($s: Sentiment) { __typename }", {"s": "POSITIV"}),  # in variables
+    ],
+)
+def test_production_suggests_no_names(make_api, query: str, variables) -> None:
     api = make_api(**SECURE)
-    result = api.client.post("/graphql", json={"query": "{ summarise }"}).json()
-    assert "Did you mean" not in result["errors"][0]["message"]
+    result = api.client.post(
+        "/graphql", json={"query": query, "variables": variables}
+    ).json()
+    assert error_codes(result)
+    assert not [e for e in result["errors"] if "Did you mean" in e["message"]]
+
+
+def test_development_still_suggests_names(make_api) -> None:
+    result = make_api().client.post(
+        "/graphql", json={"query": '{ summarize(txt: "x") { text } }'}
+    )
+    assert "Did you mean 'text'?" in result.json()["errors"][0]["message"]
 
 
 def test_production_can_turn_introspection_back_on(make_api) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import strawberry
@@ -25,8 +26,18 @@ from gptmini_graphql.schema.query import Query
 from gptmini_graphql.schema.subscription import Subscription
 from gptmini_graphql.settings import Settings
 
+# graphql-core's suggestions: " Did you mean 'text'?", "... the enum value 'X'?"
+_SUGGESTION = re.compile(r"\s*Did you mean .*\?$", re.DOTALL)
+
 
 class Schema(strawberry.Schema):
+    @staticmethod
+    def remove_field_suggestion(error: GraphQLError) -> None:
+        """Every suggestion, not only fields': argument, type and enum value
+        names are what hidden introspection hides too. (Strawberry calls this
+        for each error when `disable_field_suggestions` is set.)"""
+        error.message = _SUGGESTION.sub("", error.message)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: Any = None
     ) -> None:
@@ -50,7 +61,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        # "Did you mean …" would list fields that introspection hides.
+        # "Did you mean …" would list names that introspection hides.
         config=StrawberryConfig(
             disable_field_suggestions=not settings.introspection_enabled
         ),
