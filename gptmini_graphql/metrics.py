@@ -21,6 +21,8 @@ grow the number of series.
     gptmini_cache_errors_total{operation}            read, write
     gptmini_cache_saved_cost_usd_total{model}
     gptmini_rate_limit_refusals_total{limit}         user, login-address, login-user
+    gptmini_rate_limit_storage_outages_total         Redis lost by the rate limits
+    gptmini_rate_limit_storage_down                  1 while limits run without Redis
     gptmini_build_info{version}
 
 `operation` is the operation's root field (`summarize`, `login`, ...):
@@ -183,6 +185,17 @@ RATE_LIMIT_REFUSALS = Counter(
     "gptmini_rate_limit_refusals",
     "Requests refused by a rate limit, by limit (user, login-address, login-user).",
     ["limit"],
+)
+RATE_LIMIT_STORAGE_OUTAGES = Counter(
+    "gptmini_rate_limit_storage_outages",
+    "Times the rate limits lost their Redis; each limit then followed its "
+    "outage policy until Redis answered again.",
+)
+RATE_LIMIT_STORAGE_DOWN = Gauge(
+    "gptmini_rate_limit_storage_down",
+    "1 while this process's rate limits cannot reach Redis (summed over "
+    "workers in multiprocess mode).",
+    multiprocess_mode="livesum",
 )
 BUILD_INFO = Gauge(
     "gptmini_build_info",

@@ -1,12 +1,26 @@
 """Rate limits on the `limits` library: in memory, or in Redis when REDIS_URL is set.
 
-With Redis, every server process sharing it counts against one limit.
+With Redis, every server process sharing it counts against one limit. While
+Redis is unreachable, each limit follows the outage policy its caller names
+(from settings):
+
+* `memory`: this process counts by itself, with the same limits, so each
+  replica still enforces them (a client spread over N replicas gets up to N
+  times the limit; one replica is exact);
+* `closed`: refused with RATE_LIMITED until Redis answers again;
+* `open`: let through.
+
+The first failure of an outage is logged and counted in /metrics; after it,
+one request every STORAGE_RETRY_SECONDS probes Redis (the others do not wait
+for it), and the first answer ends the outage.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
 
 from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, Storage
@@ -22,10 +36,11 @@ logger = logging.getLogger("gptmini_graphql.rate_limits")
 
 STORAGE_RETRY_SECONDS = 5.0
 
+OutagePolicy = Literal["memory", "closed", "open"]
+T = TypeVar("T")
 
-def _storage(redis_url: str | None) -> Storage:
-    if redis_url is None:
-        return MemoryStorage()
+
+def _redis_storage(redis_url: str) -> Storage:
     storage = storage_from_string(
         "async+" + redis_url,
         implementation="redispy",
@@ -40,52 +55,123 @@ def _storage(redis_url: str | None) -> Storage:
 
 class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
-        self.storage = _storage(redis_url)
-        self._storage_breaker = CircuitBreaker(1, STORAGE_RETRY_SECONDS)
         # Sliding window counter: no burst of twice the limit at a window edge,
         # and O(1) per key. (limits' moving window keeps every hit of a day's
         # window and, in memory, sweeps all keys on each hit.)
-        self._limiter = SlidingWindowCounterRateLimiter(self.storage)
+        self._memory = MemoryStorage()
+        self._local = SlidingWindowCounterRateLimiter(self._memory)
+        self._redis = _redis_storage(redis_url) if redis_url else None
+        self._shared = (
+            SlidingWindowCounterRateLimiter(self._redis) if self._redis else None
+        )
+        self._breaker = CircuitBreaker(1, STORAGE_RETRY_SECONDS)
+        self._outage = False
 
     async def hit(
-        self, limits: list[RateLimitItem], *identifiers: str, cost: int = 1
+        self,
+        limits: list[RateLimitItem],
+        *identifiers: str,
+        cost: int = 1,
+        outage: OutagePolicy = "memory",
     ) -> None:
         """Consume `cost` from every limit, or raise RATE_LIMITED with retryAfter."""
-        if not self._storage_breaker.allow():
-            return  # the storage failed a moment ago: let requests through
-        for item in limits:
-            try:
-                allowed = await self._limiter.hit(item, *identifiers, cost=cost)
-                self._storage_breaker.succeeded()
-                if allowed:
-                    continue
-                stats = await self._limiter.get_window_stats(item, *identifiers)
-            except StorageError:
-                # A broken Redis must not take the API down with it: let
-                # requests through for a while, and say so (once a while).
-                self._storage_breaker.failed()
-                logger.warning(
-                    "rate limit storage failed; requests let through",
-                    exc_info=True,
-                    extra={"retry_in_s": STORAGE_RETRY_SECONDS},
-                )
-                return
-            metrics.RATE_LIMIT_REFUSALS.labels(identifiers[0]).inc()
-            if cost > item.amount:
-                raise RateLimited(
-                    f"This operation needs {cost} requests but the limit is "
-                    f"{item.amount} per {item.GRANULARITY.name}."
-                )
+        refused = await self._counted(
+            lambda limiter: _consume(limiter, limits, identifiers, cost), outage
+        )
+        if refused is None:
+            return
+        item, wait = refused
+        metrics.RATE_LIMIT_REFUSALS.labels(identifiers[0]).inc()
+        if wait is None:
             raise RateLimited(
-                f"Rate limit of {item.amount} per {item.GRANULARITY.name} reached.",
-                retry_after=stats.reset_time - time.time(),
+                f"This operation needs {cost} requests but the limit is "
+                f"{item.amount} per {item.GRANULARITY.name}."
             )
+        raise RateLimited(
+            f"Rate limit of {item.amount} per {item.GRANULARITY.name} reached.",
+            retry_after=wait,
+        )
+
+    async def _counted(
+        self,
+        operation: Callable[[SlidingWindowCounterRateLimiter], Awaitable[T | None]],
+        outage: OutagePolicy,
+    ) -> T | None:
+        """`operation` on Redis, or while it is unreachable, as `outage` says.
+        Returns what `operation` does: None means "let it through"."""
+        if self._shared is None:
+            return await operation(self._local)
+        if self._breaker.allow():
+            try:
+                result = await operation(self._shared)
+            except StorageError as error:
+                self._storage_lost(error)
+            except BaseException:
+                self._breaker.released()  # cancelled: proves nothing of Redis
+                raise
+            else:
+                self._storage_answered()
+                return result
+        if outage == "memory":
+            return await operation(self._local)
+        if outage == "closed":
+            raise RateLimited(
+                "Limits cannot be checked right now; retry shortly.",
+                retry_after=self._breaker.retry_after(),
+            )
+        return None
+
+    def _storage_lost(self, error: StorageError) -> None:
+        self._breaker.failed()
+        if self._outage:
+            return  # said once per outage, not once per probe
+        self._outage = True
+        metrics.RATE_LIMIT_STORAGE_OUTAGES.inc()
+        metrics.RATE_LIMIT_STORAGE_DOWN.set(1)
+        logger.warning(
+            "rate limit storage unreachable; limits follow their outage policy",
+            extra={
+                "error": str(error.storage_error),
+                "retry_in_s": STORAGE_RETRY_SECONDS,
+            },
+        )
+
+    def _storage_answered(self) -> None:
+        self._breaker.succeeded()
+        if self._outage:
+            self._outage = False
+            metrics.RATE_LIMIT_STORAGE_DOWN.set(0)
+            logger.info("rate limit storage reachable again")
 
     async def aclose(self) -> None:
         # `limits` has no public close: end its expiry task or Redis pool ourselves
         # so shutdown leaves no pending task or open socket behind.
-        if isinstance(self.storage, MemoryStorage):
-            if self.storage.timer is not None:
-                self.storage.timer.cancel()
-        else:
-            await self.storage.bridge.storage.aclose()  # type: ignore[attr-defined]
+        if self._memory.timer is not None:
+            self._memory.timer.cancel()
+        if self._redis is not None:
+            await self._redis.bridge.storage.aclose()  # type: ignore[attr-defined]
+
+
+async def _consume(
+    limiter: SlidingWindowCounterRateLimiter,
+    limits: list[RateLimitItem],
+    identifiers: tuple[str, ...],
+    cost: int,
+) -> tuple[RateLimitItem, float | None] | None:
+    """The first limit without room for `cost`, and when it has room again
+    (None: never, `cost` is over the limit itself); None if all had room."""
+    for item in limits:
+        if not await limiter.hit(item, *identifiers, cost=cost):
+            if cost > item.amount:
+                return item, None
+            return item, await _reset_in(limiter, item, identifiers)
+    return None
+
+
+async def _reset_in(
+    limiter: SlidingWindowCounterRateLimiter,
+    item: RateLimitItem,
+    identifiers: tuple[str, ...],
+) -> float:
+    stats = await limiter.get_window_stats(item, *identifiers)
+    return max(stats.reset_time - time.time(), 0.0)

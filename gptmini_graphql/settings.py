@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     rate_limit: str = "30/minute;1000/day"
     login_rate_limit: str = "10/minute"
     redis_url: str | None = None
+    # While Redis is unreachable: `memory` (each process counts the same limits
+    # by itself), `closed` (refuse) or `open` (let through). Logins never fail open.
+    rate_limit_redis_outage: Literal["memory", "closed", "open"] = "memory"
+    login_rate_limit_redis_outage: Literal["memory", "closed"] = "memory"
     max_input_chars: int = Field(default=20_000, ge=1)
     max_completion_tokens: int = Field(default=4096, ge=1)
 

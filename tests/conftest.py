@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ from starlette.testclient import TestClient
 from gptmini_graphql.app import create_app
 from gptmini_graphql.settings import Settings
 from tests.fake_upstream import FakeUpstream
+from tests.redis_server import RedisServer
 
 LOGIN = """
 mutation Login($username: String!, $password: String!) {
@@ -114,3 +116,14 @@ MEMORY_AND_REDIS = [
         marks=pytest.mark.skipif(redis_url() is None, reason="REDIS_URL is not set"),
     ),
 ]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis of the test's own, to kill, freeze and restart."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary installed")
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()

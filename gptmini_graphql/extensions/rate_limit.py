@@ -26,7 +26,11 @@ class RateLimitExtension(SchemaExtension):
             services = context.services
             try:
                 await services.limiter.hit(
-                    services.settings.rate_limits, "user", context.user, cost=cost
+                    services.settings.rate_limits,
+                    "user",
+                    context.user,
+                    cost=cost,
+                    outage=services.settings.rate_limit_redis_outage,
                 )
             except RateLimited as refusal:
                 if execution.operation_type is OperationType.SUBSCRIPTION:

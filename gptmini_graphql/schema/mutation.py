@@ -32,11 +32,14 @@ class Mutation:
         services = context.services
         limits = services.settings.login_rate_limits
         # Per address against one guesser; per username against a guessing farm.
-        await services.limiter.hit(limits, "login-address", context.client_address)
+        outage = services.settings.login_rate_limit_redis_outage
+        await services.limiter.hit(
+            limits, "login-address", context.client_address, outage=outage
+        )
         username_key = hashlib.sha256(
             username.encode("utf-8", "surrogatepass")
         ).hexdigest()
-        await services.limiter.hit(limits, "login-user", username_key)
+        await services.limiter.hit(limits, "login-user", username_key, outage=outage)
         if not services.users.authenticate(username, password):
             raise Unauthenticated("Invalid username or password.")
         token = services.tokens.issue(username)
