@@ -92,6 +92,35 @@ class RateLimiter:
             retry_after=wait,
         )
 
+    async def count(
+        self,
+        limits: list[RateLimitItem],
+        *identifiers: str,
+        outage: OutagePolicy = "memory",
+    ) -> None:
+        """One hit on each of `limits` that has room; refuses nothing."""
+        await self._counted(
+            lambda limiter: _consume(limiter, limits, identifiers, 1),
+            "memory" if outage == "memory" else "open",
+        )
+
+    async def reached(
+        self,
+        limits: list[RateLimitItem],
+        *identifiers: str,
+        outage: OutagePolicy = "memory",
+    ) -> float | None:
+        """Seconds until the first of `limits` that is used up has room again,
+        or None if all have room; consumes nothing."""
+
+        async def check(limiter: SlidingWindowCounterRateLimiter) -> float | None:
+            for item in limits:
+                if not await limiter.test(item, *identifiers):
+                    return await _reset_in(limiter, item, identifiers)
+            return None
+
+        return await self._counted(check, outage)
+
     async def _counted(
         self,
         operation: Callable[[SlidingWindowCounterRateLimiter], Awaitable[T | None]],

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx2
 
+from gptmini_graphql.auth.login_throttle import LoginThrottle
 from gptmini_graphql.auth.tokens import TokenService
 from gptmini_graphql.auth.users import SettingsUserStore
 from gptmini_graphql.llm.client import LLM, build_llm
@@ -22,6 +23,7 @@ class Services:
     tokens: TokenService
     users: SettingsUserStore
     limiter: RateLimiter
+    login_throttle: LoginThrottle
     # The embedded model's process, when this app supervises it (no
     # LOCAL_MODEL_URL: nothing else runs one).
     model_process: ModelProcess | None = None
@@ -39,6 +41,7 @@ class Services:
         llm = build_llm(settings, llm_http_client, local_model_url=local_model_url)
         if model_process is not None and llm.embedded is not None:
             llm.embedded.explain_outage = model_process.problem
+        limiter = RateLimiter(settings.redis_url)
         return cls(
             settings=settings,
             llm=llm,
@@ -47,7 +50,8 @@ class Services:
                 settings.jwt_secret.get_secret_value(), settings.jwt_ttl_seconds
             ),
             users=SettingsUserStore(settings.fake_username, settings.fake_password),
-            limiter=RateLimiter(settings.redis_url),
+            limiter=limiter,
+            login_throttle=LoginThrottle(limiter, settings),
         )
 
     async def aclose(self) -> None:

@@ -97,7 +97,11 @@ class Settings(BaseSettings):
 
     # Limits
     rate_limit: str = "30/minute;1000/day"
-    login_rate_limit: str = "10/minute"
+    login_rate_limit: str = "10/minute"  # attempts per client address
+    # Failed logins per username, from anywhere; past it only addresses with no
+    # failed login for that username may try (slows a guessing farm, never
+    # locks the owner out: see auth/login_throttle.py).
+    login_username_failure_limit: str = "100/hour"
     redis_url: str | None = None
     # While Redis is unreachable: `memory` (each process counts the same limits
     # by itself), `closed` (refuse) or `open` (let through). Logins never fail open.
@@ -122,7 +126,7 @@ class Settings(BaseSettings):
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_texts: bool = False  # debugging only: log request texts, not just lengths
 
-    @field_validator("rate_limit", "login_rate_limit")
+    @field_validator("rate_limit", "login_rate_limit", "login_username_failure_limit")
     @classmethod
     def _parseable_limits(cls, value: str) -> str:
         try:
@@ -207,6 +211,10 @@ class Settings(BaseSettings):
     @cached_property
     def login_rate_limits(self) -> list[RateLimitItem]:
         return parse_many(self.login_rate_limit)
+
+    @cached_property
+    def login_username_failure_limits(self) -> list[RateLimitItem]:
+        return parse_many(self.login_username_failure_limit)
 
     @property
     def upstream_configured(self) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 import strawberry
@@ -30,17 +29,10 @@ class Mutation:
     ) -> LoginPayload:
         context = info.context
         services = context.services
-        limits = services.settings.login_rate_limits
-        # Per address against one guesser; per username against a guessing farm.
-        outage = services.settings.login_rate_limit_redis_outage
-        await services.limiter.hit(
-            limits, "login-address", context.client_address, outage=outage
-        )
-        username_key = hashlib.sha256(
-            username.encode("utf-8", "surrogatepass")
-        ).hexdigest()
-        await services.limiter.hit(limits, "login-user", username_key, outage=outage)
+        throttle, address = services.login_throttle, context.client_address
+        await throttle.admit(address, username)
         if not services.users.authenticate(username, password):
+            await throttle.failed(address, username)
             raise Unauthenticated("Invalid username or password.")
         token = services.tokens.issue(username)
         return LoginPayload(

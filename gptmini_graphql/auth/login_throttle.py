@@ -1,0 +1,72 @@
+"""Who may try a password now: OWASP's defence against guessing, without a
+lockout anyone can trigger.
+
+* Each client address gets LOGIN_RATE_LIMIT attempts, right or wrong: one
+  guesser is slowed to that.
+* Each username counts its failed logins from anywhere. Past
+  LOGIN_USERNAME_FAILURE_LIMIT, an address that has failed for that username
+  in the same window is refused; an address that has not may still try. A
+  guessing farm is slowed to one guess per address per window, while the
+  owner, from an address that has not failed, always gets in: failures from
+  elsewhere never lock them out.
+
+While Redis is unreachable both follow LOGIN_RATE_LIMIT_REDIS_OUTAGE, which
+cannot be `open`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from limits import RateLimitItem
+
+from gptmini_graphql import metrics
+from gptmini_graphql.errors import RateLimited
+from gptmini_graphql.rate_limits import RateLimiter
+from gptmini_graphql.settings import Settings
+
+
+class LoginThrottle:
+    def __init__(self, limiter: RateLimiter, settings: Settings) -> None:
+        self.limiter = limiter
+        self.per_address = settings.login_rate_limits
+        self.per_username = settings.login_username_failure_limits
+        # "This address has failed for this username": one failure per window.
+        self.failed_here = [_once_per(item) for item in self.per_username]
+        self.outage = settings.login_rate_limit_redis_outage
+
+    async def admit(self, address: str, username: str) -> None:
+        """Count the attempt, or raise RATE_LIMITED."""
+        limiter, user = self.limiter, _key(username)
+        await limiter.hit(
+            self.per_address, "login-address", address, outage=self.outage
+        )
+        if await limiter.reached(
+            self.per_username, "login-user", user, outage=self.outage
+        ):
+            wait = await limiter.reached(
+                self.failed_here, "login-failed", address, user, outage=self.outage
+            )
+            if wait is not None:
+                metrics.RATE_LIMIT_REFUSALS.labels("login-user").inc()
+                raise RateLimited(
+                    "Too many failed logins for this account; retry later.",
+                    retry_after=wait,
+                )
+
+    async def failed(self, address: str, username: str) -> None:
+        """Remember a wrong password, for the username and this address."""
+        limiter, user = self.limiter, _key(username)
+        await limiter.count(self.per_username, "login-user", user, outage=self.outage)
+        await limiter.count(
+            self.failed_here, "login-failed", address, user, outage=self.outage
+        )
+
+
+def _once_per(item: RateLimitItem) -> RateLimitItem:
+    return type(item)(1, item.multiples)
+
+
+def _key(username: str) -> str:
+    # Usernames stay out of Redis keys (and so out of anything that lists them).
+    return hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()

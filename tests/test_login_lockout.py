@@ -1,0 +1,116 @@
+"""Login limits that slow guessers without letting anyone lock the owner out.
+
+Clients come from many addresses here: the app sits behind uvicorn's proxy
+headers middleware, as it does behind a reverse proxy with
+FORWARDED_ALLOW_IPS, so X-Forwarded-For names each request's address.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from gptmini_graphql.app import create_app
+from tests.conftest import (
+    API,
+    LOGIN,
+    MEMORY_AND_REDIS,
+    error_codes,
+    make_settings,
+    redis_url,
+)
+from tests.fake_upstream import FakeUpstream
+
+
+@pytest.fixture(params=MEMORY_AND_REDIS)
+def storage(request: pytest.FixtureRequest) -> str | None:
+    return redis_url() if request.param == "redis" else None
+
+
+@pytest.fixture
+def make_proxied(upstream: FakeUpstream) -> Iterator[Callable[..., API]]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> API:
+        app = create_app(
+            make_settings(**overrides), llm_http_client=upstream.http_client()
+        )
+        client = TestClient(ProxyHeadersMiddleware(app, trusted_hosts="*")).__enter__()
+        clients.append(client)
+        return API(client, upstream)
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+class Addresses:
+    """Fresh client addresses: Redis keeps counts across tests."""
+
+    def __init__(self) -> None:
+        self.prefix = f"10.{random.randrange(256)}.{random.randrange(256)}"
+        self.used = 0
+
+    def new(self) -> str:
+        self.used += 1
+        return f"{self.prefix}.{self.used}"
+
+
+def _attempt(api: API, address: str, username: str, password: str) -> str:
+    result = api.post(
+        LOGIN,
+        {"username": username, "password": password},
+        headers={"X-Forwarded-For": address},
+    )
+    return (error_codes(result) or ["OK"])[0]
+
+
+def _owner() -> dict[str, str]:
+    return {"fake_username": f"owner-{uuid.uuid4().hex[:8]}", "fake_password": "right"}
+
+
+def test_wrong_guesses_from_elsewhere_do_not_lock_the_owner_out(
+    make_proxied, storage
+) -> None:
+    owner, addresses = _owner(), Addresses()
+    api = make_proxied(login_rate_limit="10/minute", redis_url=storage, **owner)
+    name = owner["fake_username"]
+    attacker = addresses.new()
+    codes = [_attempt(api, attacker, name, "guess") for _ in range(11)]
+    assert codes == ["UNAUTHENTICATED"] * 10 + ["RATE_LIMITED"]  # per address
+    assert _attempt(api, addresses.new(), name, "right") == "OK"
+
+
+def test_past_the_username_threshold_each_address_gets_one_guess(
+    make_proxied, storage
+) -> None:
+    owner, addresses = _owner(), Addresses()
+    # The per-address limit is out of the way here: 10 guesses each stay under it.
+    api = make_proxied(
+        login_rate_limit="50/minute",
+        login_username_failure_limit="20/hour",
+        redis_url=storage,
+        **owner,
+    )
+    name = owner["fake_username"]
+    farm = [addresses.new() for _ in range(10)]
+    codes = [
+        _attempt(api, address, name, "guess") for address in farm for _ in range(10)
+    ]
+
+    # Two addresses use up the username's 20 failures; after that each new
+    # address has its one guess checked, and is refused from then on.
+    assert codes.count("UNAUTHENTICATED") == 20 + 8
+    assert codes.count("RATE_LIMITED") == 72
+    # The owner, from an address that has not failed, gets in...
+    assert _attempt(api, addresses.new(), name, "right") == "OK"
+    # ...while an address that has failed waits, even with the right password.
+    assert _attempt(api, farm[0], name, "right") == "RATE_LIMITED"
+    # Other usernames are not affected.
+    assert _attempt(api, farm[0], "someone-else", "guess") == "UNAUTHENTICATED"
