@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gptmini_graphql.drain import hard_stop_seconds
     from gptmini_graphql.settings import InsecureSettings, Settings
 
     settings = Settings()
@@ -85,6 +86,10 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=False,
             # A WebSocket message is held to the same size as a request body.
             ws_max_size=settings.max_body_bytes,
+            # Streams end at the grace (drain.py); anything left is cut after.
+            timeout_graceful_shutdown=hard_stop_seconds(
+                settings.shutdown_grace_seconds
+            ),
         )
     finally:
         if model_process is not None:

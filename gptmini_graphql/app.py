@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from gptmini_graphql import __version__, metrics, tracing
+from gptmini_graphql.drain import on_shutdown_signals
 from gptmini_graphql.endpoint import GraphQLEndpoint
 from gptmini_graphql.graphiql import graphiql_static_route
 from gptmini_graphql.llm.client import NOT_CONFIGURED
@@ -73,7 +74,8 @@ def create_app(
         for problem in [] if settings.production else settings.insecure_defaults():
             logger.warning("development mode: " + problem)
         try:
-            yield {"services": services}
+            with on_shutdown_signals(services.drain, settings.shutdown_grace_seconds):
+                yield {"services": services}
         finally:
             await services.aclose()
             await persisted_queries.aclose()

@@ -4,6 +4,7 @@
     ├── Unauthenticated           UNAUTHENTICATED
     ├── BadUserInput              BAD_USER_INPUT
     ├── RateLimited               RATE_LIMITED          + retryAfter
+    ├── ServerShuttingDown        SERVER_SHUTTING_DOWN  (a stream cut by shutdown)
     └── UpstreamError             UPSTREAM_ERROR
         ├── UpstreamTimeout       UPSTREAM_TIMEOUT
         ├── UpstreamUnavailable   UPSTREAM_UNAVAILABLE
@@ -80,6 +81,10 @@ class BadUserInput(AppError):
 
 class RateLimited(AppError):
     code = "RATE_LIMITED"
+
+
+class ServerShuttingDown(AppError):
+    code = "SERVER_SHUTTING_DOWN"
 
 
 class UpstreamError(AppError):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx2
 
 from gptmini_graphql.auth.login_throttle import LoginThrottle
 from gptmini_graphql.auth.tokens import TokenService
 from gptmini_graphql.auth.users import SettingsUserStore
+from gptmini_graphql.drain import Drain
 from gptmini_graphql.llm.client import LLM, build_llm
 from gptmini_graphql.llm.local.process import ModelProcess
 from gptmini_graphql.rate_limits import RateLimiter
@@ -27,6 +28,7 @@ class Services:
     # The embedded model's process, when this app supervises it (no
     # LOCAL_MODEL_URL: nothing else runs one).
     model_process: ModelProcess | None = None
+    drain: Drain = field(default_factory=Drain)  # streams at shutdown
 
     @classmethod
     async def start(

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # After SIGTERM, how long open streams may go on before they are ended.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
 
     # Login and tokens (the seed's names)
     fake_username: str = "test_user"

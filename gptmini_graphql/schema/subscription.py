@@ -39,8 +39,10 @@ class Subscription:
             # Closed here, not when the garbage collector gets to it: a client
             # that leaves while a chunk is in flight closes this generator at
             # its `yield`, and only this closes the upstream response at once.
-            async with aclosing(events):
-                async for event in events:
+            # The guard ends it when shutdown's grace runs out.
+            guarded = context.services.drain.guard(events)
+            async with aclosing(events), aclosing(guarded):
+                async for event in guarded:
                     if isinstance(event, str):
                         log.delta()
                         yield CompletionChunk(text=event, done=False)

@@ -1,0 +1,165 @@
+"""SIGTERM with a stream open: `python -m gptmini_graphql serve` for real,
+against an upstream that streams for ever (or stalls), over SSE.
+
+The stream gets a last SERVER_SHUTTING_DOWN error once SHUTDOWN_GRACE_SECONDS
+have passed, and the process stops, instead of waiting for the stream's end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import LOGIN
+from tests.fake_upstream import chunk_event
+
+STREAM = (
+    'subscription { completeStream(prompt: "Tell me a long story.") { text done } }'
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Streaming(BaseHTTPRequestHandler):
+    """Chat Completions as SSE: a word every 50 ms, for far longer than any
+    test (or, stalled, one word and then nothing)."""
+
+    protocol_version = "HTTP/1.0"  # the body ends when the connection does
+    stall = False
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        delta = {"role": "assistant", "content": "word "}
+        try:
+            for _ in range(10_000):
+                event = chunk_event(
+                    [{"index": 0, "delta": delta, "finish_reason": None}]
+                )
+                self.wfile.write(event)
+                self.wfile.flush()
+                time.sleep(600 if self.stall else 0.05)
+        except OSError:
+            pass  # the server hung up: what a shutdown should do
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    handler = type("Handler", (_Streaming,), {"stall": request.param == "stalled"})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, object]]:
+    event = None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event is not None:
+            data = line.removeprefix("data: ")
+            yield event, json.loads(data) if data else None
+
+
+@pytest.mark.parametrize(
+    ("upstream_url", "workers"),
+    [("steady", "1"), ("stalled", "1"), ("steady", "2")],
+    indirect=["upstream_url"],
+)
+def test_sigterm_ends_open_streams_after_the_grace(
+    tmp_path: Path, upstream_url: str, workers: str
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "LLM_BACKEND": "openai",
+        "OPENAI_BASE_URL": upstream_url,
+        "OPENAI_API_KEY": "sk-test",
+        "REDIS_URL": "",
+        "SHUTDOWN_GRACE_SECONDS": "1",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gptmini_graphql", "serve", "--workers", workers],
+        cwd=tmp_path,  # no .env there
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        with httpx.Client(timeout=60) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.get(f"http://127.0.0.1:{port}/healthz")
+                    break
+                except httpx.TransportError:
+                    assert server.poll() is None, server.stderr.read()
+                    assert time.monotonic() < deadline, "the server did not start"
+                    time.sleep(0.1)
+            login = {"username": "test_user", "password": "1234"}
+            token = client.post(url, json={"query": LOGIN, "variables": login}).json()[
+                "data"
+            ]["login"]["accessToken"]
+
+            events = []
+            with client.stream(
+                "POST",
+                url,
+                json={"query": STREAM},
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Accept": "text/event-stream",
+                },
+            ) as response:
+                for event in _sse_events(response.iter_lines()):
+                    if not events:
+                        server.send_signal(signal.SIGTERM)  # mid-stream
+                    events.append(event)
+                    if len(events) > 400:  # 20 s of words: it was not ended
+                        break
+        assert len(events) <= 400, "the stream went on long after SIGTERM"
+        # uvicorn re-raises SIGTERM once it has shut down gracefully.
+        assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        server.kill()
+        log = server.communicate()[1]
+
+    *chunks, (last_name, last), end = events
+    assert end == ("complete", None)
+    assert chunks and all(name == "next" for name, _ in chunks)
+    assert chunks[0][1]["data"]["completeStream"]["text"] == "word "
+    assert last_name == "next"
+    assert last["data"] is None
+    assert [e["extensions"]["code"] for e in last["errors"]] == ["SERVER_SHUTTING_DOWN"]
+    messages = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert "stopped" in [m["message"] for m in messages]  # a clean lifespan end
+    assert "Traceback" not in log
+    stream_line = next(m for m in messages if m["message"] == "graphql subscription")
+    assert stream_line["outcome"] == "SERVER_SHUTTING_DOWN"
