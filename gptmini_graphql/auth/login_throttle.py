@@ -41,9 +41,10 @@ class LoginThrottle:
         await limiter.hit(
             self.per_address, "login-address", address, outage=self.outage
         )
-        if await limiter.reached(
+        under_attack = await limiter.reached(
             self.per_username, "login-user", user, outage=self.outage
-        ):
+        )
+        if under_attack is not None:  # seconds to wait, maybe 0.0
             wait = await limiter.reached(
                 self.failed_here, "login-failed", address, user, outage=self.outage
             )
