@@ -34,10 +34,22 @@ def hard_stop_seconds(grace_seconds: float) -> int:
     return math.ceil(grace_seconds) + HARD_STOP_MARGIN_SECONDS
 
 
+class _Stream:
+    """One guarded stream: the task reading it, and whether that task is
+    waiting for the stream's next event right now."""
+
+    __slots__ = ("cut", "task", "waiting")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[object] | None = None
+        self.waiting = False
+        self.cut = False
+
+
 class Drain:
     def __init__(self) -> None:
         self.closing = False
-        self._waits: set[asyncio.Timeout] = set()
+        self._streams: set[_Stream] = set()
         self._timer: asyncio.TimerHandle | None = None
 
     def begin(self, grace_seconds: float) -> None:
@@ -49,29 +61,39 @@ class Drain:
 
     def close_streams(self) -> None:
         self.closing = True
-        now = asyncio.get_running_loop().time()
-        for wait in self._waits:
-            wait.reschedule(now)  # interrupts the wait for the next event
+        for stream in self._streams:
+            if stream.waiting and stream.task is not None:
+                stream.cut = True
+                stream.task.cancel()  # interrupts the wait for the next event
 
     async def guard(self, events: AsyncIterator[T]) -> AsyncIterator[T]:
-        """`events` until they end, or SERVER_SHUTTING_DOWN once streams close."""
-        while not self.closing:
-            # Only the wait for the next event is interrupted, never the
-            # consumer sending one: a timeout scope per event costs no task.
-            try:
-                async with asyncio.timeout(None) as wait:
-                    self._waits.add(wait)
-                    try:
-                        event = await anext(events)
-                    finally:
-                        self._waits.discard(wait)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                if not wait.expired():
+        """`events` until they end, or SERVER_SHUTTING_DOWN once streams close.
+
+        Only the wait for the next event is interrupted, never the consumer
+        sending one. Two flags per event rather than a timeout scope: this
+        runs for every token of every stream.
+        """
+        stream = _Stream()
+        self._streams.add(stream)
+        try:
+            while not self.closing:
+                stream.task = task = asyncio.current_task()
+                stream.waiting = True
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    # Cancelled by close_streams alone (as asyncio.timeout
+                    # tells its own cancellation from anyone else's).
+                    if stream.cut and task is not None and task.uncancel() == 0:
+                        break
                     raise
-                break
-            yield event
+                finally:
+                    stream.waiting = False
+                yield event
+        finally:
+            self._streams.discard(stream)
         raise ServerShuttingDown(MESSAGE)
 
 
