@@ -100,7 +100,7 @@ class Drain:
 @contextmanager
 def on_shutdown_signals(drain: Drain, grace_seconds: float) -> Iterator[None]:
     """While the app runs, SIGTERM and SIGINT also begin `drain`; the
-    server's own handlers still run, first to last as before.
+    server's own handler still runs right after, as it did before.
 
     Only a server's handler is chained (uvicorn's, in each of its workers),
     so the signal keeps its meaning; off the main thread (a test client's
