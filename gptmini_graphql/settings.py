@@ -82,8 +82,10 @@ class Settings(BaseSettings):
     local_model_path: Path = Path("models/SmolLM2-135M-Instruct.Q4_1.gguf")
     local_model_name: str = LOCAL_MODEL_NAME
     local_context_size: int = Field(default=2048, ge=256)
-    # One core left to the event loop: llama.cpp's spinning threads slow down
-    # sharply when anything else wants their core.
+    # One core left to the API: llama.cpp's threads spin, and slow down
+    # sharply when anything else wants their core. Measured on 2 cores (make
+    # bench, embedded): 2 threads generate 1.5x faster on an idle API but
+    # 0.6x as fast while the API serves other requests, so cores - 1.
     local_threads: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=1
     )
