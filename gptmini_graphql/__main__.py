@@ -1,4 +1,5 @@
-"""Command line: `python -m gptmini_graphql serve | export-schema | llm serve`."""
+"""Command line: `python -m gptmini_graphql serve | export-schema | healthcheck |
+llm serve`."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export-schema", help="print the schema as SDL")
     export.add_argument("--output", type=Path, help="write to this file instead")
 
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the server on this host answers (for container probes)",
+    )
+    health.add_argument("--port", type=int, help="default: PORT setting (8000)")
+    health.add_argument(
+        "--ready", action="store_true", help="ask /readyz instead of /healthz"
+    )
+
     llm = commands.add_parser("llm", help="the embedded model")
     llm_commands = llm.add_subparsers(dest="llm_command", required=True)
     llm_serve = llm_commands.add_parser(
@@ -45,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "llm":
         return _serve_embedded(args)
+    if args.command == "healthcheck":
+        return _healthcheck(args)
     return _export_schema(args.output)
 
 
@@ -111,6 +123,23 @@ def _serve_embedded(args: argparse.Namespace) -> int:
         warm_up_schemas=RESPONSE_SCHEMAS,
     )
     return 0
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    """The port from the same settings the server reads, so a container
+    started with PORT=8301 is probed on 8301."""
+    import urllib.request
+
+    from gptmini_graphql.settings import Settings
+
+    port = args.port or Settings().port
+    path = "/readyz" if args.ready else "/healthz"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2):
+            return 0
+    except OSError as error:  # URLError and HTTPError (a 503) among them
+        print(f"{path} on port {port}: {error}", file=sys.stderr)
+        return 1
 
 
 def _export_schema(output: Path | None) -> int:

@@ -45,4 +45,15 @@ fi
 # --force-reinstall: whatever llama-cpp-python was there (pip's cached native
 # build, say) is replaced by ours.
 "$python" -m pip install --quiet --no-deps --force-reinstall "$wheels"/llama_cpp_python-*.whl
+
+# llama.cpp's own CMake install rules also put a second copy of its libraries
+# (site-packages/lib, ~37 MB) and its headers (site-packages/include) beside
+# the package; llama_cpp loads only its own copy, from llama_cpp/lib.
+"$python" - <<'PY'
+from importlib.metadata import distribution
+
+for file in distribution("llama-cpp-python").files or ():
+    if file.parts[0] in ("lib", "include"):
+        file.locate().unlink(missing_ok=True)
+PY
 printf '%s\n' "$key" >"$marker"

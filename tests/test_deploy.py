@@ -27,7 +27,9 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert len(re.findall(r"^FROM ", text, re.MULTILINE)) >= 2
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
-    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", text, re.MULTILINE)
+    healthcheck = re.search(r"^HEALTHCHECK .*\n?.*CMD (.+)$", text, re.MULTILINE)
+    assert healthcheck
+    assert json.loads(healthcheck.group(1)) == [*SERVE[:3], "healthcheck"]
     cmd = re.findall(r"^CMD (.+)$", text, re.MULTILINE)[-1]
     assert json.loads(cmd) == SERVE
 
