@@ -25,6 +25,8 @@ class RequestContext:
     auth_error: Unauthenticated | None = None
     operation_name: str | None = None
     root_fields: Counter[str] = field(default_factory=Counter)
+    # Root fields declared as calling the model (schema/llm_fields.py).
+    model_calls: int = 0
     inputs: dict[str, object] = field(default_factory=dict)
     results: list[TaskResult] = field(default_factory=list)
     streaming: bool = False
@@ -47,10 +49,16 @@ class RequestContext:
         return client.host if client else "unknown"
 
     def authorized_llm(self) -> CallerLLM:
-        """The LLM, for an authenticated caller only."""
+        """The LLM, for an authenticated caller only, from a field declared
+        as calling it (the rate limit counted it)."""
         if self.user is None:
             raise self.auth_error or Unauthenticated(
                 "Log in first and send 'Authorization: Bearer <token>'."
+            )
+        if not self.model_calls:
+            raise RuntimeError(
+                "a field called the model without being declared with "
+                "llm_field/llm_subscription: it would escape the rate limit"
             )
         shared = self.services.settings.cache_scope == "shared"
         policy = CachePolicy(scope="*" if shared else self.user, mode=self.cache_mode)

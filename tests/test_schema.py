@@ -44,3 +44,37 @@ def test_the_readme_graphql_examples_are_valid_for_the_schema() -> None:
     schema = build_schema()._schema
     for block in blocks:
         assert validate(schema, parse(block)) == [], block
+
+
+def test_every_field_answering_with_usage_counts_as_a_model_call() -> None:
+    # A root field whose result reports model usage calls the model; the rate
+    # limit and MAX_LLM_FIELDS count exactly the fields declared as such.
+    from graphql import build_schema as parse_sdl
+    from graphql import get_named_type
+    from strawberry.schema.config import StrawberryConfig
+
+    from gptmini_graphql.schema.llm_fields import llm_field_names
+    from gptmini_graphql.schema.mutation import Mutation
+    from gptmini_graphql.schema.query import Query
+    from gptmini_graphql.schema.subscription import Subscription
+
+    sdl = parse_sdl(SCHEMA_FILE.read_text(encoding="utf-8"))
+    with_usage = {
+        name
+        for root in (sdl.query_type, sdl.mutation_type, sdl.subscription_type)
+        if root is not None
+        for name, field in root.fields.items()
+        if "usage" in getattr(get_named_type(field.type), "fields", {})
+    }
+    declared = llm_field_names(Query, Mutation, Subscription, config=StrawberryConfig())
+    assert (
+        with_usage
+        == declared
+        == {
+            "summarize",
+            "translate",
+            "complete",
+            "analyze",
+            "completeStream",
+        }
+    )

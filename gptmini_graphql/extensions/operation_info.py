@@ -1,6 +1,6 @@
 """Notes what an operation is, once parsed, for the rate limit and the log:
-its name, its root fields, and its inputs as lengths and hashes (texts only
-when LOG_TEXTS asks for them)."""
+its name, its root fields, how many of them call the model, and its inputs
+as lengths and hashes (texts only when LOG_TEXTS asks for them)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ SECRET_FIELDS = frozenset({"login"})
 
 
 class OperationInfoExtension(SchemaExtension):
+    def __init__(self, *, llm_fields: frozenset[str]) -> None:
+        super().__init__()
+        self.llm_fields = llm_fields
+
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
         context: RequestContext = execution.context
@@ -28,6 +32,7 @@ class OperationInfoExtension(SchemaExtension):
         context.root_fields = _root_fields(
             execution.graphql_document, execution.operation_name
         )
+        context.model_calls = sum(context.root_fields[f] for f in self.llm_fields)
         if SECRET_FIELDS & context.root_fields.keys():
             # Even a hash of a short password can be reversed by guessing.
             context.inputs = {"redacted": True}

@@ -15,11 +15,6 @@ from graphql import (
     SelectionSetNode,
 )
 
-# The fields that call the model: each one costs a request of the rate limit.
-LLM_FIELDS = frozenset(
-    {"summarize", "translate", "complete", "analyze", "completeStream"}
-)
-
 Fragments = Callable[[str], FragmentDefinitionNode | None]
 
 

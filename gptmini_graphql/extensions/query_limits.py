@@ -15,15 +15,15 @@ from graphql import (
 )
 
 from gptmini_graphql.errors import QUERY_TOO_DEEP, TOO_MANY_ALIASES, TOO_MANY_LLM_FIELDS
-from gptmini_graphql.extensions.operation_shape import (
-    LLM_FIELDS,
-    depth,
-    root_field_counts,
-)
+from gptmini_graphql.extensions.operation_shape import depth, root_field_counts
 
 
 def query_limit_rules(
-    *, max_depth: int, max_aliases: int, max_llm_fields: int
+    *,
+    max_depth: int,
+    max_aliases: int,
+    max_llm_fields: int,
+    llm_fields: frozenset[str],
 ) -> list[type[ASTValidationRule]]:
     class DepthLimit(ValidationRule):
         def enter_operation_definition(
@@ -60,7 +60,7 @@ def query_limit_rules(
             self, node: OperationDefinitionNode, *_: Any
         ) -> None:
             counts = root_field_counts(node.selection_set, self.context.get_fragment)
-            asked = sum(counts[name] for name in LLM_FIELDS)
+            asked = sum(counts[name] for name in llm_fields)
             if asked > max_llm_fields:
                 self.report_error(
                     GraphQLError(

@@ -1,5 +1,5 @@
 """Per-user rate limits: each LLM-backed field of an operation counts once
-(OperationInfoExtension has counted them)."""
+(OperationInfoExtension has counted them, as `context.model_calls`)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from strawberry.types.graphql import OperationType
 
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import RateLimited
-from gptmini_graphql.extensions.operation_shape import LLM_FIELDS
 
 
 class RateLimitExtension(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
         context: RequestContext = execution.context
-        cost = sum(context.root_fields[name] for name in LLM_FIELDS)
+        cost = context.model_calls
         if cost and context.user is not None:
             services = context.services
             try:

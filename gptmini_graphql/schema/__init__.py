@@ -21,6 +21,7 @@ from gptmini_graphql.extensions.operation_info import OperationInfoExtension
 from gptmini_graphql.extensions.operation_scope import OperationScopeExtension
 from gptmini_graphql.extensions.query_limits import query_limit_rules
 from gptmini_graphql.extensions.rate_limit import RateLimitExtension
+from gptmini_graphql.schema.llm_fields import llm_field_names
 from gptmini_graphql.schema.mutation import Mutation
 from gptmini_graphql.schema.query import Query
 from gptmini_graphql.schema.subscription import Subscription
@@ -49,10 +50,16 @@ def build_schema(settings: Settings | None = None) -> Schema:
     """The schema with the limits and caches `settings` ask for (the SDL is the
     same whatever they are)."""
     settings = settings or Settings(_env_file=None)
+    config = StrawberryConfig(
+        # "Did you mean …" would list names that introspection hides.
+        disable_field_suggestions=not settings.introspection_enabled
+    )
+    llm_fields = llm_field_names(Query, Mutation, Subscription, config=config)
     rules = query_limit_rules(
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
         max_llm_fields=settings.max_llm_fields,
+        llm_fields=llm_fields,
     )
     if not settings.introspection_enabled:
         rules.append(NoSchemaIntrospectionCustomRule)
@@ -61,10 +68,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        # "Did you mean …" would list names that introspection hides.
-        config=StrawberryConfig(
-            disable_field_suggestions=not settings.introspection_enabled
-        ),
+        config=config,
         # Classes and factories, never instances: an instance would be shared
         # by concurrent requests.
         extensions=[
@@ -74,7 +78,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
             JWTContextExtension,
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             lambda: AddValidationRules(rules),
-            OperationInfoExtension,
+            lambda: OperationInfoExtension(llm_fields=llm_fields),
             RateLimitExtension,
             lambda: ParserCache(maxsize=cache_size),
             lambda: ValidationCache(maxsize=cache_size),

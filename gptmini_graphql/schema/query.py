@@ -6,6 +6,7 @@ import strawberry
 from strawberry.types import Info
 
 from gptmini_graphql.context import RequestContext
+from gptmini_graphql.schema.llm_fields import llm_field
 from gptmini_graphql.tasks import analyze, complete, summarize, translate
 from gptmini_graphql.tasks.results import (
     Completion,
@@ -19,7 +20,7 @@ Context = Info[RequestContext, None]
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="Summarize a text in at most `maxWords` words.")
+    @llm_field(description="Summarize a text in at most `maxWords` words.")
     async def summarize(
         self, info: Context, text: str, max_words: int = summarize.DEFAULT_MAX_WORDS
     ) -> Summary:
@@ -28,7 +29,7 @@ class Query:
         info.context.record(result)
         return result
 
-    @strawberry.field(
+    @llm_field(
         description="Translate a text. Languages are ISO 639-1 codes ('fr') or "
         "English names ('French'); the source language is detected when omitted."
     )
@@ -44,7 +45,7 @@ class Query:
         info.context.record(result)
         return result
 
-    @strawberry.field(description="Continue a prompt as free text.")
+    @llm_field(description="Continue a prompt as free text.")
     async def complete(
         self,
         info: Context,
@@ -58,7 +59,7 @@ class Query:
         info.context.record(result)
         return result
 
-    @strawberry.field(description="The sentiment of a text.")
+    @llm_field(description="The sentiment of a text.")
     async def analyze(self, info: Context, text: str) -> SentimentAnalysis:
         llm = info.context.authorized_llm()
         result = await analyze.analyze(llm, text)

@@ -10,13 +10,14 @@ from strawberry.types import Info
 
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.operation_log import StreamLog
+from gptmini_graphql.schema.llm_fields import llm_subscription
 from gptmini_graphql.tasks import complete
 from gptmini_graphql.tasks.results import CompletionChunk
 
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(
+    @llm_subscription(
         description="`complete`, streamed: text deltas, then one last event with "
         "the finish reason, model and usage. Unsubscribing stops the model."
     )
