@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     model_prices: dict[str, ModelPrice] = Field(
         default_factory=lambda: dict(DEFAULT_PRICES)
     )
+    # How JSON answers are asked for: `auto` finds out per upstream (strict
+    # json_schema, then json_object with the schema, then instructions); a
+    # mode pins it.
+    llm_structured_output: Literal["auto", "json_schema", "json_object", "prompt"] = (
+        "auto"
+    )
 
     # The embedded local model (used when no upstream is configured)
     llm_backend: Literal["auto", "openai", "local"] = "auto"
@@ -219,6 +225,13 @@ class Settings(BaseSettings):
     @cached_property
     def login_username_failure_limits(self) -> list[RateLimitItem]:
         return parse_many(self.login_username_failure_limit)
+
+    @property
+    def pinned_structured_output(
+        self,
+    ) -> Literal["json_schema", "json_object", "prompt"] | None:
+        mode = self.llm_structured_output
+        return None if mode == "auto" else mode
 
     @property
     def upstream_configured(self) -> bool:

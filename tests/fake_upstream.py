@@ -49,16 +49,21 @@ def chat_completion(
 
 
 def default_content(body: dict[str, Any]) -> str:
-    """A plausible answer for whatever the server asked."""
-    response_format = body.get("response_format") or {}
-    name = response_format.get("json_schema", {}).get("name")
-    if name == "sentiment":
+    """A plausible answer for whatever the server asked (in any structured-output
+    mode: the task is known by its system message)."""
+    system = body["messages"][0]["content"]
+    if "classify the sentiment" in system:
         return json.dumps({"sentiment": "positive", "score": 0.8, "confidence": 0.9})
-    if name == "language":
+    if "Name the language" in system:
         return json.dumps({"language": "en"})
-    if "translator" in body["messages"][0]["content"]:
+    if "translator" in system:
         return "Bonjour le monde"
     return "A short answer."
+
+
+def format_type(body: dict[str, Any]) -> str | None:
+    """The structured-output mode a request asked for, if any."""
+    return (body.get("response_format") or {}).get("type")
 
 
 @dataclass
@@ -151,6 +156,9 @@ class FakeUpstream:
         self.down: set[str] = set()  # hosts that answer 503 to everything
         self.disconnects = 0  # streams the client closed before their end
         self.replies: deque[Reply] = deque()
+        # Replies to requests with these response_format types, before any
+        # other: a server that refuses a structured-output mode.
+        self.refused_formats: dict[str, Reply] = {}
         self.default: Callable[[dict[str, Any]], Reply] = lambda body: Reply(
             body=chat_completion(default_content(body))
         )
@@ -168,6 +176,8 @@ class FakeUpstream:
         self.hosts.append(request.url.host)
         if request.url.host in self.down:
             reply = api_error(503, "down for maintenance")
+        elif format_type(body) in self.refused_formats:
+            reply = self.refused_formats[format_type(body)]  # type: ignore[index]
         else:
             reply = self.replies.popleft() if self.replies else self.default(body)
         if reply.delay:
@@ -194,7 +204,12 @@ class FakeUpstream:
 
 
 def api_error(
-    status: int, message: str, code: str | None = None, **headers: str
+    status: int,
+    message: str,
+    code: str | None = None,
+    *,
+    param: str | None = None,
+    **headers: str,
 ) -> Reply:
-    error = {"message": message, "type": "error", "code": code}
+    error = {"message": message, "type": "error", "param": param, "code": code}
     return Reply(status=status, body={"error": error}, headers=headers)

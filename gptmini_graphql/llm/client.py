@@ -3,8 +3,9 @@
 Every task calls `LLM.chat` (or `LLM.stream_chat`). It bounds the whole call,
 retries included, by the configured timeout; retries what is worth retrying;
 fails fast through a circuit breaker while an upstream is down; tries the
-fallback upstream, if one is set, while the first is unavailable; turns the
-SDK's errors into ours; and prices the answer.
+fallback upstream, if one is set, while the first is unavailable; asks for
+structured output in the way each upstream takes it, and validates it; turns
+the SDK's errors into ours; and prices the answer.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from gptmini_graphql.llm.cache import CachePolicy, ResponseCache
 from gptmini_graphql.llm.local.connection import EmbeddedServer, embedded_error
 from gptmini_graphql.llm.pricing import cost_usd, find_price
 from gptmini_graphql.llm.resilience import is_outage
-from gptmini_graphql.llm.upstream import Upstream
+from gptmini_graphql.llm.structured import FormatNegotiation, StructuredOutput
+from gptmini_graphql.llm.upstream import Kind, Upstream
 from gptmini_graphql.settings import Settings
 
 logger = logging.getLogger("gptmini_graphql.llm")
@@ -94,20 +96,26 @@ class LLM:
         *,
         max_tokens: int,
         temperature: float,
-        response_format: dict[str, Any] | None = None,
+        output: StructuredOutput[Any] | None = None,
         cache: CachePolicy | None = None,
     ) -> ChatAnswer:
+        """The answer; with `output`, JSON that `output.parse` accepts."""
         body: dict[str, Any] = {
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
-        if response_format:
-            body["response_format"] = response_format
+        if output is not None:
+            # The request as written for strict json_schema (and so cached);
+            # each upstream gets it in the mode it takes.
+            body["response_format"] = output.strict_format
 
         async def ask_upstream() -> ChatAnswer:
-            completion, upstream = await self._call(body, stream=False)
-            return self._answer(completion, upstream)
+            completion, upstream = await self._call(body, stream=False, output=output)
+            answer = self._answer(completion, upstream)
+            if output is not None:
+                output.parse(answer.text)  # an answer of the wrong shape is never kept
+            return answer
 
         # Only a deterministic request has one right answer to keep.
         if self.cache is None or cache is None or cache.mode == "bypass" or temperature:
@@ -181,14 +189,14 @@ class LLM:
         except openai.APIError as exc:
             raise upstream.describe_error(exc) from exc
         except UpstreamError:
-            upstream.breaker.failed()  # a malformed stream is the upstream's fault
+            upstream.breakers["stream"].failed()  # a malformed stream: its fault
             raise
         finally:
             reading.dec()
         if finish_reason is None:
             raise UpstreamUnavailable("The model's stream ended before its answer did.")
         if not wrote:
-            upstream.breaker.failed()
+            upstream.breakers["stream"].failed()
             raise UpstreamError(EMPTY_ANSWER)
         yield ChatStreamEnd(
             finish_reason=finish_reason,
@@ -199,21 +207,27 @@ class LLM:
         )
 
     async def _call(
-        self, body: dict[str, Any], *, stream: bool
+        self,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        output: StructuredOutput[Any] | None = None,
     ) -> tuple[Any, Upstream]:
         """The first upstream that answers, in order, within one deadline.
 
         The next upstream is tried only while the one before is unavailable
         (down, failing, out of quota, its circuit open); a refusal of the
-        request itself (4xx) is the answer.
+        request itself (4xx, or a 500 that blames the request) is the answer,
+        and says nothing of the upstream's health.
         """
+        kind: Kind = "stream" if stream else "structured" if output else "text"
         if not self.upstreams:
             raise UpstreamUnavailable(NOT_CONFIGURED)
         timeout = self.settings.llm_timeout_seconds
         deadline = asyncio.get_running_loop().time() + timeout
         failure: AppError | None = None
         for upstream in self.upstreams:
-            breaker = upstream.breaker
+            breaker = upstream.breakers[kind]
             if not breaker.allow():
                 failure = UpstreamUnavailable(
                     "The model server is failing; requests to it are paused.",
@@ -226,8 +240,8 @@ class LLM:
                     tracing.upstream_span(upstream.name, upstream.model, body),
                 ):
                     async with asyncio.timeout_at(deadline):
-                        answer = await upstream.post(
-                            body, deadline=deadline, stream=stream
+                        answer = await upstream.ask(
+                            body, output, deadline=deadline, stream=stream
                         )
             except (TimeoutError, openai.APITimeoutError) as exc:
                 breaker.failed()
@@ -240,7 +254,7 @@ class LLM:
                 failure = upstream.describe_error(exc)
                 failure.__cause__ = exc
                 if is_outage(exc):
-                    breaker.failed()
+                    upstream.failed(kind, exc)
                 else:
                     breaker.released()
                 if not isinstance(failure, UpstreamUnavailable):
@@ -346,7 +360,7 @@ def build_llm(
             # A process that died is restarted within a second or so, and
             # fails fast meanwhile: pausing all requests would only delay
             # the first answer after its recovery.
-            breaker=NeverOpen(),
+            breaker=NeverOpen,
             describe_error=embedded_error,
         )
         return LLM(
@@ -362,7 +376,8 @@ def build_llm(
             client(base_url, secret, http_client=http_client),
             model,
             retries=settings.llm_max_retries,
-            breaker=breaker(),
+            breaker=breaker,
+            formats=FormatNegotiation(name, settings.pinned_structured_output),
         )
 
     upstreams = []

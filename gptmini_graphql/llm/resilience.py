@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -20,17 +21,61 @@ BASE_BACKOFF_SECONDS = 0.5
 
 
 def is_outage(exc: Exception) -> bool:
-    """The upstream is down or failing (not: it refused this request)."""
+    """The upstream is down or failing (not: it refused this request).
+
+    Connection errors, timeouts, 502/503/504, and a 500 that does not name
+    the request as its cause: some servers (llama-cpp-python's among them)
+    answer 500 to a parameter they do not support, and that is a refusal.
+    """
     if isinstance(exc, TimeoutError | openai.APIConnectionError):  # timeouts too
         return True
     if isinstance(exc, MalformedAnswer):  # a 200 that is no answer
         return True
     status = getattr(exc, "status_code", None)
-    return status is not None and status >= 500
+    if status in (502, 503, 504):
+        return True
+    return status is not None and status >= 500 and not about_the_request(exc)
+
+
+def is_refusal(exc: Exception) -> bool:
+    """The upstream answered, and refused this request's shape or parameters:
+    retrying it unchanged would be refused again, and says nothing of its health."""
+    status = getattr(exc, "status_code", None)
+    if status is None or is_outage(exc) or status in NOT_REFUSALS:
+        return False
+    return status >= 400
+
+
+# Statuses that say something other than "this request is wrong".
+NOT_REFUSALS = frozenset({401, 403, 408, 409, 429})
+
+# How servers say "your request is wrong" when their status code does not:
+# pydantic's and FastAPI's wording, and OpenAI's own.
+_ABOUT_THE_REQUEST = re.compile(
+    r"validation error|input should be|field required|extra inputs are not"
+    r"|not supported|unsupported|unrecognized|unknown (?:parameter|argument|field)"
+    r"|invalid (?:parameter|argument|value|request)|response_format|json_schema"
+    r"|context length|context window",
+    re.IGNORECASE,
+)
+
+
+def about_the_request(exc: Exception) -> bool:
+    """The error body blames the request: a parameter, a type, a validation."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        if body.get("param") or body.get("type") == "invalid_request_error":
+            return True
+        if body.get("code") == "context_length_exceeded":
+            return True
+    status = getattr(exc, "status_code", None)
+    if status == 501:  # Not Implemented: a capability, not a failure
+        return True
+    return bool(_ABOUT_THE_REQUEST.search(str(getattr(exc, "message", "") or "")))
 
 
 def is_retryable(exc: Exception) -> bool:
-    """Timeouts, 408, 409, 429, 5xx and garbled bodies, but never an exhausted
+    """Outages, 408, 409, 429 and garbled bodies, but never an exhausted
     quota or an empty answer."""
     if isinstance(exc, MalformedAnswer):
         return exc.transient

@@ -1,12 +1,14 @@
 """One OpenAI-compatible endpoint: its client and model, the retries of a
-request to it, and what its errors mean to our callers."""
+request to it, its circuit breakers, the structured-output mode it takes, and
+what its errors mean to our callers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import openai
 from openai.types.chat import ChatCompletion
@@ -21,10 +23,12 @@ from gptmini_graphql.errors import (
 )
 from gptmini_graphql.llm.malformed import MalformedAnswer, checked
 from gptmini_graphql.llm.resilience import (
+    is_outage,
     is_retryable,
     retry_after_seconds,
     retry_delay,
 )
+from gptmini_graphql.llm.structured import FormatNegotiation, StructuredOutput
 
 logger = logging.getLogger("gptmini_graphql.llm")
 
@@ -33,9 +37,15 @@ logger = logging.getLogger("gptmini_graphql.llm")
 # definitions (a tenth of our CPU per request; our bodies are plain).
 CHAT_COMPLETIONS = "/chat/completions"
 
+# A circuit per kind of request: a server that fails only structured or only
+# streamed requests pauses those, and the other tasks go on.
+Kind = Literal["text", "structured", "stream"]
+KINDS: tuple[Kind, ...] = ("text", "structured", "stream")
+
 
 class Upstream:
-    """One OpenAI-compatible endpoint: its client, model, retries and breaker."""
+    """One OpenAI-compatible endpoint: its client, model, retries, breakers
+    (one per kind of request) and structured-output mode."""
 
     def __init__(
         self,
@@ -44,17 +54,51 @@ class Upstream:
         model: str,
         *,
         retries: int,
-        breaker: CircuitBreaker,
+        breaker: Callable[[], CircuitBreaker],
+        formats: FormatNegotiation | None = None,
         describe_error: Callable[[openai.APIError], AppError] | None = None,
     ) -> None:
         self.name = name
         self.client = client
         self.model = model
         self.retries = retries
-        self.breaker = breaker
+        self.breakers = {kind: breaker() for kind in KINDS}
+        self.formats = formats or FormatNegotiation(name)
         # What an SDK error means to our callers, in this upstream's words.
         self.describe_error = describe_error or upstream_error
         self.url = client.base_url.join(CHAT_COMPLETIONS.lstrip("/"))
+
+    def failed(self, kind: Kind, exc: BaseException) -> None:
+        """An outage: a server that cannot be reached is down for every kind."""
+        if isinstance(exc, openai.APIConnectionError) and not isinstance(
+            exc, openai.APITimeoutError
+        ):
+            for breaker in self.breakers.values():
+                breaker.failed()
+        else:
+            self.breakers[kind].failed()
+
+    async def ask(
+        self,
+        body: dict[str, Any],
+        output: StructuredOutput[Any] | None,
+        *,
+        deadline: float,
+        stream: bool,
+    ) -> Any:
+        """`post`, in the structured-output mode this upstream takes; a mode it
+        refuses is replaced by the next one, here and for every later request."""
+        while True:
+            mode = self.formats.mode
+            try:
+                return await self.post(
+                    output.body(body, mode) if output else body,
+                    deadline=deadline,
+                    stream=stream,
+                )
+            except openai.APIStatusError as exc:
+                if output is None or not self.formats.refused(mode, exc):
+                    raise
 
     async def post(self, body: dict[str, Any], *, deadline: float, stream: bool) -> Any:
         """The request, retried with backoff while the deadline leaves room."""
@@ -106,7 +150,12 @@ def upstream_error(exc: openai.APIError) -> AppError:
     status = getattr(exc, "status_code", None)
     logger.warning(
         "upstream error",
-        extra={"error": type(exc).__name__, "status": status, "code": exc.code},
+        extra={
+            "error": type(exc).__name__,
+            "status": status,
+            "code": exc.code,
+            "reason": upstream_reason(exc),
+        },
     )
     if isinstance(exc, MalformedAnswer):
         return UpstreamError(exc.message)
@@ -119,18 +168,64 @@ def upstream_error(exc: openai.APIError) -> AppError:
             "The model provider is rate limiting this server; retry later.",
             retry_after=retry_after_seconds(exc.response.headers),
         )
-    if isinstance(exc, openai.InternalServerError):
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        # Not their words: OpenAI's name part of the key that was refused.
+        return UpstreamError("The model provider rejected this server's credentials.")
+    if is_outage(exc) or status in (408, 409):
         return UpstreamUnavailable("The model server failed to answer.")
-    if (
-        isinstance(exc, openai.BadRequestError)
-        and exc.code == "context_length_exceeded"
-    ):
-        # The provider's own words name the limit, and hold nothing secret.
-        detail = exc.body.get("message") if isinstance(exc.body, dict) else None
+    # A refusal of the request itself: the upstream's reason helps the caller
+    # (which parameter, which limit), so it is shown, cleaned.
+    reason = upstream_reason(exc)
+    if exc.code == "context_length_exceeded" or _CONTEXT.search(reason or ""):
         return BadUserInput(
             "The text is too long for the model's context window"
-            + (f": {detail}" if isinstance(detail, str) else ".")
+            + (f": {reason}" if reason else ".")
         )
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return UpstreamError("The model provider rejected this server's credentials.")
-    return UpstreamError("The model server refused the request.")
+    return UpstreamError(
+        "The model server refused the request" + (f": {reason}" if reason else ".")
+    )
+
+
+_CONTEXT = re.compile(r"context length|context window", re.IGNORECASE)
+# What a reason must not carry to a client: pydantic's echo of the input,
+# documentation links, anything shaped like a key.
+_PYDANTIC_DETAIL = re.compile(
+    r"\s*\[type=[^\]]*\]|\s*For further information visit \S+"
+)
+# FastAPI's validation error as llama-cpp-python's server sends it: a repr of
+# each error (with the input), then a traceback naming files on the server.
+_REPR_ERROR = re.compile(r"'loc': \(([^)]*)\), 'msg': (\"[^\"]*\"|'[^']*')")
+_TRACEBACK = re.compile(r"\s+File \"")
+_SECRET = re.compile(r"\b(sk-|Bearer\s+)[\w\-.*]+")
+MAX_REASON_CHARS = 300
+
+
+def upstream_reason(exc: openai.APIError) -> str | None:
+    """The upstream's own words for a refusal, fit to show its caller."""
+    body = exc.body if isinstance(exc.body, dict) else None
+    if body is None:
+        return None
+    said = body.get("message")
+    if said is None and isinstance(detail := body.get("detail"), list):
+        # FastAPI's 422: [{"loc": [...], "msg": ...}, ...]
+        said = "; ".join(
+            f"{'.'.join(map(str, item.get('loc', [])))}: {item.get('msg')}"
+            for item in detail
+            if isinstance(item, dict)
+        )
+    elif said is None:
+        said = body.get("detail")
+    if not isinstance(said, str) or not said.strip():
+        return None
+    said = _TRACEBACK.split(said, maxsplit=1)[0]
+    if found := _REPR_ERROR.findall(said):
+        said = "; ".join(f"{_dotted(loc)}: {msg[1:-1]}" for loc, msg in found)
+    said = " ".join(_PYDANTIC_DETAIL.sub("", _SECRET.sub(r"\1…", said)).split())
+    if len(said) > MAX_REASON_CHARS:
+        said = said[: MAX_REASON_CHARS - 1] + "…"
+    return said
+
+
+def _dotted(loc: str) -> str:
+    """`'body', 'response_format', 'type'` as body.response_format.type."""
+    return ".".join(part.strip(" '\"") for part in loc.split(","))

@@ -5,10 +5,4 @@ from gptmini_graphql.tasks import analyze, translate
 
 # The JSON schemas the tasks constrain answers with: the embedded model
 # prepares their grammars at start-up, not on a user's first request.
-RESPONSE_SCHEMAS = [
-    response_format["json_schema"]["schema"]
-    for response_format in (
-        analyze.SCHEMA,
-        translate.DETECT_SCHEMA,
-    )
-]
+RESPONSE_SCHEMAS = [output.schema for output in (analyze.SENTIMENT, translate.LANGUAGE)]

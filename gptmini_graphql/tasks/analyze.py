@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from gptmini_graphql.errors import UpstreamError
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
 from gptmini_graphql.llm.client import CallerLLM
-from gptmini_graphql.tasks.base import (
-    delimited,
-    json_schema_format,
-    parse_json_object,
-    require_text,
-)
+from gptmini_graphql.llm.structured import StructuredOutput
+from gptmini_graphql.tasks.base import delimited, require_text
 from gptmini_graphql.tasks.results import Sentiment, SentimentAnalysis, answer_fields
 
 SYSTEM = (
@@ -21,18 +20,21 @@ SYSTEM = (
     "Answer with JSON only."
 )
 
-SCHEMA = json_schema_format(
+
+class SentimentAnswer(BaseModel):
+    """What the model must answer (its JSON schema is what the upstream gets)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    sentiment: Literal["positive", "negative", "neutral", "mixed"]
+    score: float
+    confidence: float
+
+
+SENTIMENT = StructuredOutput(
     "sentiment",
-    {
-        "type": "object",
-        "properties": {
-            "sentiment": {"type": "string", "enum": [s.value for s in Sentiment]},
-            "score": {"type": "number"},
-            "confidence": {"type": "number"},
-        },
-        "required": ["sentiment", "score", "confidence"],
-        "additionalProperties": False,
-    },
+    SentimentAnswer,
+    example={"sentiment": "positive", "score": 0.9, "confidence": 0.8},
 )
 MAX_TOKENS = 64
 
@@ -46,18 +48,11 @@ async def analyze(llm: CallerLLM, text: str) -> SentimentAnalysis:
         ],
         max_tokens=MAX_TOKENS,
         temperature=0,
-        response_format=SCHEMA,
+        output=SENTIMENT,
     )
-    fields = parse_json_object(answer.text)
-    try:
-        sentiment = Sentiment(fields["sentiment"])
-        score = float(fields["score"])
-        confidence = float(fields["confidence"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UpstreamError(
-            "The model's sentiment did not match the expected shape."
-        ) from exc
-    score = _clamp(score, -1.0, 1.0)
+    fields = SENTIMENT.parse(answer.text)
+    sentiment = Sentiment(fields.sentiment)
+    score = _clamp(fields.score, -1.0, 1.0)
     # Small models get the label right more often than the sign: make them agree.
     if sentiment is Sentiment.POSITIVE:
         score = abs(score)
@@ -67,12 +62,10 @@ async def analyze(llm: CallerLLM, text: str) -> SentimentAnalysis:
         sentiment=sentiment,
         # Strict schemas can't bound numbers everywhere; the ranges are ours to keep.
         score=score,
-        confidence=_clamp(confidence, 0.0, 1.0),
+        confidence=_clamp(fields.confidence, 0.0, 1.0),
         **answer_fields(answer),
     )
 
 
 def _clamp(value: float, low: float, high: float) -> float:
-    if value != value:  # NaN
-        raise UpstreamError("The model's sentiment score is not a number.")
     return min(max(value, low), high)

@@ -4,12 +4,11 @@ running two model calls at once."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from gptmini_graphql.errors import BadUserInput, UpstreamError, first_failure
+from gptmini_graphql.errors import BadUserInput, first_failure
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -48,25 +47,6 @@ def delimited(text: str) -> str:
 def without_envelope(answer: str) -> str:
     """Small models echo the <text> tags back; the caller never wants them."""
     return _TAGS.sub("", answer).strip()
-
-
-def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    """A strict `response_format`: the model can only answer with this shape."""
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": name, "strict": True, "schema": schema},
-    }
-
-
-def parse_json_object(text: str) -> dict[str, Any]:
-    """The model's JSON answer; a malformed one is an upstream error, not a crash."""
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise UpstreamError("The model returned malformed JSON.") from exc
-    if not isinstance(value, dict):
-        raise UpstreamError("The model returned JSON that is not an object.")
-    return value
 
 
 async def both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:

@@ -8,19 +8,15 @@ holds to the ISO 639-1 codes. Both run at once.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
-from gptmini_graphql.errors import UpstreamError
+from pydantic import BaseModel, ConfigDict
+
 from gptmini_graphql.llm.answers import ChatAnswer
 from gptmini_graphql.llm.client import CallerLLM
-from gptmini_graphql.tasks.base import (
-    both,
-    delimited,
-    json_schema_format,
-    parse_json_object,
-    require_text,
-    without_envelope,
-)
-from gptmini_graphql.tasks.languages import BY_CODE, CODES, resolve_language
+from gptmini_graphql.llm.structured import StructuredOutput
+from gptmini_graphql.tasks.base import both, delimited, require_text, without_envelope
+from gptmini_graphql.tasks.languages import CODES, resolve_language
 from gptmini_graphql.tasks.results import Translation, Usage
 
 SYSTEM = (
@@ -32,15 +28,15 @@ DETECT_SYSTEM = (
     "Name the language of the text the user gives between <text> tags, as an "
     "ISO 639-1 code. Answer with JSON only."
 )
-DETECT_SCHEMA = json_schema_format(
-    "language",
-    {
-        "type": "object",
-        "properties": {"language": {"type": "string", "enum": CODES}},
-        "required": ["language"],
-        "additionalProperties": False,
-    },
-)
+
+
+class LanguageAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    language: Literal[tuple(CODES)]  # type: ignore[valid-type]  # ISO 639-1
+
+
+LANGUAGE = StructuredOutput("language", LanguageAnswer, example={"language": "fr"})
 DETECT_MAX_TOKENS = 16
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
@@ -95,15 +91,12 @@ async def _detect(llm: CallerLLM, text: str) -> ChatAnswer:
         ],
         max_tokens=DETECT_MAX_TOKENS,
         temperature=0,
-        response_format=DETECT_SCHEMA,
+        output=LANGUAGE,
     )
 
 
 def _detected_code(detection: ChatAnswer) -> str:
-    code = parse_json_object(detection.text).get("language")
-    if code not in BY_CODE:
-        raise UpstreamError("The model named no known language for the text.")
-    return code
+    return LANGUAGE.parse(detection.text).language
 
 
 def _only_the_translation(answer: str, text: str) -> str:
