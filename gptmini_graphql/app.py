@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 
 import httpx2
 from starlette.applications import Starlette
@@ -20,6 +19,7 @@ from gptmini_graphql.drain import on_shutdown_signals
 from gptmini_graphql.endpoint import GraphQLEndpoint
 from gptmini_graphql.graphiql import graphiql_static_route
 from gptmini_graphql.llm.client import NOT_CONFIGURED
+from gptmini_graphql.llm.probe import without_credentials
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
 from gptmini_graphql.middleware import (
     BodySizeLimit,
@@ -63,8 +63,8 @@ def create_app(
                 "version": __version__,
                 "backend": settings.backend,
                 "model": services.llm.model,
-                "upstream": _without_credentials(settings.openai_base_url)
-                if settings.backend == "openai"
+                "upstream": without_credentials(settings.openai_base_url)
+                if settings.backend == "openai" and settings.openai_base_url
                 else None,
                 "rate_limit_storage": "redis" if settings.redis_url else "memory",
             },
@@ -88,7 +88,10 @@ def create_app(
         llm = request.state.services.llm
         reason = await llm.not_ready()
         if reason is None:
-            return JSONResponse({"status": "ready", "model": llm.model})
+            # Warnings (an unlisted model, a price that cannot be right) leave
+            # it ready: see llm/probe.py.
+            status = await llm.upstream_status()
+            return JSONResponse({"status": "ready", "model": llm.model, **status})
         return JSONResponse({"status": "not ready", "reason": reason}, 503)
 
     return Starlette(
@@ -140,11 +143,3 @@ def cors(origins: list[str]) -> list[Middleware]:
             max_age=600,
         )
     ]
-
-
-def _without_credentials(url: str | None) -> str | None:
-    """A base URL may carry a user and password; the log gets neither."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()

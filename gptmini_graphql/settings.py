@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     llm_structured_output: Literal["auto", "json_schema", "json_object", "prompt"] = (
         "auto"
     )
+    # How long /readyz reuses an upstream's model list (GET /models).
+    llm_models_cache_seconds: float = Field(default=60.0, ge=0)
 
     # The embedded local model (used when no upstream is configured)
     llm_backend: Literal["auto", "openai", "local"] = "auto"

@@ -159,6 +159,9 @@ class FakeUpstream:
         # Replies to requests with these response_format types, before any
         # other: a server that refuses a structured-output mode.
         self.refused_formats: dict[str, Reply] = {}
+        # What GET /models lists; None answers 404, as servers without it do.
+        self.models: list[str] | None = ["gpt-4o-mini"]
+        self.model_listings = 0
         self.default: Callable[[dict[str, Any]], Reply] = lambda body: Reply(
             body=chat_completion(default_content(body))
         )
@@ -171,6 +174,8 @@ class FakeUpstream:
         return self.requests[-1]
 
     async def handle(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and request.url.path.endswith("/models"):
+            return self.list_models(request)
         body = json.loads(request.content)
         self.requests.append(body)
         self.hosts.append(request.url.host)
@@ -198,6 +203,18 @@ class FakeUpstream:
         return httpx2.Response(
             reply.status, json=reply.body, headers=reply.headers, request=request
         )
+
+    def list_models(self, request: httpx2.Request) -> httpx2.Response:
+        self.model_listings += 1
+        if request.url.host in self.down:
+            return httpx2.Response(503, json={"error": {"message": "down"}})
+        if self.models is None:
+            return httpx2.Response(404, json={"error": {"message": "Not Found"}})
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "fake"}
+            for name in self.models
+        ]
+        return httpx2.Response(200, json={"object": "list", "data": data})
 
     def http_client(self) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(transport=httpx2.MockTransport(self.handle))

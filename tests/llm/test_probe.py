@@ -1,0 +1,126 @@
+"""Knowing the upstream: its model list at start and on /readyz, and warnings
+when the configured model or its price cannot be right."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+LOOPBACK = "http://127.0.0.1:8001/v1"
+
+
+def warnings_logged(capfd: pytest.CaptureFixture) -> list[str]:
+    lines = capfd.readouterr().err.splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    return [r["message"] for r in records if r["level"] == "WARNING"]
+
+
+def test_readyz_says_what_the_upstream_serves(make_api) -> None:
+    api = make_api()
+    body = api.client.get("/readyz").json()
+    assert body == {
+        "status": "ready",
+        "model": "gpt-4o-mini",
+        "upstreams": [
+            {
+                "name": "primary",
+                "model": "gpt-4o-mini",
+                "listed": True,
+                "served": ["gpt-4o-mini"],
+                "servedCount": 1,
+            }
+        ],
+        "warnings": [],
+    }
+
+
+def test_a_model_the_server_does_not_list_is_a_warning(
+    make_api, upstream, capfd: pytest.CaptureFixture
+) -> None:
+    upstream.models = ["models/SmolLM2-135M-Instruct.Q4_1.gguf"]
+    api = make_api(openai_model="no-such-model")
+    response = api.client.get("/readyz")
+    # Ready: servers that answer any name would otherwise never be (see probe.py).
+    assert response.status_code == 200
+    body = response.json()
+    assert body["upstreams"][0]["listed"] is False
+    (warning,) = body["warnings"]
+    assert "does not list the configured model 'no-such-model'" in warning
+    assert "SmolLM2-135M-Instruct" in warning
+    assert warning in warnings_logged(capfd)
+
+
+def test_an_openai_price_on_a_loopback_url_is_a_warning(
+    make_api, upstream, capfd: pytest.CaptureFixture
+) -> None:
+    upstream.models = ["smollm2"]
+    api = make_api(openai_base_url=LOOPBACK, openai_api_key=None)
+    price, listed = api.client.get("/readyz").json()["warnings"]
+    assert "MODEL_PRICES prices gpt-4o-mini at $0.15 / $0.6 per 1M tokens" in price
+    assert "http://127.0.0.1:8001/v1/ is a local address" in price
+    assert "OPENAI_MODEL" in price
+    # Not listed either: its answers would be priced as gpt-4o-mini.
+    assert listed.endswith("reported and priced as gpt-4o-mini.")
+    assert {price, listed} <= set(warnings_logged(capfd))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"openai_model": "smollm2"},  # no price: cost null, nothing invented
+        {"model_prices": {"smollm2": {"input": 0, "output": 0}}},
+    ],
+)
+def test_a_free_or_unpriced_local_model_is_not_a_warning(
+    make_api, upstream, settings: dict
+) -> None:
+    upstream.models = ["smollm2"]
+    overrides = {"openai_base_url": LOOPBACK, "openai_model": "smollm2", **settings}
+    assert make_api(**overrides).client.get("/readyz").json()["warnings"] == []
+
+
+def test_a_server_without_a_model_list_is_ready(
+    make_api, upstream, capfd: pytest.CaptureFixture
+) -> None:
+    upstream.models = None
+    body = make_api().client.get("/readyz").json()
+    assert body["status"] == "ready"
+    assert body["upstreams"][0] == {
+        "name": "primary",
+        "model": "gpt-4o-mini",
+        "listed": None,
+        "error": "HTTP 404",
+    }
+    assert "could not list the upstream's models" in warnings_logged(capfd)
+
+
+def test_the_list_is_asked_for_at_start_then_reused(make_api, upstream) -> None:
+    api = make_api()
+    assert upstream.model_listings == 1
+    for _ in range(3):
+        api.client.get("/readyz")
+    assert upstream.model_listings == 1
+
+
+def test_readyz_asks_again_once_the_list_is_old(make_api, upstream) -> None:
+    api = make_api(llm_models_cache_seconds=0)
+    upstream.models = ["other-model"]
+    assert api.client.get("/readyz").json()["upstreams"][0]["listed"] is False
+    upstream.models = ["gpt-4o-mini"]
+    assert api.client.get("/readyz").json()["upstreams"][0]["listed"] is True
+    assert upstream.model_listings == 3
+
+
+def test_the_fallback_is_probed_too(make_api, upstream) -> None:
+    upstream.models = ["gpt-4o-mini"]
+    api = make_api(
+        llm_fallback_base_url="http://fallback.test/v1",
+        llm_fallback_model="backup-model",
+    )
+    body = api.client.get("/readyz").json()
+    assert [(u["name"], u["listed"]) for u in body["upstreams"]] == [
+        ("primary", True),
+        ("fallback", False),
+    ]
+    assert "'backup-model'" in body["warnings"][0]
