@@ -60,8 +60,7 @@ async def translate(
             },
             {"role": "user", "content": delimited(text)},
         ],
-        # About two characters a token at worst, and room for the target's growth.
-        max_tokens=min(len(text) // 2 + 64, llm.settings.max_completion_tokens),
+        max_tokens=translation_tokens(text, llm.settings.max_completion_tokens),
         temperature=0,
     )
     if source is None:
@@ -80,6 +79,17 @@ async def translate(
         usage=Usage.of(usage),
         cached=cached,
     )
+
+
+def translation_tokens(text: str, ceiling: int) -> int:
+    """The room a translation needs: about its text's own length in tokens.
+
+    UTF-8 bytes / 3 overestimates the tokens of most scripts (English runs
+    about 4.5 bytes a token, Chinese and Japanese about 3), which leaves room
+    for a target language that needs more. Reserving only this much keeps a
+    context-length refusal about the user's text, not about a ceiling of ours.
+    """
+    return min(len(text.encode()) // 3 + 64, ceiling)
 
 
 async def _detect(llm: CallerLLM, text: str) -> ChatAnswer:
