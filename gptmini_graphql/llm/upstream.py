@@ -196,6 +196,8 @@ _PYDANTIC_DETAIL = re.compile(
 # each error (with the input), then a traceback naming files on the server.
 _REPR_ERROR = re.compile(r"'loc': \(([^)]*)\), 'msg': (\"[^\"]*\"|'[^']*')")
 _TRACEBACK = re.compile(r"\s+File \"")
+# Exception names a proxy puts first ("litellm.BadRequestError: OpenAIException - ").
+_EXCEPTION_NAMES = re.compile(r"^(?:[\w.]*(?:Error|Exception)\s*[:-]\s*)+")
 _SECRET = re.compile(r"\b(sk-|Bearer\s+)[\w\-.*]+")
 MAX_REASON_CHARS = 300
 
@@ -220,6 +222,7 @@ def upstream_reason(exc: openai.APIError) -> str | None:
     said = _TRACEBACK.split(said, maxsplit=1)[0]
     if found := _REPR_ERROR.findall(said):
         said = "; ".join(f"{_dotted(loc)}: {msg[1:-1]}" for loc, msg in found)
+    said = _EXCEPTION_NAMES.sub("", said.strip())
     said = " ".join(_PYDANTIC_DETAIL.sub("", _SECRET.sub(r"\1…", said)).split())
     if len(said) > MAX_REASON_CHARS:
         said = said[: MAX_REASON_CHARS - 1] + "…"

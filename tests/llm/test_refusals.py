@@ -102,6 +102,27 @@ def test_a_context_refusal_without_a_code_is_the_users_input(make_api) -> None:
     assert "maximum context length is 2048" in result["errors"][0]["message"]
 
 
+def test_a_proxys_exception_names_are_left_out(make_api) -> None:
+    # LiteLLM 1.108's wording, in front of llama-cpp-python's server.
+    api = make_api()
+    token = api.login()
+    api.upstream.queue(
+        api_error(
+            400,
+            "litellm.ContextWindowExceededError: litellm.BadRequestError: "
+            "ContextWindowExceededError: OpenAIException - This model's maximum "
+            "context length is 2048 tokens.",
+            "400",
+        )
+    )
+    result = api.post(SUMMARIZE, token=token)
+    assert error_codes(result) == ["BAD_USER_INPUT"]
+    assert result["errors"][0]["message"] == (
+        "The text is too long for the model's context window: "
+        "This model's maximum context length is 2048 tokens."
+    )
+
+
 def test_one_kind_failing_pauses_only_that_kind(make_api) -> None:
     api = make_api(circuit_breaker_failures=2)
     token = api.login()
