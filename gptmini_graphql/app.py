@@ -90,7 +90,7 @@ def create_app(
         if reason is None:
             # Warnings (an unlisted model, a price that cannot be right) leave
             # it ready: see llm/probe.py.
-            status = await llm.upstream_status()
+            status = await llm.probes.status()
             return JSONResponse({"status": "ready", "model": llm.model, **status})
         return JSONResponse({"status": "not ready", "reason": reason}, 503)
 

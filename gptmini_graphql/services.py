@@ -41,7 +41,7 @@ class Services:
             model_process.start()
             local_model_url = model_process.url
         llm = build_llm(settings, llm_http_client, local_model_url=local_model_url)
-        await llm.probe_upstreams()
+        await llm.probes.log_at_start()
         if model_process is not None and llm.embedded is not None:
             llm.embedded.explain_outage = model_process.problem
         limiter = RateLimiter(settings.redis_url)

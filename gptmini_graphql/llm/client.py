@@ -33,12 +33,7 @@ from gptmini_graphql.llm.answers import ChatAnswer, ChatStreamEnd, TokenUsage
 from gptmini_graphql.llm.cache import CachePolicy, ResponseCache
 from gptmini_graphql.llm.local.connection import EmbeddedServer, embedded_error
 from gptmini_graphql.llm.pricing import cost_usd, find_price
-from gptmini_graphql.llm.probe import (
-    ModelsProbe,
-    log_report,
-    price_warnings,
-    without_credentials,
-)
+from gptmini_graphql.llm.probe import ModelsProbe, UpstreamProbes
 from gptmini_graphql.llm.resilience import is_outage
 from gptmini_graphql.llm.structured import FormatNegotiation, StructuredOutput
 from gptmini_graphql.llm.upstream import Kind, Upstream
@@ -67,13 +62,14 @@ class LLM:
         *,
         embedded: EmbeddedServer | None = None,
         cache: ResponseCache | None = None,
-        probes: list[ModelsProbe] | None = None,
+        probes: UpstreamProbes | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.settings = settings
         self.embedded = embedded
         self.cache = cache
-        self.probes = probes or []
+        # What each remote upstream serves: logged at start, shown by /readyz.
+        self.probes = probes or UpstreamProbes([], settings.model_prices)
 
     @property
     def configured(self) -> bool:
@@ -82,34 +78,6 @@ class LLM:
     @property
     def model(self) -> str:
         return self.upstreams[0].model if self.upstreams else self.settings.openai_model
-
-    async def probe_upstreams(self) -> None:
-        """At start: log what each remote upstream serves, and what looks wrong."""
-        prices = self.settings.model_prices
-        for probe in self.probes:
-            for warning in price_warnings(probe.upstream, prices):
-                logger.warning(warning)
-        reports = await asyncio.gather(*(probe.report() for probe in self.probes))
-        for probe, report in zip(self.probes, reports, strict=True):
-            url = without_credentials(str(probe.upstream.client.base_url))
-            log_report(report, url, prices)
-
-    async def upstream_status(self) -> dict[str, Any]:
-        """For /readyz: what each upstream serves, and what looks wrong."""
-        if not self.probes:
-            return {}
-        prices = self.settings.model_prices
-        reports = await asyncio.gather(*(probe.report() for probe in self.probes))
-        warnings = [
-            warning
-            for probe, report in zip(self.probes, reports, strict=True)
-            for warning in price_warnings(probe.upstream, prices)
-            + report.warnings(prices)
-        ]
-        return {
-            "upstreams": [report.as_json() for report in reports],
-            "warnings": warnings,
-        }
 
     async def aclose(self) -> None:
         for upstream in self.upstreams:
@@ -435,10 +403,13 @@ def build_llm(
                 settings.llm_fallback_model or settings.openai_model,
             )
         )
-    probes = [
-        ModelsProbe(upstream, max_age=settings.llm_models_cache_seconds)
-        for upstream in upstreams
-    ]
+    probes = UpstreamProbes(
+        [
+            ModelsProbe(upstream, max_age=settings.llm_models_cache_seconds)
+            for upstream in upstreams
+        ],
+        settings.model_prices,
+    )
     return LLM(upstreams, settings, cache=response_cache(settings), probes=probes)
 
 

@@ -120,6 +120,43 @@ class ModelsProbe:
         return ModelsReport(self.upstream.name, self.upstream.model, None, error)
 
 
+class UpstreamProbes:
+    """Every remote upstream's probe: what start-up logs and /readyz shows."""
+
+    def __init__(
+        self, probes: list[ModelsProbe], prices: dict[str, ModelPrice]
+    ) -> None:
+        self.probes = probes
+        self.prices = prices
+
+    async def log_at_start(self) -> None:
+        for probe in self.probes:
+            for warning in price_warnings(probe.upstream, self.prices):
+                logger.warning(warning)
+        for probe, report in zip(self.probes, await self._reports(), strict=True):
+            url = without_credentials(str(probe.upstream.client.base_url))
+            log_report(report, url, self.prices)
+
+    async def status(self) -> dict[str, Any]:
+        """For /readyz: what each upstream serves, and what looks wrong."""
+        if not self.probes:
+            return {}
+        reports = await self._reports()
+        warnings = [
+            warning
+            for probe, report in zip(self.probes, reports, strict=True)
+            for warning in price_warnings(probe.upstream, self.prices)
+            + report.warnings(self.prices)
+        ]
+        return {
+            "upstreams": [report.as_json() for report in reports],
+            "warnings": warnings,
+        }
+
+    async def _reports(self) -> list[ModelsReport]:
+        return list(await asyncio.gather(*(probe.report() for probe in self.probes)))
+
+
 def log_report(report: ModelsReport, url: str, prices: dict[str, ModelPrice]) -> None:
     extra = {"upstream": report.upstream, "url": url, "model": report.model}
     if report.served is None:

@@ -10,7 +10,7 @@ OpenAI-compatible servers differ in how they constrain an answer to JSON:
     prompt        no response_format: instructions and an example in the
                   system message, for servers that refuse both
 
-Each upstream starts at `json_schema` (or at the mode `STRUCTURED_OUTPUT`
+Each upstream starts at `json_schema` (or at the mode `LLM_STRUCTURED_OUTPUT`
 pins) and steps down when it refuses a mode, remembering the step for every
 later request: the fallback costs one refused call per mode, once per process.
 Whatever the mode, the answer is validated here, so no task sees JSON of the
