@@ -4,6 +4,7 @@ mode costs one call, once; every answer is validated whatever the mode."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -153,3 +154,26 @@ def test_a_detected_language_off_the_list_is_named_briefly(make_api) -> None:
     assert error_codes(detection) == ["UPSTREAM_ERROR"]
     message = detection["errors"][0]["message"]
     assert message.endswith("language: 'xx' is not an allowed value")
+
+
+def test_concurrent_refusals_step_down_one_mode_only(make_api) -> None:
+    api = make_api()
+    token = api.login()
+    # Two aliased fields run at once; the refusal waits, so both are refused
+    # json_schema before either hears of it.
+    api.upstream.refused_formats["json_schema"] = replace(LLAMA_CPP_REFUSAL, delay=1)
+    result = api.post(
+        '{ a: analyze(text: "Good") { sentiment } b: analyze(text: "Fine") '
+        "{ sentiment } }",
+        token=token,
+    )
+    assert result["data"] == {
+        "a": {"sentiment": "POSITIVE"},
+        "b": {"sentiment": "POSITIVE"},
+    }
+    asked = sorted(format_type(body) for body in api.upstream.requests)
+    # Not on to the prompt mode because json_schema was refused twice.
+    assert asked[-2:] == ["json_schema", "json_schema"]
+    assert asked[:-2] == ["json_object"] * (len(asked) - 2)
+    api.post(ANALYZE, token=token)
+    assert format_type(api.upstream.last) == "json_object"
