@@ -131,8 +131,9 @@ class UpstreamProbes:
 
     async def log_at_start(self) -> None:
         for probe in self.probes:
+            url = without_credentials(str(probe.upstream.client.base_url))
             for warning in price_warnings(probe.upstream, self.prices):
-                logger.warning(warning)
+                logger.warning(warning, extra={"url": url})
         for probe, report in zip(self.probes, await self._reports(), strict=True):
             url = without_credentials(str(probe.upstream.client.base_url))
             log_report(report, url, self.prices)
@@ -187,9 +188,10 @@ def price_warnings(upstream: Upstream, prices: dict[str, ModelPrice]) -> list[st
         return []
     assert price is not None
     return [
+        # No URL here: /readyz shows these, and internal addresses stay in the log.
         f"{upstream.name}: MODEL_PRICES prices {upstream.model} at "
-        f"${price.input:g} / ${price.output:g} per 1M tokens, but {url} is a "
-        "local address, unlikely to charge that: the cost users see may be "
+        f"${price.input:g} / ${price.output:g} per 1M tokens, but its base URL "
+        "is a local address, unlikely to charge that: the cost users see may be "
         f"wrong. Set {MODEL_SETTINGS.get(upstream.name, 'the model setting')} "
         "to the model it serves, or price that at 0 in MODEL_PRICES."
     ]

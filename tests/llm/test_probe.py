@@ -10,10 +10,14 @@ import pytest
 LOOPBACK = "http://127.0.0.1:8001/v1"
 
 
-def warnings_logged(capfd: pytest.CaptureFixture) -> list[str]:
+def warning_records(capfd: pytest.CaptureFixture) -> list[dict]:
     lines = capfd.readouterr().err.splitlines()
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    return [r["message"] for r in records if r["level"] == "WARNING"]
+    return [record for record in records if record["level"] == "WARNING"]
+
+
+def warnings_logged(capfd: pytest.CaptureFixture) -> list[str]:
+    return [record["message"] for record in warning_records(capfd)]
 
 
 def test_readyz_says_what_the_upstream_serves(make_api) -> None:
@@ -58,11 +62,14 @@ def test_an_openai_price_on_a_loopback_url_is_a_warning(
     api = make_api(openai_base_url=LOOPBACK, openai_api_key=None)
     price, listed = api.client.get("/readyz").json()["warnings"]
     assert "MODEL_PRICES prices gpt-4o-mini at $0.15 / $0.6 per 1M tokens" in price
-    assert "http://127.0.0.1:8001/v1/ is a local address" in price
+    assert "its base URL is a local address" in price
+    assert "127.0.0.1" not in price  # /readyz is no place for internal addresses
     assert "OPENAI_MODEL" in price
     # Not listed either: its answers would be priced as gpt-4o-mini.
     assert listed.endswith("reported and priced as gpt-4o-mini.")
-    assert {price, listed} <= set(warnings_logged(capfd))
+    logged = {record["message"]: record for record in warning_records(capfd)}
+    assert {price, listed} <= set(logged)
+    assert logged[price]["url"] == "http://127.0.0.1:8001/v1/"  # the log says where
 
 
 @pytest.mark.parametrize(
