@@ -131,3 +131,28 @@ def test_the_fallback_is_probed_too(make_api, upstream) -> None:
         ("fallback", False),
     ]
     assert "'backup-model'" in body["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "warned"),
+    [
+        ("http://localhost:11434/v1", True),
+        ("http://[::1]:8000/v1", True),
+        ("http://10.1.2.3/v1", True),
+        ("http://192.168.0.7:8000/v1", True),
+        ("http://gpu-box.local/v1", True),
+        ("https://api.openai.com/v1", False),
+        ("https://openrouter.ai/api/v1", False),
+    ],
+)
+def test_which_addresses_count_as_local(make_api, base_url: str, warned: bool) -> None:
+    warnings = (
+        make_api(openai_base_url=base_url).client.get("/readyz").json()["warnings"]
+    )
+    assert any("is a local address" in warning for warning in warnings) is warned
+
+
+def test_ollama_lists_a_bare_name_with_its_tag(make_api, upstream) -> None:
+    upstream.models = ["llama3.1:latest"]
+    body = make_api(openai_model="llama3.1").client.get("/readyz").json()
+    assert body["upstreams"][0]["listed"] is True
