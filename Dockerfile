@@ -13,9 +13,13 @@ COPY pyproject.toml ./
 COPY scripts/install-llama-cpp.sh ./scripts/
 RUN LLAMA_WHEEL_CACHE=/tmp/wheels scripts/install-llama-cpp.sh /venv/bin/python \
  && rm -rf /tmp/wheels
+# Then the locked dependencies, hashes checked, and only then our code: a
+# change to it rebuilds from here, in seconds.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY README.md ./
 COPY gptmini_graphql ./gptmini_graphql
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 # npm for the four GraphiQL files comes from PyPI into a throwaway virtualenv
 # (Debian's nodejs and npm are 424 packages). From /, so `-m` finds the
 # installed package and fills its static folder. The smoke check fails the

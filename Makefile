@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format schema bench loadtest up upd down stop build rm pull bash
+.PHONY: help install run test lint format schema lock bench loadtest up upd down stop build rm pull bash
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,12 +16,21 @@ SMOKE  := $(VENV)/.llama-cpp-generates
 
 # llama-cpp-python first, built by our script for the CPUs we ship to: pip
 # would otherwise compile it with -march=native (and reuse that wheel forever).
-$(STAMP): pyproject.toml
+# Then every other dependency exactly as locked, hashes checked, and the
+# project itself on top of them.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	scripts/install-llama-cpp.sh $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
+	--python-version 3.11 --no-emit-package llama-cpp-python
+lock:  ## write requirements.lock and requirements-dev.lock from pyproject.toml
+	$(LOCK) --output-file requirements.lock
+	$(LOCK) --extra dev --output-file requirements-dev.lock
 
 # A few tokens in a child process: a llama.cpp that crashes on this CPU fails
 # the install with what to do, not the server at its first request.
