@@ -60,6 +60,7 @@ class ResponseCache:
                 redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
             )
         self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiters: dict[asyncio.Future[dict[str, Any]], int] = {}
 
     @staticmethod
     def key(policy: CachePolicy, upstream: str, body: dict[str, Any]) -> str:
@@ -129,13 +130,27 @@ class ResponseCache:
             return found, True
         if (running := self._in_flight.get(key)) is not None:
             metrics.CACHE_COALESCED.inc()
-            return await asyncio.shield(running), True
+            return await self._share(running), True
         metrics.CACHE_MISS.inc()
         # A task of its own: a leader that gives up must not fail its followers.
         call = asyncio.ensure_future(self._produce_and_store(key, produce))
         self._in_flight[key] = call
         call.add_done_callback(lambda _: self._done(key, call))
-        return await asyncio.shield(call), False
+        return await self._share(call), False
+
+    async def _share(self, call: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
+        """Wait for a call that other requests may be waiting for too. When
+        the last of them gives up (its client left), the call is cancelled,
+        so the model stops generating an answer nobody will read."""
+        self._waiters[call] = self._waiters.get(call, 0) + 1
+        try:
+            return await asyncio.shield(call)
+        finally:
+            self._waiters[call] -= 1
+            if not self._waiters[call]:
+                del self._waiters[call]
+                if not call.done():
+                    call.cancel()
 
     async def _produce_and_store(
         self, key: str, produce: Callable[[], Awaitable[dict[str, Any]]]

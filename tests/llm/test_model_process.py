@@ -106,10 +106,12 @@ def test_a_crash_fails_waiting_requests_at_once_and_the_model_comes_back(
     assert "errors" not in answer, answer
 
 
-@pytest.fixture
-def served_api() -> Any:
-    """The API on a real socket (uvicorn in a thread): a client can hang up."""
-    app = create_app(make_settings(**LOCAL))
+@pytest.fixture(params=[0, 3600], ids=["no-cache", "cache"])
+def served_api(request: pytest.FixtureRequest) -> Any:
+    """The API on a real socket (uvicorn in a thread): a client can hang up.
+    With the response cache too: a deterministic request waits there on a
+    call other requests could share."""
+    app = create_app(make_settings(**LOCAL, cache_ttl_seconds=request.param))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
