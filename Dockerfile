@@ -14,7 +14,9 @@ RUN python -m venv /venv
 ENV PATH=/venv/bin:$PATH
 WORKDIR /src
 # llama.cpp first, in a layer of its own: it compiles for minutes, and only
-# its pin or its build flags (in this script) should redo that.
+# its pin or its build flags (in this script) should redo that. Other flags
+# for the image: --build-arg LLAMA_CMAKE_ARGS="…" (see the script).
+ARG LLAMA_CMAKE_ARGS=""
 COPY --from=llama-pin /llama-version ./
 COPY scripts/install-llama-cpp.sh ./scripts/
 RUN LLAMA_CPP_VERSION="$(cat llama-version)" LLAMA_WHEEL_CACHE=/tmp/wheels \

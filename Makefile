@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml requirements-dev.lock
 
 LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
 	--python-version 3.11 --no-emit-package llama-cpp-python
-lock:  ## write requirements.lock and requirements-dev.lock from pyproject.toml
+lock: $(STAMP)  ## write requirements.lock and requirements-dev.lock from pyproject.toml
 	$(LOCK) --output-file requirements.lock
 	$(LOCK) --extra dev --output-file requirements-dev.lock
 

@@ -4,7 +4,7 @@
     ├── Unauthenticated           UNAUTHENTICATED
     ├── BadUserInput              BAD_USER_INPUT
     ├── RateLimited               RATE_LIMITED          + retryAfter
-    ├── ServerShuttingDown        SERVER_SHUTTING_DOWN  (a stream cut by shutdown)
+    ├── ServerShuttingDown        SERVER_SHUTTING_DOWN  (a stream or request cut by shutdown)
     └── UpstreamError             UPSTREAM_ERROR
         ├── UpstreamTimeout       UPSTREAM_TIMEOUT
         ├── UpstreamUnavailable   UPSTREAM_UNAVAILABLE

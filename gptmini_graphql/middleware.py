@@ -15,7 +15,12 @@ import json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gptmini_graphql.errors import CSRF_REFUSED, PAYLOAD_TOO_LARGE, error_body
+from gptmini_graphql.errors import (
+    CSRF_REFUSED,
+    PAYLOAD_TOO_LARGE,
+    ServerShuttingDown,
+    error_body,
+)
 
 # Content types a page may send cross-site without a CORS preflight.
 SIMPLE_CONTENT_TYPES = frozenset(
@@ -178,10 +183,13 @@ class CancelOnDisconnect:
 
     Starlette never cancels an endpoint when its client disconnects, so an
     `analyze` whose caller timed out would keep the model generating for
-    nobody. Here one task owns `receive`: it passes the body on, then waits
-    for the disconnect and, if the response is not complete by then,
-    cancels the request's task; the cancellation reaches the model's HTTP
-    call, whose closed connection stops the generation.
+    nobody. Once the app has read the body, a task of ours owns `receive`:
+    it waits for the disconnect and, if the response is not complete by
+    then, cancels the request's task; the cancellation reaches the model's
+    HTTP call, whose closed connection stops the generation.
+
+    A request cancelled from outside before it answered (the server's last
+    cut at shutdown) gets a coded 503 rather than uvicorn's plain-text 500.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -192,7 +200,8 @@ class CancelOnDisconnect:
             await self.app(scope, receive, send)
             return
         messages: asyncio.Queue[Message] = asyncio.Queue()
-        responded = False
+        started = responded = False
+        watcher: asyncio.Task[None] | None = None
         handling = asyncio.current_task()
         assert handling is not None
 
@@ -205,29 +214,54 @@ class CancelOnDisconnect:
             if not responded:
                 handling.cancel()
 
+        def start_watching() -> None:
+            nonlocal watcher
+            watcher = asyncio.create_task(watch())
+
         async def app_receive() -> Message:
+            if watcher is None:  # the body, read only as fast as the app reads it
+                message = await receive()
+                if message["type"] == "http.request" and not message.get("more_body"):
+                    start_watching()
+                return message
             message = await messages.get()
             if message["type"] == "http.disconnect":
                 messages.put_nowait(message)  # for every later call too
             return message
 
         async def tracking_send(message: Message) -> None:
-            nonlocal responded
-            if message["type"] == "http.response.body" and not message.get(
+            nonlocal started, responded
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body" and not message.get(
                 "more_body", False
             ):
                 responded = True
             await send(message)
 
-        watcher = asyncio.create_task(watch())
+        if not _has_body(scope):
+            start_watching()  # nothing to read ahead: watch from the start
         try:
             await self.app(scope, app_receive, tracking_send)
         except asyncio.CancelledError:
-            if responded or not watcher.done():
-                raise  # cancelled from outside, not by the disconnect
-            # The client left: nobody is waiting for an answer.
-            handling.uncancel()
+            if watcher is not None and watcher.done() and not responded:
+                handling.uncancel()  # the client left: nobody waits for an answer
+            elif not started:
+                handling.uncancel()  # shutdown's last cut: say so, with a code
+                await _refuse(send, 503, SHUTTING_DOWN, ServerShuttingDown.code)
+            else:
+                raise
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+
+SHUTTING_DOWN = "The server is shutting down; retry on another instance."
+
+
+def _has_body(scope: Scope) -> bool:
+    headers = Headers(scope=scope)
+    length = headers.get("content-length")
+    return "transfer-encoding" in headers or (length is not None and length != "0")

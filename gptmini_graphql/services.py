@@ -40,6 +40,23 @@ class Services:
             model_process = ModelProcess(settings)
             model_process.start()
             local_model_url = model_process.url
+        try:
+            return await cls._start_with(
+                settings, llm_http_client, local_model_url, model_process
+            )
+        except BaseException:
+            if model_process is not None:  # no child outlives a failed start
+                await asyncio.to_thread(model_process.stop)
+            raise
+
+    @classmethod
+    async def _start_with(
+        cls,
+        settings: Settings,
+        llm_http_client: httpx2.AsyncClient | None,
+        local_model_url: str | None,
+        model_process: ModelProcess | None,
+    ) -> Services:
         llm = build_llm(settings, llm_http_client, local_model_url=local_model_url)
         await llm.probes.log_at_start()
         if model_process is not None and llm.embedded is not None:

@@ -163,3 +163,80 @@ def test_sigterm_ends_open_streams_after_the_grace(
     assert "Traceback" not in log
     stream_line = next(m for m in messages if m["message"] == "graphql subscription")
     assert stream_line["outcome"] == "SERVER_SHUTTING_DOWN"
+
+
+class _Silent(BaseHTTPRequestHandler):
+    """Takes the request and never answers: a plain request that is still
+    waiting on the model when the server's last cut comes."""
+
+    received = threading.Event()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.set()
+        time.sleep(120)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_plain_request_cut_at_shutdown_gets_a_coded_503(tmp_path: Path) -> None:
+    handler = type("Handler", (_Silent,), {"received": threading.Event()})
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "LLM_BACKEND": "openai",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream.server_address[1]}/v1",
+        "OPENAI_API_KEY": "sk-test",
+        "REDIS_URL": "",
+        "SHUTDOWN_GRACE_SECONDS": "1",  # the last cut comes 5 s after
+        "LLM_TIMEOUT_SECONDS": "60",  # longer than that
+    }
+    log = tmp_path / "serve.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gptmini_graphql", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stderr=log.open("w"),
+    )
+    url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        with httpx.Client(timeout=60) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.get(f"http://127.0.0.1:{port}/healthz")
+                    break
+                except httpx.TransportError:
+                    assert server.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, "the server did not start"
+                    time.sleep(0.1)
+            login = {"username": "test_user", "password": "1234"}
+            token = client.post(url, json={"query": LOGIN, "variables": login}).json()[
+                "data"
+            ]["login"]["accessToken"]
+            threading.Timer(
+                0,
+                lambda: (
+                    handler.received.wait(30) and server.send_signal(signal.SIGTERM)
+                ),
+            ).start()
+            response = client.post(
+                url,
+                json={"query": '{ analyze(text: "fine") { sentiment } }'},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        server.kill()
+        upstream.shutdown()
+        upstream.server_close()
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/json")
+    errors = response.json()["errors"]
+    assert [e["extensions"]["code"] for e in errors] == ["SERVER_SHUTTING_DOWN"]
+    assert "Traceback" not in log.read_text()

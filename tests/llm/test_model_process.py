@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,12 +74,17 @@ class InBackground(threading.Thread):
     "crash", [signal.SIGKILL, signal.SIGSEGV], ids=lambda s: s.name
 )
 def test_a_crash_fails_waiting_requests_at_once_and_the_model_comes_back(
-    make_api, crash: signal.Signals
+    make_api, crash: signal.Signals, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("JWT_SECRET", "a-secret-the-model-process-never-needs-0123")
     api = make_api(**LOCAL)
     wait_ready(api.client)
     token = api.login()
     model = the_model_process()
+    # Native code gets the settings it needs, and no secret.
+    environment = Path(f"/proc/{model.pid}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environment if v.startswith(b"JWT_SECRET=")]
+    assert f"LOCAL_MODEL_PATH={MODEL_FILE}".encode() in environment
     waiting = InBackground(api, LONG_COMPLETE, token)
     waiting.start()
     model.wait_in_flight(1)
@@ -88,7 +94,7 @@ def test_a_crash_fails_waiting_requests_at_once_and_the_model_comes_back(
     assert not waiting.is_alive()
     assert waiting.result is not None
     assert error_codes(waiting.result) == ["UPSTREAM_UNAVAILABLE"]
-    assert "not running" in waiting.result["errors"][0]["message"]
+    assert "not answering" in waiting.result["errors"][0]["message"]
 
     # Everything that needs no model answers throughout.
     assert api.client.get("/healthz").status_code == 200

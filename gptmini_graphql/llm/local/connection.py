@@ -16,7 +16,9 @@ from gptmini_graphql.llm.upstream import upstream_error
 UNIX = "unix:"
 # The host name in requests over a Unix socket: any name does, none resolves.
 SOCKET_HOST = "http://embedded-model"
-NOT_RUNNING = "The embedded model is not running (it is starting or restarting)."
+NOT_RUNNING = (
+    "The embedded model's server is not answering (it may be starting or restarting)."
+)
 
 
 class EmbeddedServer:

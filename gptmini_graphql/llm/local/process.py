@@ -49,8 +49,7 @@ class ModelProcess:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._directory = Path(tempfile.mkdtemp(prefix="gptmini-llm-"))
-        self.socket_path = self._directory / "model.sock"
+        self._directory: Path | None = None
         self.restarts = 0
         self._child: subprocess.Popen[bytes] | None = None
         self._last_exit: str | None = None
@@ -59,6 +58,11 @@ class ModelProcess:
         self._thread = threading.Thread(
             target=self._supervise, name="model-process", daemon=True
         )
+
+    @property
+    def socket_path(self) -> Path:
+        assert self._directory is not None, "start() first"
+        return self._directory / "model.sock"
 
     @property
     def url(self) -> str:
@@ -73,6 +77,9 @@ class ModelProcess:
         # A missing file is the common mistake: fail the start-up, loudly,
         # rather than restart a child that cannot load it.
         check_model_file(self.settings.local_model_path)
+        # Private to us (0700): nobody else can talk to the model, or squat
+        # its socket's name.
+        self._directory = Path(tempfile.mkdtemp(prefix="gptmini-llm-"))
         self._spawn()
         self._thread.start()
 
@@ -105,7 +112,8 @@ class ModelProcess:
                 child.wait()
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT)
-        shutil.rmtree(self._directory, ignore_errors=True)
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
 
     # --- on the supervising thread ------------------------------------------
 
@@ -130,7 +138,12 @@ class ModelProcess:
             # stdin stays open as long as we live: its end tells the child
             # to stop, even when we were killed and could not say so.
             child = subprocess.Popen(  # noqa: S603 (our own interpreter)
-                command, stdin=subprocess.PIPE, env=self._child_environment()
+                command,
+                stdin=subprocess.PIPE,
+                env=self._child_environment(),
+                # Out of our process group: a terminal's Ctrl-C is for us to
+                # handle (draining requests first), not for the model to die of.
+                start_new_session=True,
             )
             self._child = child
         logger.info(
@@ -139,11 +152,17 @@ class ModelProcess:
         )
 
     def _child_environment(self) -> dict[str, str]:
-        """The settings the child needs, from our settings object: they may
-        not come from the environment (tests build them in code)."""
+        """The settings the child needs, from our settings object (tests
+        build them in code), and none of the others: native code has no use
+        for JWT_SECRET or OPENAI_API_KEY."""
         settings = self.settings
+        ours = {name.upper() for name in Settings.model_fields}
         return {
-            **os.environ,
+            **{
+                name: value
+                for name, value in os.environ.items()
+                if name not in ours or name.startswith("LOCAL_")
+            },
             "LOCAL_MODEL_PATH": str(settings.local_model_path),
             "LOCAL_MODEL_NAME": settings.local_model_name,
             "LOCAL_CONTEXT_SIZE": str(settings.local_context_size),
