@@ -73,15 +73,18 @@ class RateLimiter:
         *identifiers: str,
         cost: int = 1,
         outage: OutagePolicy = "memory",
+        refusal: str | None = None,
     ) -> None:
-        """Consume `cost` from every limit, or raise RATE_LIMITED with retryAfter."""
+        """Consume `cost` from every limit, or raise RATE_LIMITED with retryAfter.
+        A refusal is counted in /metrics under `refusal` (default: the first
+        identifier)."""
         refused = await self._counted(
             lambda limiter: _consume(limiter, limits, identifiers, cost), outage
         )
         if refused is None:
             return
         item, wait = refused
-        metrics.RATE_LIMIT_REFUSALS.labels(identifiers[0]).inc()
+        metrics.RATE_LIMIT_REFUSALS.labels(refusal or identifiers[0]).inc()
         if wait is None:
             raise RateLimited(
                 f"This operation needs {cost} requests but the limit is "
@@ -120,6 +123,15 @@ class RateLimiter:
             return None
 
         return await self._counted(check, outage)
+
+    async def clear(self, limits: list[RateLimitItem], *identifiers: str) -> None:
+        """Forget every hit on `limits` (best effort while Redis is down)."""
+
+        async def forget(limiter: SlidingWindowCounterRateLimiter) -> None:
+            for item in limits:
+                await limiter.clear(item, *identifiers)
+
+        await self._counted(forget, "memory")
 
     async def _counted(
         self,

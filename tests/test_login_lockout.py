@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from tests.conftest import (
     redis_url,
 )
 from tests.fake_upstream import FakeUpstream
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(params=MEMORY_AND_REDIS)
@@ -114,3 +116,63 @@ def test_past_the_username_threshold_each_address_gets_one_guess(
     assert _attempt(api, farm[0], name, "right") == "RATE_LIMITED"
     # Other usernames are not affected.
     assert _attempt(api, farm[0], "someone-else", "guess") == "UNAUTHENTICATED"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def gated(request: pytest.FixtureRequest) -> tuple[str | None, Callable[[], None]]:
+    """A storage, and a gate that makes requests sent next meet at it.
+
+    In memory nothing suspends between a check and its record, so concurrent
+    requests cannot interleave there. Redis is this test's own (CLIENT PAUSE
+    holds every client of the server): while paused it holds every command, so
+    requests sent meanwhile queue at it and then go on in step, as they do
+    under load.
+    """
+    if request.param == "memory":
+        return None, lambda: None
+    server: RedisServer = request.getfixturevalue("redis_server")
+
+    def hold() -> None:
+        import redis  # here: importing redis-py imports OpenTelemetry (test_tracing)
+
+        client = redis.Redis(port=server.port, socket_timeout=1)
+        client.execute_command("CLIENT", "PAUSE", 250, "ALL")
+        client.close()
+
+    return server.url, hold
+
+
+def test_concurrent_guesses_past_the_threshold_get_one_check_per_address(
+    make_proxied, gated
+) -> None:
+    url, hold = gated
+    owner, addresses = _owner(), Addresses()
+    api = make_proxied(
+        login_rate_limit="50/minute",
+        login_username_failure_limit="2/hour",
+        redis_url=url,
+        **owner,
+    )
+    name = owner["fake_username"]
+
+    def at_once(attempt: Callable[[int], str]) -> list[str]:
+        hold()
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            return list(pool.map(attempt, range(10)))
+
+    # Ten at once for another user first: one Redis connection each, as a
+    # server under load has (new connections would stagger the requests).
+    warm = at_once(lambda i: _attempt(api, addresses.new(), f"other-{i}", "guess"))
+    assert warm == ["UNAUTHENTICATED"] * 10
+    for _ in range(2):  # the owner's username is now over its failure limit
+        assert _attempt(api, addresses.new(), name, "guess") == "UNAUTHENTICATED"
+
+    attacker = addresses.new()
+    codes = at_once(lambda _: _attempt(api, attacker, name, "guess"))
+
+    assert sorted(codes) == ["RATE_LIMITED"] * 9 + ["UNAUTHENTICATED"]
+    # The owner's address takes its attempt too, and gets it back on success:
+    # they log in twice in a row.
+    home = addresses.new()
+    assert _attempt(api, home, name, "right") == "OK"
+    assert _attempt(api, home, name, "right") == "OK"

@@ -5,7 +5,9 @@ lockout anyone can trigger.
   guesser is slowed to that.
 * Each username counts its failed logins from anywhere. Past
   LOGIN_USERNAME_FAILURE_LIMIT, an address that has failed for that username
-  in the same window is refused; an address that has not may still try. A
+  in the same window is refused; an address that has not may still try, once
+  (the attempt is taken as it is made, so concurrent guesses get one between
+  them, and given back if the password was right). A
   guessing farm is slowed to one guess per address per window, while the
   owner, from an address that has not failed, always gets in: failures from
   elsewhere never lock them out.
@@ -20,7 +22,6 @@ import hashlib
 
 from limits import RateLimitItem
 
-from gptmini_graphql import metrics
 from gptmini_graphql.errors import RateLimited
 from gptmini_graphql.rate_limits import RateLimiter
 from gptmini_graphql.settings import Settings
@@ -44,23 +45,40 @@ class LoginThrottle:
         under_attack = await limiter.reached(
             self.per_username, "login-user", user, outage=self.outage
         )
-        if under_attack is not None:  # seconds to wait, maybe 0.0
-            wait = await limiter.reached(
-                self.failed_here, "login-failed", address, user, outage=self.outage
+        if under_attack is None:
+            return
+        # The address's one attempt is taken here, checked and recorded in one
+        # step: checking now and recording the failure later let every
+        # concurrent guess through before the first was recorded.
+        try:
+            await limiter.hit(
+                self.failed_here,
+                "login-failed",
+                address,
+                user,
+                outage=self.outage,
+                refusal="login-user",
             )
-            if wait is not None:
-                metrics.RATE_LIMIT_REFUSALS.labels("login-user").inc()
-                raise RateLimited(
-                    "Too many failed logins for this account; retry later.",
-                    retry_after=wait,
-                )
+        except RateLimited as refused:
+            raise RateLimited(
+                "Too many failed logins for this account; retry later.",
+                retry_after=refused.retry_after,
+            ) from None
 
     async def failed(self, address: str, username: str) -> None:
         """Remember a wrong password, for the username and this address."""
         limiter, user = self.limiter, _key(username)
         await limiter.count(self.per_username, "login-user", user, outage=self.outage)
+        # Already taken if `admit` took it; `count` adds nothing to a full one.
         await limiter.count(
             self.failed_here, "login-failed", address, user, outage=self.outage
+        )
+
+    async def succeeded(self, address: str, username: str) -> None:
+        """The right password: this address has not failed after all (the
+        owner, taking an attempt in `admit`, must not be refused next time)."""
+        await self.limiter.clear(
+            self.failed_here, "login-failed", address, _key(username)
         )
 
 

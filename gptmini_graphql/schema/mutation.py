@@ -34,6 +34,7 @@ class Mutation:
         if not services.users.authenticate(username, password):
             await throttle.failed(address, username)
             raise Unauthenticated("Invalid username or password.")
+        await throttle.succeeded(address, username)
         token = services.tokens.issue(username)
         return LoginPayload(
             access_token=token.token,
