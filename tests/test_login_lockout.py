@@ -176,3 +176,46 @@ def test_concurrent_guesses_past_the_threshold_get_one_check_per_address(
     home = addresses.new()
     assert _attempt(api, home, name, "right") == "OK"
     assert _attempt(api, home, name, "right") == "OK"
+
+
+def _network_64() -> str:
+    """A fresh IPv6 /64 (Redis keeps counts across tests), as a prefix."""
+    return f"2001:db8:{random.randrange(1 << 16):x}:{random.randrange(1 << 16):x}:"
+
+
+def test_an_ipv6_network_counts_as_one_address(make_proxied, storage) -> None:
+    owner = _owner()
+    api = make_proxied(login_rate_limit="3/minute", redis_url=storage, **owner)
+    name = owner["fake_username"]
+    # One /64 is one subscriber's: each of its addresses draws on one limit.
+    net = _network_64()
+    hosts = [f"{net}{random.randrange(1 << 16):x}:0:0:{n}" for n in range(1, 5)]
+    codes = [_attempt(api, host, name, "guess") for host in hosts]
+    assert codes == ["UNAUTHENTICATED"] * 3 + ["RATE_LIMITED"]
+    # The next /64 is someone else; IPv4 addresses stay one each.
+    assert _attempt(api, f"{_network_64()}:1", name, "guess") == "UNAUTHENTICATED"
+    v4 = Addresses()
+    v4_codes = [_attempt(api, v4.new(), name, "guess") for _ in range(4)]
+    assert v4_codes == ["UNAUTHENTICATED"] * 4
+
+
+def test_past_the_username_threshold_a_failed_ipv6_network_is_refused(
+    make_proxied, storage
+) -> None:
+    owner = _owner()
+    api = make_proxied(
+        login_rate_limit="50/minute",
+        login_username_failure_limit="2/hour",
+        redis_url=storage,
+        **owner,
+    )
+    name = owner["fake_username"]
+    for _ in range(2):
+        assert _attempt(api, f"{_network_64()}:1", name, "guess") == "UNAUTHENTICATED"
+    net = _network_64()
+    assert _attempt(api, f"{net}:1", name, "guess") == "UNAUTHENTICATED"
+    # Another address of the same /64 is no new guesser...
+    assert _attempt(api, f"{net}:2", name, "guess") == "RATE_LIMITED"
+    assert _attempt(api, f"{net}abcd:1:2:3", name, "right") == "RATE_LIMITED"
+    # ...while the owner, from a /64 that has not failed, gets in.
+    assert _attempt(api, f"{_network_64()}:1", name, "right") == "OK"

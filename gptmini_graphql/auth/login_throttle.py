@@ -12,6 +12,10 @@ lockout anyone can trigger.
   owner, from an address that has not failed, always gets in: failures from
   elsewhere never lock them out.
 
+An IPv6 client is counted by its /64, the block one subscriber is given
+(otherwise one subscriber would have 2^64 addresses that have not failed);
+an IPv4 client by its address.
+
 While Redis is unreachable both follow LOGIN_RATE_LIMIT_REDIS_OUTAGE, which
 cannot be `open`.
 """
@@ -19,6 +23,7 @@ cannot be `open`.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
 from limits import RateLimitItem
 
@@ -38,7 +43,7 @@ class LoginThrottle:
 
     async def admit(self, address: str, username: str) -> None:
         """Count the attempt, or raise RATE_LIMITED."""
-        limiter, user = self.limiter, _key(username)
+        limiter, user, address = self.limiter, _key(username), _client(address)
         await limiter.hit(
             self.per_address, "login-address", address, outage=self.outage
         )
@@ -67,7 +72,7 @@ class LoginThrottle:
 
     async def failed(self, address: str, username: str) -> None:
         """Remember a wrong password, for the username and this address."""
-        limiter, user = self.limiter, _key(username)
+        limiter, user, address = self.limiter, _key(username), _client(address)
         await limiter.count(self.per_username, "login-user", user, outage=self.outage)
         # Already taken if `admit` took it; `count` adds nothing to a full one.
         await limiter.count(
@@ -78,12 +83,26 @@ class LoginThrottle:
         """The right password: this address has not failed after all (the
         owner, taking an attempt in `admit`, must not be refused next time)."""
         await self.limiter.clear(
-            self.failed_here, "login-failed", address, _key(username)
+            self.failed_here, "login-failed", _client(address), _key(username)
         )
 
 
 def _once_per(item: RateLimitItem) -> RateLimitItem:
     return type(item)(1, item.multiples)
+
+
+def _client(address: str) -> str:
+    """Who is trying: an IPv4 address, or an IPv6 address's /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # "unknown": no address to group
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        # From the integer: a scope ("%eth0") is no part of the network.
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def _key(username: str) -> str:
