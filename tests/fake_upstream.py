@@ -161,6 +161,8 @@ class FakeUpstream:
         self.refused_formats: dict[str, Reply] = {}
         # What GET /models lists; None answers 404, as servers without it do.
         self.models: list[str] | None = ["gpt-4o-mini"]
+        # Answers GET /models instead of the list (a proxy's page, say).
+        self.models_reply: Reply | None = None
         self.model_listings = 0
         self.default: Callable[[dict[str, Any]], Reply] = lambda body: Reply(
             body=chat_completion(default_content(body))
@@ -208,6 +210,10 @@ class FakeUpstream:
         self.model_listings += 1
         if request.url.host in self.down:
             return httpx2.Response(503, json={"error": {"message": "down"}})
+        if (reply := self.models_reply) is not None:
+            return httpx2.Response(
+                reply.status, content=reply.raw, headers=reply.headers, request=request
+            )
         if self.models is None:
             return httpx2.Response(404, json={"error": {"message": "Not Found"}})
         data = [

@@ -106,6 +106,8 @@ class ModelsProbe:
             return self._failed(f"HTTP {exc.status_code}")
         except openai.APIError as exc:
             return self._failed(type(exc).__name__)
+        except ValueError:  # a body labelled JSON that is not (a proxy's page)
+            return self._failed("not JSON")
         data = listing.get("data") if isinstance(listing, dict) else None
         if not isinstance(data, list):
             return self._failed("not an OpenAI model list")

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.fake_upstream import Reply
+
 LOOPBACK = "http://127.0.0.1:8001/v1"
 
 
@@ -100,6 +102,41 @@ def test_a_server_without_a_model_list_is_ready(
         "error": "HTTP 404",
     }
     assert "could not list the upstream's models" in warnings_logged(capfd)
+
+
+def test_a_model_list_that_is_not_json_is_a_failed_probe(
+    make_api, upstream, capfd: pytest.CaptureFixture
+) -> None:
+    # A proxy's error page, labelled as JSON.
+    upstream.models_reply = Reply(
+        raw=b"<html><body>502 Bad Gateway</body></html>",
+        headers={"content-type": "application/json"},
+    )
+    # It starts (the probe at start-up failed, and said so), and /readyz asks
+    # again each time.
+    api = make_api(llm_models_cache_seconds=0)
+    response = api.client.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["upstreams"][0] == {
+        "name": "primary",
+        "model": "gpt-4o-mini",
+        "listed": None,
+        "error": "not JSON",
+    }
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    failures = [
+        record
+        for record in records
+        if record["message"] == "could not list the upstream's models"
+    ]
+    assert failures and all(
+        record["level"] == "WARNING" and record["error"] == "not JSON"
+        for record in failures
+    )
 
 
 def test_the_list_is_asked_for_at_start_then_reused(make_api, upstream) -> None:
