@@ -590,6 +590,41 @@ def test_a_malformed_stream_chunk_is_an_upstream_error(
     assert error_codes(last) == ["UPSTREAM_ERROR"]
 
 
+def _error_event(kind: str, message: str) -> bytes:
+    """An error in the middle of a stream, as OpenAI and our embedded server send it."""
+    error = {"message": message, "type": kind, "param": None, "code": None}
+    return f"data: {json.dumps({'error': error})}\n\n".encode()
+
+
+FIRST_CHUNK = b'data: {"choices": [{"index": 0, "delta": {"content": "Once "}}]}\n\n'
+
+
+@pytest.mark.parametrize(
+    ("event", "code"),
+    [
+        (
+            _error_event("server_error", "The local model failed."),
+            "UPSTREAM_UNAVAILABLE",
+        ),
+        # An error that blames the request is still a refusal, reason shown.
+        (
+            _error_event("invalid_request_error", "Unsupported parameter: 'seed'"),
+            "UPSTREAM_ERROR",
+        ),
+    ],
+    ids=["server error", "refusal"],
+)
+def test_an_error_event_mid_stream_is_an_outage_unless_it_blames_the_request(
+    api: API, token: str, event: bytes, code: str
+) -> None:
+    reply = Reply(raw_events=[FIRST_CHUNK, event])
+    first, last = stream_over_http(api, "sse", token, reply)
+
+    assert first["data"]["completeStream"]["text"] == "Once "
+    assert last["data"] is None
+    assert error_codes(last) == [code]
+
+
 @pytest.mark.parametrize("transport", ACCEPT)
 def test_http_subscriptions_take_the_token_from_the_header(
     api: API, transport: str

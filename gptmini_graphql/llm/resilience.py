@@ -23,14 +23,18 @@ BASE_BACKOFF_SECONDS = 0.5
 def is_outage(exc: Exception) -> bool:
     """The upstream is down or failing (not: it refused this request).
 
-    Connection errors, timeouts, 502/503/504, and a 500 that does not name
-    the request as its cause: some servers (llama-cpp-python's among them)
+    Connection errors, timeouts, 502/503/504, an error event in a stream, and
+    a 500 that does not name the request as its cause: some servers (llama-cpp-python's among them)
     answer 500 to a parameter they do not support, and that is a refusal.
     """
     if isinstance(exc, TimeoutError | openai.APIConnectionError):  # timeouts too
         return True
     if isinstance(exc, MalformedAnswer):  # a 200 that is no answer
         return True
+    if type(exc) is openai.APIError:
+        # An error event in a stream that had begun (the SDK gives it no
+        # status): the server failed its answer, unless it blames the request.
+        return not about_the_request(exc)
     status = getattr(exc, "status_code", None)
     if status in (502, 503, 504):
         return True

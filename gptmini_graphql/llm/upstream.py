@@ -171,6 +171,8 @@ def upstream_error(exc: openai.APIError) -> AppError:
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         # Not their words: OpenAI's name part of the key that was refused.
         return UpstreamError("The model provider rejected this server's credentials.")
+    if type(exc) is openai.APIError and is_outage(exc):  # a stream's error event
+        return UpstreamUnavailable("The model server failed in mid-answer.")
     if is_outage(exc) or status in (408, 409):
         return UpstreamUnavailable("The model server failed to answer.")
     # A refusal of the request itself: the upstream's reason helps the caller
