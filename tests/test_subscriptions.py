@@ -625,6 +625,41 @@ def test_an_error_event_mid_stream_is_an_outage_unless_it_blames_the_request(
     assert error_codes(last) == [code]
 
 
+# Each way a stream can break after it opened (HTTP 200).
+BROKEN_STREAMS = {
+    "connection dropped": Reply(chunks=CHUNKS, cut_after=1),
+    "error event": Reply(raw_events=[FIRST_CHUNK, _error_event("server_error", "x")]),
+    "stalled": Reply(chunks=CHUNKS, chunk_delay=1.0),
+    "ended before its finish_reason": Reply(
+        raw_events=[FIRST_CHUNK, b"data: [DONE]\n\n"]
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_STREAMS.values(), ids=BROKEN_STREAMS)
+def test_streams_broken_mid_answer_open_the_stream_circuit(
+    make_api: Callable[..., API], broken: Reply
+) -> None:
+    api = make_api(
+        circuit_breaker_failures=2,
+        circuit_breaker_reset_seconds=600,
+        llm_timeout_seconds=0.3,
+    )
+    token = api.login()
+    for _ in range(2):
+        *_, last = stream_over_http(api, "sse", token, broken)
+        assert error_codes(last) in (["UPSTREAM_UNAVAILABLE"], ["UPSTREAM_TIMEOUT"])
+
+    # Two in a row: streams are paused, and the upstream is not asked...
+    (paused,) = stream_over_http(api, "sse", token)
+    assert error_codes(paused) == ["UPSTREAM_UNAVAILABLE"]
+    assert paused["errors"][0]["extensions"]["retryAfter"] > 0
+    assert len(api.upstream.requests) == 2
+    # ...while requests of another kind go on.
+    answer = api.post('{ complete(prompt: "Hi") { text } }', token=token)
+    assert answer["data"]["complete"]["text"] == "A short answer."
+
+
 @pytest.mark.parametrize("transport", ACCEPT)
 def test_http_subscriptions_take_the_token_from_the_header(
     api: API, transport: str

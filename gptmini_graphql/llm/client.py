@@ -157,6 +157,9 @@ class LLM:
             "stream_options": {"include_usage": True},
         }
         stream, upstream = await self._call(body, stream=True)
+        # The stream's circuit hears how the stream ended, not that it began:
+        # most streams that break do so after their HTTP 200.
+        breaker = upstream.breakers["stream"]
         # No overall deadline for a stream: each wait for the next chunk is bounded.
         wait = self.settings.llm_timeout_seconds
         model, finish_reason, usage = upstream.model, None, None
@@ -187,28 +190,45 @@ class LLM:
                         wrote = True
                         yield text
         except (TimeoutError, openai.APITimeoutError) as exc:
+            breaker.failed()
             raise UpstreamTimeout(
                 f"The model stopped answering for {wait:g} seconds."
             ) from exc
         except openai.APIError as exc:
+            # A dropped connection, or an error event: an outage of this
+            # stream (the server answered it, so only streams are paused).
+            if is_outage(exc):
+                breaker.failed()
+            else:
+                breaker.released()  # an error event that blames the request
             raise upstream.describe_error(exc) from exc
         except UpstreamError:
-            upstream.breakers["stream"].failed()  # a malformed stream: its fault
+            breaker.failed()  # a malformed stream: its fault
+            raise
+        except BaseException:
+            breaker.released()  # the caller left: says nothing of the upstream
             raise
         finally:
             reading.dec()
-        if finish_reason is None:
-            raise UpstreamUnavailable("The model's stream ended before its answer did.")
-        if not wrote:
-            upstream.breakers["stream"].failed()
-            raise UpstreamError(EMPTY_ANSWER)
-        yield ChatStreamEnd(
-            finish_reason=finish_reason,
-            model=model,
-            usage=self._usage(model, _stream_usage(usage))
-            if usage is not None
-            else None,
-        )
+        try:
+            if finish_reason is None:
+                raise UpstreamUnavailable(
+                    "The model's stream ended before its answer did."
+                )
+            if not wrote:
+                raise UpstreamError(EMPTY_ANSWER)
+            end = ChatStreamEnd(
+                finish_reason=finish_reason,
+                model=model,
+                usage=self._usage(model, _stream_usage(usage))
+                if usage is not None
+                else None,
+            )
+        except UpstreamError:
+            breaker.failed()
+            raise
+        breaker.succeeded()
+        yield end
 
     async def _call(
         self,
@@ -267,7 +287,8 @@ class LLM:
                 breaker.released()  # cancelled: says nothing of the upstream
                 raise
             else:
-                breaker.succeeded()
+                if not stream:  # a stream's success is known at its end
+                    breaker.succeeded()
                 return answer, upstream
         assert failure is not None
         raise failure
