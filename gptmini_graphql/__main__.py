@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -72,6 +74,13 @@ def _serve(args: argparse.Namespace) -> int:
     except InsecureSettings as problem:
         print(problem, file=sys.stderr)
         return 2
+    metrics_directory = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics must add up every worker, whichever one is asked: the
+        # workers share a fresh directory (prometheus_client's multiprocess
+        # mode; each reads the variable when it imports the metrics).
+        metrics_directory = tempfile.mkdtemp(prefix="gptmini-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
     model_process = None
     if (
         args.workers > 1
@@ -106,6 +115,8 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if model_process is not None:
             model_process.stop()
+        if metrics_directory is not None:
+            shutil.rmtree(metrics_directory, ignore_errors=True)
     return 0
 
 

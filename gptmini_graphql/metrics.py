@@ -30,9 +30,10 @@ grow the number of series.
 parse or validate), `other` for anything the schema does not have. The name
 a client gives its operation is in the log line, not in a label.
 
-Several worker processes (uvicorn --workers N): set PROMETHEUS_MULTIPROC_DIR
-to an empty directory that every worker can write, the same for all of them,
-emptied before each start:
+Several worker processes: `serve --workers N` gives them one fresh
+PROMETHEUS_MULTIPROC_DIR. Running uvicorn yourself, set it to an empty
+directory that every worker can write, the same for all of them, emptied
+before each start:
 
     rm -rf /tmp/gptmini-metrics && mkdir -p /tmp/gptmini-metrics
     PROMETHEUS_MULTIPROC_DIR=/tmp/gptmini-metrics \\

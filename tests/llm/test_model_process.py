@@ -208,8 +208,20 @@ def test_workers_share_one_model_process(tmp_path) -> None:
             models = model_processes(server.pid)
             assert len(models) == 1, models
             # Each request may land on either worker; all reach the one model.
-            for _ in range(4):
+            for _ in range(10):
                 assert client.get("/readyz").json()["status"] == "ready"
+            # And /metrics, from whichever worker answers, counts them all.
+            series = (
+                'gptmini_http_requests_total{method="GET",route="/readyz",status="200"}'
+            )
+            for _ in range(3):
+                scraped = client.get("/metrics").text
+                counted = [
+                    line.split()[-1]
+                    for line in scraped.splitlines()
+                    if line.startswith(series)
+                ]
+                assert [float(n) for n in counted] == [11.0]
     finally:
         server.send_signal(signal.SIGTERM)
         try:
