@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format schema lock bench loadtest up upd down stop build rm pull bash
+.PHONY: help install run test lint format schema lock bench eval loadtest up upd down stop build rm pull bash
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -66,6 +66,9 @@ schema: install  ## export schema.graphql from the code
 
 bench: install  ## benchmarks against a local fake upstream (prints a report)
 	$(BIN)/python -m bench
+
+eval: install  ## answer quality of the embedded model vs a naive prompt (minutes; LIMIT=n per set)
+	nice $(BIN)/python -m eval $(if $(LIMIT),--limit $(LIMIT))
 
 USERS    ?= 20
 RUN_TIME ?= 30s
