@@ -98,6 +98,8 @@ class Settings(BaseSettings):
         default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=1
     )
     local_queue_size: int = Field(default=8, ge=0)
+    # Above 1, repeated tokens are made less likely: small models loop without it.
+    local_repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
     # Where the embedded model's server runs: `http://host:port` or
     # `unix:/path/to.sock`. Unset, the API starts and supervises one itself.
     local_model_url: str | None = None

@@ -265,6 +265,32 @@ def test_json_schema_answers_parse_and_match(base_url: str) -> None:
     run(main())
 
 
+def test_logprobs_list_each_token_and_its_likeliest_alternatives(
+    base_url: str,
+) -> None:
+    async def main() -> None:
+        async with sdk(base_url) as client:
+            answer = await client.chat.completions.create(
+                model="anything",
+                messages=HELLO,
+                max_tokens=4,
+                temperature=0,
+                logprobs=True,
+                top_logprobs=3,
+            )
+        choice = answer.choices[0]
+        assert choice.logprobs is not None and choice.logprobs.content
+        entries = choice.logprobs.content
+        assert "".join(e.token for e in entries) == choice.message.content
+        for entry in entries:
+            assert entry.logprob <= 0
+            assert len(entry.top_logprobs) == 3
+            # At temperature 0 with no grammar, the token is the likeliest one.
+            assert entry.top_logprobs[0].token == entry.token
+
+    run(main())
+
+
 def test_a_full_queue_answers_429_with_retry_after(base_url: str) -> None:
     async def main() -> None:
         async with sdk(base_url) as client:

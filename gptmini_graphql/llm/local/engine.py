@@ -25,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import llama_cpp
+import numpy as np
 from llama_cpp.llama_chat_format import (
     ChatFormatter,
     ChatFormatterResponse,
@@ -107,6 +108,19 @@ class ChatRequest:
     seed: int | None = None
     json_schema: Mapping[str, Any] | None = None  # constrain the answer to it
     json_object: bool = False  # constrain the answer to some JSON value
+    # Per generated token: its log probability and the `top_logprobs` likeliest
+    # tokens at that step, before the JSON grammar narrows the choice.
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token as OpenAI's `logprobs.content` lists it."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,7 @@ class Completion:
     text: str
     finish_reason: FinishReason
     usage: Usage
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,7 @@ class _Started:
 class _Finished:
     finish_reason: FinishReason
     completion_tokens: int
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass
@@ -164,6 +180,7 @@ class Generation:
         self.prompt_tokens = prompt_tokens
         self.finish_reason: FinishReason | None = None
         self.completion_tokens = 0
+        self.logprobs: tuple[TokenLogprob, ...] | None = None
 
     @property
     def usage(self) -> Usage:
@@ -181,6 +198,7 @@ class Generation:
         if isinstance(event, _Finished):
             self.finish_reason = event.finish_reason
             self.completion_tokens = event.completion_tokens
+            self.logprobs = event.logprobs
             raise StopAsyncIteration
         assert isinstance(event, BaseException)
         raise event
@@ -189,8 +207,11 @@ class Generation:
 class LocalModel:
     """A loaded GGUF model serving chat completions one at a time."""
 
-    def __init__(self, llama: llama_cpp.Llama, *, queue_size: int) -> None:
+    def __init__(
+        self, llama: llama_cpp.Llama, *, queue_size: int, repeat_penalty: float = 1.0
+    ) -> None:
         self._llama = llama
+        self._repeat_penalty = repeat_penalty
         self._formatter = _chat_formatter(llama)
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._grammars: dict[str, LlamaGrammar] = {}
@@ -205,7 +226,13 @@ class LocalModel:
 
     @classmethod
     def load(
-        cls, path: Path, *, context_size: int, threads: int, queue_size: int
+        cls,
+        path: Path,
+        *,
+        context_size: int,
+        threads: int,
+        queue_size: int,
+        repeat_penalty: float = 1.0,
     ) -> LocalModel:
         """Load a GGUF file (blocking: call it off the event loop)."""
         check_model_file(path)
@@ -228,7 +255,7 @@ class LocalModel:
                 "load_ms": load_ms,
             },
         )
-        return cls(llama, queue_size=queue_size)
+        return cls(llama, queue_size=queue_size, repeat_penalty=repeat_penalty)
 
     @property
     def context_size(self) -> int:
@@ -287,7 +314,9 @@ class LocalModel:
         async with self.generate(request) as generation:
             text = "".join([piece async for piece in generation])
         assert generation.finish_reason is not None
-        return Completion(text, generation.finish_reason, generation.usage)
+        return Completion(
+            text, generation.finish_reason, generation.usage, generation.logprobs
+        )
 
     def close(self) -> None:
         """Stop what runs, fail what waits, free the model."""
@@ -348,16 +377,24 @@ class LocalModel:
         self._llama.set_seed(
             llama_cpp.LLAMA_DEFAULT_SEED if request.seed is None else request.seed
         )
+        recorder = _LogitsRecorder() if request.logprobs else None
         tokens = self._llama.generate(
             prompt,
             top_k=_TOP_K,
             top_p=request.top_p,
             min_p=_MIN_P,
             temp=request.temperature,
+            # What keeps a small model from looping; a grammar's answer is
+            # all repeated braces and quotes, so it goes without.
+            repeat_penalty=1.0 if grammar else self._repeat_penalty,
             frequency_penalty=request.frequency_penalty,
             presence_penalty=request.presence_penalty,
             grammar=grammar,
+            logits_processor=llama_cpp.LogitsProcessorList([recorder])
+            if recorder
+            else None,
         )
+        logprobs: list[TokenLogprob] = []
         try:
             for token in tokens:
                 if job.cancelled.is_set():
@@ -367,13 +404,17 @@ class LocalModel:
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     finish_reason = "stop"
                     break
+                if recorder is not None:
+                    logprobs.append(
+                        recorder.entry(token, request.top_logprobs, self._piece)
+                    )
                 count += 1
                 held += decoder.decode(self._llama.detokenize([token]))
                 ready, held, hit_stop = _split_at_stop(held, stops)
                 if ready:
                     job.post(ready)
                 if hit_stop:
-                    return _Finished("stop", count)
+                    return _Finished("stop", count, _kept(logprobs, recorder))
                 if count >= max_tokens:
                     break
         finally:
@@ -381,7 +422,10 @@ class LocalModel:
         held += decoder.decode(b"", final=True)
         if held:
             job.post(held)
-        return _Finished(finish_reason, count)
+        return _Finished(finish_reason, count, _kept(logprobs, recorder))
+
+    def _piece(self, token: int) -> str:
+        return self._llama.detokenize([token]).decode("utf-8", errors="replace")
 
     def _format(self, messages: Sequence[Mapping[str, str]]) -> ChatFormatterResponse:
         try:
@@ -416,6 +460,37 @@ class LocalModel:
                 raise error from exc
             self._grammars[key] = grammar
         return grammar
+
+
+class _LogitsRecorder:
+    """Sees each step's raw logits (first in the sampler chain, so before
+    penalties and grammar) and keeps them for the token chosen from them."""
+
+    def __init__(self) -> None:
+        self._logits: np.ndarray | None = None
+
+    def __call__(self, input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        self._logits = np.array(logits, dtype=np.float64)
+        return logits
+
+    def entry(self, token: int, top: int, piece: Callable[[int], str]) -> TokenLogprob:
+        assert self._logits is not None
+        logits = self._logits
+        shifted = logits - logits.max()
+        log_probs = shifted - math.log(float(np.exp(shifted).sum()))
+        best = np.argpartition(-log_probs, top)[:top] if top else np.array([], int)
+        ranked = sorted(best.tolist(), key=lambda t: -log_probs[t])
+        return TokenLogprob(
+            piece(token),
+            float(log_probs[token]),
+            tuple((piece(t), float(log_probs[t])) for t in ranked),
+        )
+
+
+def _kept(
+    logprobs: list[TokenLogprob], recorder: _LogitsRecorder | None
+) -> tuple[TokenLogprob, ...] | None:
+    return tuple(logprobs) if recorder is not None else None
 
 
 class _ExpMovingAverage:

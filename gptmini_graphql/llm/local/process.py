@@ -168,6 +168,7 @@ class ModelProcess:
             "LOCAL_CONTEXT_SIZE": str(settings.local_context_size),
             "LOCAL_THREADS": str(settings.local_threads),
             "LOCAL_QUEUE_SIZE": str(settings.local_queue_size),
+            "LOCAL_REPEAT_PENALTY": str(settings.local_repeat_penalty),
             "LOG_LEVEL": settings.log_level,
         }
 

@@ -9,6 +9,7 @@ the shared `AsyncOpenAI` client cannot tell it from any other upstream:
 
     POST /v1/chat/completions   messages, max_tokens, temperature, stop, seed,
                                 response_format (json_schema / json_object),
+                                logprobs + top_logprobs (not for streams),
                                 stream + stream_options.include_usage
     GET  /v1/models
     GET  /healthz               the process answers
@@ -51,6 +52,7 @@ from gptmini_graphql.llm.local.engine import (
     LocalModel,
     ModelUnavailableError,
     QueueFullError,
+    TokenLogprob,
     Usage,
 )
 from gptmini_graphql.llm.local.model_file import check_model_file
@@ -122,6 +124,8 @@ class ChatCompletionBody(_Body):
     stream: bool | None = None
     stream_options: _StreamOptions | None = None
     response_format: _ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     def to_chat_request(self) -> ChatRequest:
         fmt = self.response_format
@@ -140,6 +144,8 @@ class ChatCompletionBody(_Body):
                 else None
             ),
             json_object=fmt is not None and fmt.type == "json_object",
+            logprobs=bool(self.logprobs),
+            top_logprobs=self.top_logprobs or 0,
         )
 
 
@@ -164,7 +170,7 @@ class _Reply:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": completion.text},
-                    "logprobs": None,
+                    "logprobs": _logprobs(completion.logprobs),
                     "finish_reason": completion.finish_reason,
                 }
             ],
@@ -193,6 +199,22 @@ class _Reply:
             "model": self.model,
             "choices": choices,
         }
+
+
+def _logprobs(entries: tuple[TokenLogprob, ...] | None) -> dict[str, Any] | None:
+    if entries is None:
+        return None
+
+    def token(text: str, logprob: float) -> dict[str, Any]:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return {
+        "content": [
+            token(e.token, e.logprob)
+            | {"top_logprobs": [token(t, lp) for t, lp in e.top]}
+            for e in entries
+        ]
+    }
 
 
 def _usage(usage: Usage) -> dict[str, Any]:
@@ -283,6 +305,7 @@ class _EmbeddedServer:
                 context_size=settings.local_context_size,
                 threads=settings.local_threads,
                 queue_size=settings.local_queue_size,
+                repeat_penalty=settings.local_repeat_penalty,
             )
             model.warm_up(self.warm_up_schemas)
         except Exception as exc:
