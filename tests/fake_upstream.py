@@ -26,7 +26,9 @@ def chat_completion(
     cached_tokens: int = 0,
     finish_reason: str = "stop",
     model: str = MODEL_SNAPSHOT,
+    logprobs: list[tuple[str, float, dict[str, float]]] | None = None,
 ) -> dict[str, Any]:
+    """`logprobs`: (token, logprob, {alternative: logprob}) per token."""
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -37,6 +39,7 @@ def chat_completion(
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
                 "finish_reason": finish_reason,
+                "logprobs": _logprobs(logprobs),
             }
         ],
         "usage": {
@@ -48,15 +51,33 @@ def chat_completion(
     }
 
 
+def _logprobs(
+    entries: list[tuple[str, float, dict[str, float]]] | None,
+) -> dict[str, Any] | None:
+    if entries is None:
+        return None
+
+    def token(text: str, logprob: float) -> dict[str, Any]:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return {
+        "content": [
+            token(text, logprob)
+            | {"top_logprobs": [token(t, lp) for t, lp in top.items()]}
+            for text, logprob, top in entries
+        ]
+    }
+
+
 def default_content(body: dict[str, Any]) -> str:
     """A plausible answer for whatever the server asked (in any structured-output
     mode: the task is known by its system message)."""
     system = body["messages"][0]["content"]
-    if "classify the sentiment" in system:
-        return json.dumps({"sentiment": "positive", "score": 0.8, "confidence": 0.9})
+    if "classify the sentiment" in system.lower():
+        return json.dumps({"sentiment": "positive"})
     if "Name the language" in system:
         return json.dumps({"language": "en"})
-    if "translator" in system:
+    if "translator" in system or system.startswith("Translate"):
         return "Bonjour le monde"
     return "A short answer."
 

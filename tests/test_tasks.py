@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -56,6 +57,15 @@ def test_summarize_keeps_the_word_limit_the_model_overran(api: API, token: str) 
     api.upstream.queue(Reply(body=chat_completion("one two three four five six")))
     result = api.post('{ summarize(text: "x y z", maxWords: 3) { text } }', token=token)
     assert result["data"]["summarize"]["text"] == "one two three…"
+
+
+def test_summarize_keeps_whole_sentences_within_the_limit(api: API, token: str) -> None:
+    # What a model cut off at its token cap, or ran past the word limit with.
+    api.upstream.queue(
+        Reply(body=chat_completion("Cats sleep a lot. They dream of mice and"))
+    )
+    result = api.post('{ summarize(text: "x y z", maxWords: 6) { text } }', token=token)
+    assert result["data"]["summarize"]["text"] == "Cats sleep a lot."
 
 
 def test_user_text_cannot_close_the_envelope(api: API, token: str) -> None:
@@ -177,20 +187,26 @@ def test_complete_passes_its_parameters(api: API, token: str) -> None:
     ]
 
 
-def test_analyze_uses_a_strict_json_schema(api: API, token: str) -> None:
+def test_analyze_asks_for_the_label_alone_and_its_logprobs(
+    api: API, token: str
+) -> None:
     result = api.post(
         '{ analyze(text: "I love it") { sentiment score confidence model } }',
         token=token,
     )
+    # No logprobs in the answer: the label stands, how sure it was is unknown.
     assert result["data"]["analyze"] == {
         "sentiment": "POSITIVE",
-        "score": 0.8,
-        "confidence": 0.9,
+        "score": 0.5,
+        "confidence": 0.5,
         "model": "gpt-4o-mini-2024-07-18",
     }
-    response_format = api.upstream.last["response_format"]
+    sent = api.upstream.last
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 20
+    response_format = sent["response_format"]
     assert response_format["type"] == "json_schema"
     schema = response_format["json_schema"]["schema"]
+    assert list(schema["properties"]) == ["sentiment"]
     assert schema["properties"]["sentiment"]["enum"] == [
         "positive",
         "negative",
@@ -200,23 +216,39 @@ def test_analyze_uses_a_strict_json_schema(api: API, token: str) -> None:
     assert schema["additionalProperties"] is False
 
 
-def test_analyze_score_agrees_with_the_label(api: API, token: str) -> None:
-    answer = {"sentiment": "negative", "score": 0.9, "confidence": 0.8}
-    api.upstream.queue(Reply(body=chat_completion(json.dumps(answer))))
-    result = api.post('{ analyze(text: "awful") { sentiment score } }', token=token)
-    assert result["data"]["analyze"] == {"sentiment": "NEGATIVE", "score": -0.9}
-
-
-def test_analyze_keeps_scores_in_range(api: API, token: str) -> None:
-    answer = {"sentiment": "negative", "score": -7, "confidence": 1.5}
-    api.upstream.queue(Reply(body=chat_completion(json.dumps(answer))))
+def test_confidence_and_score_come_from_the_label_tokens_probabilities(
+    api: API, token: str
+) -> None:
+    # OpenAI's tokens for {"sentiment":"negative"}, with the alternatives the
+    # model weighed where the label begins: negative 0.6, mixed 0.3, positive 0.1
+    # ("ne" could begin two labels, so it says nothing).
+    tokens = [
+        ('{"', 0.0, {}),
+        ("sent", 0.0, {}),
+        ("iment", 0.0, {}),
+        ('":"', 0.0, {}),
+        (
+            "negative",
+            math.log(0.6),
+            {
+                "negative": math.log(0.6),
+                "mixed": math.log(0.3),
+                "positive": math.log(0.1),
+                "ne": math.log(0.2),
+            },
+        ),
+        ('"}', 0.0, {}),
+    ]
+    api.upstream.queue(
+        Reply(body=chat_completion('{"sentiment":"negative"}', logprobs=tokens))
+    )
     result = api.post(
         '{ analyze(text: "awful") { sentiment score confidence } }', token=token
     )
     assert result["data"]["analyze"] == {
         "sentiment": "NEGATIVE",
-        "score": -1.0,
-        "confidence": 1.0,
+        "score": -0.5,
+        "confidence": 0.6,
     }
 
 
@@ -225,10 +257,9 @@ def test_analyze_keeps_scores_in_range(api: API, token: str) -> None:
     [
         "not json at all",
         "[1, 2]",
-        json.dumps({"sentiment": "ecstatic", "score": 1, "confidence": 1}),
-        json.dumps({"sentiment": "positive", "score": "high", "confidence": 1}),
-        json.dumps({"sentiment": "positive"}),
-        '{"sentiment": "positive", "score": NaN, "confidence": 1}',
+        json.dumps({"sentiment": "ecstatic"}),
+        json.dumps({"label": "positive"}),
+        json.dumps({"sentiment": ["positive"]}),
     ],
 )
 def test_a_malformed_answer_is_an_upstream_error(

@@ -44,6 +44,11 @@ def _sum(first: float | None, second: float | None) -> float | None:
     return None if first is None or second is None else first + second
 
 
+# One generated token: its text, log probability, and the likeliest
+# alternatives at that step as (text, log probability) pairs.
+TokenLogprob = tuple[str, float, list[tuple[str, float]]]
+
+
 @dataclass(frozen=True, slots=True)
 class ChatAnswer:
     text: str
@@ -51,6 +56,8 @@ class ChatAnswer:
     model: str
     usage: TokenUsage
     cached: bool = False
+    # Only when asked for, and only if the upstream sent them.
+    logprobs: list[TokenLogprob] | None = None
 
     def to_entry(self) -> dict[str, Any]:
         """What the response cache keeps of it."""
@@ -65,6 +72,7 @@ class ChatAnswer:
                 usage.cached_tokens,
                 usage.cost_usd,
             ],
+            "logprobs": self.logprobs,
         }
 
     @classmethod
@@ -77,7 +85,15 @@ class ChatAnswer:
             model=entry["model"],
             usage=usage.served_from_cache() if served else usage,
             cached=served,
+            logprobs=_logprobs(entry.get("logprobs")),
         )
+
+
+def _logprobs(raw: Any) -> list[TokenLogprob] | None:
+    """As kept in the cache (JSON turns tuples into lists)."""
+    if raw is None:
+        return None
+    return [(t, lp, [(a, alp) for a, alp in top]) for t, lp, top in raw]
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,12 @@ from gptmini_graphql.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gptmini_graphql.llm.answers import ChatAnswer, ChatStreamEnd, TokenUsage
+from gptmini_graphql.llm.answers import (
+    ChatAnswer,
+    ChatStreamEnd,
+    TokenLogprob,
+    TokenUsage,
+)
 from gptmini_graphql.llm.cache import CachePolicy, ResponseCache
 from gptmini_graphql.llm.local.connection import EmbeddedServer, embedded_error
 from gptmini_graphql.llm.pricing import cost_usd, find_price
@@ -101,9 +106,15 @@ class LLM:
         max_tokens: int,
         temperature: float,
         output: StructuredOutput[Any] | None = None,
+        top_logprobs: int | None = None,
+        stop: list[str] | None = None,
         cache: CachePolicy | None = None,
     ) -> ChatAnswer:
-        """The answer; with `output`, JSON that `output.parse` accepts."""
+        """The answer; with `output`, JSON that `output.parse` accepts.
+
+        `top_logprobs`: ask for each token's log probability and that many
+        alternatives (`ChatAnswer.logprobs`; None if the upstream sends none).
+        """
         body: dict[str, Any] = {
             "messages": messages,
             "max_tokens": max_tokens,
@@ -113,6 +124,11 @@ class LLM:
             # The request as written for strict json_schema (and so cached);
             # each upstream gets it in the mode it takes.
             body["response_format"] = output.strict_format
+        if top_logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = top_logprobs
+        if stop:
+            body["stop"] = stop
 
         async def ask_upstream() -> ChatAnswer:
             completion, upstream = await self._call(body, stream=False, output=output)
@@ -305,6 +321,7 @@ class LLM:
             finish_reason=choice.finish_reason or "stop",
             model=model,
             usage=self._usage(model, completion.usage),
+            logprobs=_token_logprobs(choice),
         )
 
     def _usage(self, model: str, usage: CompletionUsage) -> TokenUsage:
@@ -327,6 +344,16 @@ class LLM:
 
 MALFORMED_CHUNK = "The model's stream sent a malformed chunk."
 EMPTY_ANSWER = "The model returned an empty answer."
+
+
+def _token_logprobs(choice: Any) -> list[TokenLogprob] | None:
+    content = choice.logprobs.content if choice.logprobs else None
+    if not content:
+        return None
+    return [
+        (e.token, e.logprob, [(a.token, a.logprob) for a in e.top_logprobs or []])
+        for e in content
+    ]
 
 
 def _stream_usage(usage: object) -> CompletionUsage:
