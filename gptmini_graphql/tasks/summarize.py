@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from gptmini_graphql.llm.client import CallerLLM
 from gptmini_graphql.tasks.base import (
     delimited,
@@ -15,9 +17,14 @@ DEFAULT_MAX_WORDS = 100
 MAX_WORDS = 1000
 
 SYSTEM = (
-    "You write summaries. Summarize the text the user gives between <text> tags "
-    "in at most {max_words} words, in the same language as the text. Reply with "
-    "the summary only: no title, no preamble, no quotes."
+    "Summarize the text the user gives between <text> tags in at most "
+    "{max_words} words, in the language of the text, as complete sentences. "
+    "Reply with the summary only: no title, no preamble, no quotes."
+)
+
+# The end of a sentence: its mark, any closing quotes or brackets, then space.
+_SENTENCE_END = re.compile(
+    r"[.!?\u3002\uff01\uff1f][\"'\u00bb\u201d\u2019)\]]*(?=\s|$)"
 )
 
 
@@ -42,8 +49,24 @@ async def summarize(
 
 
 def within_words(summary: str, max_words: int) -> str:
-    """Small models overrun word limits; the limit is a promise to the caller."""
-    words = summary.split()
-    if len(words) <= max_words:
+    """The summary's whole sentences that fit in `max_words`.
+
+    Small models overrun word limits and token caps; the limit is a promise
+    to the caller, and a sentence cut in half reads worse than one left out.
+    Only when not even the first sentence fits is it cut, with an ellipsis.
+    """
+    summary = " ".join(summary.split())
+    words = summary.split(" ")
+    if len(words) <= max_words and _ends_a_sentence(summary):
         return summary
-    return " ".join(words[:max_words]).rstrip(",;:") + "…"
+    head = " ".join(words[:max_words])
+    ends = [m.end() for m in _SENTENCE_END.finditer(head)]
+    if ends:
+        return head[: ends[-1]]
+    if len(words) <= max_words:
+        return summary  # one unfinished sentence within the limit: keep it
+    return head.rstrip(",;:") + "…"
+
+
+def _ends_a_sentence(text: str) -> bool:
+    return any(m.end() == len(text) for m in _SENTENCE_END.finditer(text))

@@ -20,8 +20,8 @@ from gptmini_graphql.tasks.languages import CODES, resolve_language
 from gptmini_graphql.tasks.results import Translation, Usage
 
 SYSTEM = (
-    "You are a translator. Translate the text the user gives between <text> tags "
-    "{source}into {target}. Keep its meaning, tone and formatting. Reply with the "
+    "Translate the text the user gives between <text> tags {source}into "
+    "{target}. Keep its meaning, tone and formatting. Reply with the {target} "
     "translation only: no notes, no quotes, no tags."
 )
 DETECT_SYSTEM = (
@@ -62,6 +62,7 @@ async def translate(
         ],
         max_tokens=translation_tokens(text, llm.settings.max_completion_tokens),
         temperature=0,
+        stop=_stops(text) or None,
     )
     if source is None:
         answer, detection = await both(translating, _detect(llm, text))
@@ -107,6 +108,15 @@ async def _detect(llm: CallerLLM, text: str) -> ChatAnswer:
 
 def _detected_code(detection: ChatAnswer) -> str:
     return LANGUAGE.parse(detection.text).language
+
+
+def _stops(text: str) -> list[str]:
+    """Where a translation is over: small models go on to echo the envelope,
+    or add notes after a blank line to a text that had none."""
+    stops = [] if "text>" in text else ["<text>", "</text>"]
+    if not _PARAGRAPH_BREAK.search(text.strip()):
+        stops.append("\n\n")
+    return stops
 
 
 def _only_the_translation(answer: str, text: str) -> str:
