@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from eval import metrics
 from eval.runner import Answer, NaiveBaseline, OurAPI
 from eval.sets import SentimentItem, SummaryItem, TranslationItem
+from gptmini_graphql.settings import Settings
+from gptmini_graphql.tasks.translate import translation_tokens
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,8 @@ def _naive_label(answer: Answer) -> str | None:
 
 
 def translation_cap(text: str) -> int:
-    """The token cap translate gives itself (tasks/translate.py): the same for both."""
-    return len(text) // 2 + 64
+    """The token cap translate gives itself: the baseline gets the same."""
+    return translation_tokens(text, Settings(_env_file=None).max_completion_tokens)
 
 
 def translation(
