@@ -112,8 +112,9 @@ def _detected_code(detection: ChatAnswer) -> str:
 
 def _stops(text: str) -> list[str]:
     """Where a translation is over: small models go on to echo the envelope,
-    or add notes after a blank line to a text that had none."""
-    stops = [] if "text>" in text else ["<text>", "</text>"]
+    or add notes after a blank line to a text that had none. (An answer that
+    opens with the tag is not stopped: the tag is stripped from it.)"""
+    stops = [] if "text>" in text else ["\n<text>", "</text>"]
     if not _PARAGRAPH_BREAK.search(text.strip()):
         stops.append("\n\n")
     return stops
