@@ -127,9 +127,13 @@ class Sentiment(Enum):
 class SentimentAnalysis(TaskResult):
     sentiment: Sentiment
     score: float = strawberry.field(
-        description="From -1 (most negative) to 1 (most positive)."
+        description="From -1 (most negative) to 1 (most positive): the "
+        "probability the model gave positive minus that of negative."
     )
-    confidence: float = strawberry.field(description="From 0 to 1.")
+    confidence: float = strawberry.field(
+        description="From 0 to 1: the probability the model gave its label "
+        "(0.5 when the model server reports no token probabilities)."
+    )
 
 
 def answer_fields(answer: ChatAnswer) -> dict[str, object]:
