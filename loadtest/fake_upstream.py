@@ -15,7 +15,7 @@ from bench.fake_upstream import COMPLETION
 
 # Answers by the name of the JSON schema the request asks for.
 STRUCTURED = {
-    "sentiment": {"sentiment": "positive", "score": 0.8, "confidence": 0.9},
+    "sentiment": {"sentiment": "positive"},
     "language": {"language": "en"},
 }
 
