@@ -92,8 +92,8 @@ class Settings(BaseSettings):
     local_context_size: int = Field(default=2048, ge=256)
     # One core left to the API: llama.cpp's threads spin, and slow down
     # sharply when anything else wants their core. Measured on 2 cores (make
-    # bench, embedded): 2 threads generate 1.5x faster on an idle API but
-    # 0.6x as fast while the API serves other requests, so cores - 1.
+    # bench, embedded, two runs): while the API served other requests, 1
+    # thread generated 34-53 tokens/s and 2 threads 10-21.
     local_threads: int = Field(
         default_factory=lambda: max(1, (os.cpu_count() or 2) - 1), ge=1
     )
