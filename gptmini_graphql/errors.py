@@ -2,9 +2,11 @@
 
     AppError                      (base; never raised itself)
     ├── Unauthenticated           UNAUTHENTICATED
+    ├── Forbidden                 FORBIDDEN
     ├── BadUserInput              BAD_USER_INPUT
     ├── RateLimited               RATE_LIMITED          + retryAfter
     ├── ServerShuttingDown        SERVER_SHUTTING_DOWN  (a stream or request cut by shutdown)
+    ├── DatabaseUnavailable       DATABASE_UNAVAILABLE  + retryAfter
     └── UpstreamError             UPSTREAM_ERROR
         ├── UpstreamTimeout       UPSTREAM_TIMEOUT
         ├── UpstreamUnavailable   UPSTREAM_UNAVAILABLE
@@ -75,6 +77,10 @@ class Unauthenticated(AppError):
     code = "UNAUTHENTICATED"
 
 
+class Forbidden(AppError):
+    code = "FORBIDDEN"
+
+
 class BadUserInput(AppError):
     code = "BAD_USER_INPUT"
 
@@ -85,6 +91,13 @@ class RateLimited(AppError):
 
 class ServerShuttingDown(AppError):
     code = "SERVER_SHUTTING_DOWN"
+
+
+class DatabaseUnavailable(AppError):
+    """The database of users and keys cannot be reached (callers it knows
+    already keep working from its cache)."""
+
+    code = "DATABASE_UNAVAILABLE"
 
 
 class UpstreamError(AppError):

@@ -1,0 +1,110 @@
+"""One engine and session factory per app, and migrations to head."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from gptmini_graphql.db.url import async_url, describe
+from gptmini_graphql.errors import DatabaseUnavailable
+
+logger = logging.getLogger("gptmini_graphql.db")
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+RETRY_AFTER_SECONDS = 5
+# What an unreachable, restarting or locked database raises (not a bug of ours):
+# asyncpg's refusals (a database not accepting connections) arrive as plain
+# DBAPIError, our own mistakes as its subclasses.
+OUTAGES = (OperationalError, InterfaceError, OSError, TimeoutError)
+OUR_MISTAKES = (IntegrityError, ProgrammingError, DataError)
+
+
+def _is_outage(error: BaseException) -> bool:
+    if isinstance(error, OUTAGES):
+        return True
+    return isinstance(error, DBAPIError) and not isinstance(error, OUR_MISTAKES)
+
+
+class Database:
+    def __init__(self, database_url: str | None) -> None:
+        self.url = async_url(database_url)
+        options: dict = {}
+        if self.url.get_backend_name() == "sqlite":
+            path = self.url.database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Writers wait for each other instead of failing "database is locked".
+            options["connect_args"] = {"timeout": 15}
+        else:
+            options["pool_pre_ping"] = True
+        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        if self.url.get_backend_name() == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def description(self) -> str:
+        return describe(self.url)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A transaction: committed if the block succeeds, rolled back if not.
+        An outage is DATABASE_UNAVAILABLE, with its details in the log only."""
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        except (DBAPIError, *OUTAGES) as exc:
+            if not _is_outage(exc):
+                raise
+            logger.warning("database unavailable", exc_info=True)
+            raise DatabaseUnavailable(
+                "The user database is unavailable; try again shortly.",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from exc
+
+    async def migrate(self) -> None:
+        """Every migration up to head, in one transaction."""
+        async with self.engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    # Foreign keys are off by default in SQLite; WAL lets readers run beside a writer.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
