@@ -77,7 +77,7 @@ loadtest: install  ## Locust, headless, against the server (uvicorn workers) and
 	$(BIN)/python -m loadtest --users $(USERS) --run-time $(RUN_TIME) --workers $(WORKERS)
 
 # The same server in containers (needs a Docker engine).
-up:  ## docker compose up (api, llm, redis)
+up:  ## docker compose up (api, postgres, redis, llm)
 	docker compose up
 upd:  ## docker compose up, detached
 	docker compose up -d

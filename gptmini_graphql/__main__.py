@@ -1,5 +1,5 @@
 """Command line: `python -m gptmini_graphql serve | export-schema | healthcheck |
-llm serve`."""
+llm serve | users … | db upgrade`."""
 
 from __future__ import annotations
 
@@ -52,9 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         help="stop when standard input closes (how a supervisor's end is noticed)",
     )
 
+    from gptmini_graphql.auth import cli as accounts_cli
+
+    accounts_cli.add_parsers(commands)
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "users":
+        return accounts_cli.run_users(args)
+    if args.command == "db":
+        return accounts_cli.run_db(args)
     if args.command == "llm":
         return _serve_embedded(args)
     if args.command == "healthcheck":

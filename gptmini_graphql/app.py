@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx2
@@ -39,8 +40,10 @@ def create_app(
     settings: Settings | None = None,
     *,
     llm_http_client: httpx2.AsyncClient | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """`llm_http_client` replaces the SDK's HTTP client: how tests reach a fake upstream."""
+    """`llm_http_client` replaces the SDK's HTTP client: how tests reach a fake
+    upstream; `clock` is the time tokens and keys expire by (tests move it)."""
     settings = settings or Settings()
     settings.check()
     configure_logging(settings.log_level)
@@ -56,7 +59,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        services = await Services.start(settings, llm_http_client)
+        services = await Services.start(settings, llm_http_client, clock)
         logger.info(
             "started",
             extra={
@@ -67,6 +70,7 @@ def create_app(
                 if settings.backend == "openai" and settings.openai_base_url
                 else None,
                 "rate_limit_storage": "redis" if settings.redis_url else "memory",
+                "database": services.accounts.db.description,
             },
         )
         if not services.llm.configured:

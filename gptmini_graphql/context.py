@@ -6,9 +6,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from limits import RateLimitItem
 from starlette.requests import HTTPConnection
 
-from gptmini_graphql.errors import Unauthenticated
+from gptmini_graphql.auth.identity import Principal
+from gptmini_graphql.errors import AppError, Forbidden, Unauthenticated
 from gptmini_graphql.llm.cache import CachePolicy, Mode
 from gptmini_graphql.llm.client import CallerLLM
 from gptmini_graphql.services import Services
@@ -21,8 +23,11 @@ class RequestContext:
     connection: HTTPConnection
     request_id: str
     started: float = field(default_factory=time.perf_counter)
+    # Who calls (user, role, session or API key), and their name for logs,
+    # rate limits and the cache scope.
+    principal: Principal | None = None
     user: str | None = None
-    auth_error: Unauthenticated | None = None
+    auth_error: AppError | None = None
     operation_name: str | None = None
     root_fields: Counter[str] = field(default_factory=Counter)
     # Root fields declared as calling the model (schema/llm_fields.py).
@@ -48,13 +53,43 @@ class RequestContext:
         client = self.connection.client
         return client.host if client else "unknown"
 
+    def identify(self, principal: Principal | None) -> None:
+        self.principal = principal
+        self.user = principal.username if principal else None
+
+    def require_user(self) -> Principal:
+        """The caller, or UNAUTHENTICATED (with why, when a token was sent)."""
+        if self.principal is None:
+            raise self.auth_error or Unauthenticated(
+                "Log in first and send 'Authorization: Bearer <token>' "
+                "(an access token or an API key)."
+            )
+        return self.principal
+
+    def require_session(self) -> Principal:
+        """A logged-in user: a leaked API key must not mint keys or passwords."""
+        principal = self.require_user()
+        if principal.session_id is None:
+            raise Forbidden("API keys cannot do this: log in with a password.")
+        return principal
+
+    def require_admin(self) -> Principal:
+        principal = self.require_user()
+        if not principal.is_admin:
+            raise Forbidden("Only an admin may do this.")
+        return principal
+
+    @property
+    def rate_limits(self) -> list[RateLimitItem]:
+        """The caller's own limits when an admin set them, else RATE_LIMIT."""
+        own = self.principal.rate_limits if self.principal else None
+        return list(own) if own else self.services.settings.rate_limits
+
     def authorized_llm(self) -> CallerLLM:
         """The LLM, for an authenticated caller only, from a field declared
         as calling it (the rate limit counted it)."""
-        if self.user is None:
-            raise self.auth_error or Unauthenticated(
-                "Log in first and send 'Authorization: Bearer <token>'."
-            )
+        self.require_user()
+        assert self.user is not None
         if not self.model_calls:
             raise RuntimeError(
                 "a field called the model without being declared with "

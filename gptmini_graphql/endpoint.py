@@ -79,6 +79,7 @@ from gptmini_graphql.errors import (
     PERSISTED_QUERY_NOT_FOUND,
     PERSISTED_QUERY_NOT_SUPPORTED,
     UNSUPPORTED_MEDIA_TYPE,
+    DatabaseUnavailable,
     RateLimited,
     Unauthenticated,
     error_body,
@@ -518,8 +519,9 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             token = bearer_token(context.authorization)
             if token is None:
                 raise Unauthenticated("connection_init must carry Authorization.")
-            context.user = context.services.tokens.verify(token)
-        except Unauthenticated as error:
+            identities = context.services.accounts.identities
+            context.identify(await identities.identify(token))
+        except (Unauthenticated, DatabaseUnavailable) as error:
             raise ConnectionRejectionError(
                 {"message": error.message, "extensions": error.extensions}
             ) from error

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx2
 
+from gptmini_graphql.auth.accounts import Accounts
 from gptmini_graphql.auth.login_throttle import LoginThrottle
-from gptmini_graphql.auth.tokens import TokenService
-from gptmini_graphql.auth.users import SettingsUserStore
 from gptmini_graphql.drain import Drain
 from gptmini_graphql.llm.client import LLM, build_llm
 from gptmini_graphql.llm.local.process import ModelProcess
@@ -21,8 +22,7 @@ from gptmini_graphql.settings import Settings
 class Services:
     settings: Settings
     llm: LLM
-    tokens: TokenService
-    users: SettingsUserStore
+    accounts: Accounts
     limiter: RateLimiter
     login_throttle: LoginThrottle
     # The embedded model's process, when this app supervises it (no
@@ -32,8 +32,14 @@ class Services:
 
     @classmethod
     async def start(
-        cls, settings: Settings, llm_http_client: httpx2.AsyncClient | None = None
+        cls,
+        settings: Settings,
+        llm_http_client: httpx2.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Services:
+        # The database first: a bad DATABASE_URL fails the start before a
+        # model process is spawned.
+        accounts = await Accounts.start(settings, clock)
         model_process = None
         local_model_url = settings.local_model_url
         if settings.backend == "local" and not local_model_url:
@@ -66,10 +72,7 @@ class Services:
             settings=settings,
             llm=llm,
             model_process=model_process,
-            tokens=TokenService(
-                settings.jwt_secret.get_secret_value(), settings.jwt_ttl_seconds
-            ),
-            users=SettingsUserStore(settings.fake_username, settings.fake_password),
+            accounts=accounts,
             limiter=limiter,
             login_throttle=LoginThrottle(limiter, settings),
         )
@@ -77,5 +80,6 @@ class Services:
     async def aclose(self) -> None:
         await self.llm.aclose()
         await self.limiter.aclose()
+        await self.accounts.aclose()
         if self.model_process is not None:
             await asyncio.to_thread(self.model_process.stop)

@@ -58,7 +58,21 @@ class Settings(BaseSettings):
     fake_username: str = "test_user"
     fake_password: SecretStr = SecretStr(DEFAULT_PASSWORD)
     jwt_secret: SecretStr = SecretStr(DEFAULT_JWT_SECRET)
-    jwt_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
+    # Secrets that signed earlier tokens: they still verify, nothing signs with them.
+    jwt_previous_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list
+    )
+    # Access tokens are short-lived; the refresh token keeps a session going.
+    jwt_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    refresh_token_ttl_days: int = Field(default=30, ge=1, le=365)
+    # How long a replica may act on what it knows about a user, session or API
+    # key: the bound on a revocation made elsewhere taking effect here.
+    auth_cache_ttl_seconds: float = Field(default=30.0, ge=0, le=300)
+
+    # Users, keys and sessions. Unset: a SQLite file under data/ (git ignores it).
+    database_url: str | None = None
+    # Alembic migrations to head on start; off when operators run `db upgrade`.
+    database_migrate_on_start: bool = True
 
     # The LLM upstream (any OpenAI-compatible endpoint)
     openai_api_key: SecretStr | None = None
@@ -160,6 +174,7 @@ class Settings(BaseSettings):
         "llm_fallback_model",
         "local_model_url",
         "persisted_queries_file",
+        "database_url",
         "introspection",
         "graphiql",
         mode="before",
@@ -168,13 +183,21 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database(cls, value: str | None) -> str | None:
+        from gptmini_graphql.db.url import async_url
+
+        async_url(value)  # raises, saying which URLs work
+        return value
+
     @field_validator("model_prices")
     @classmethod
     def _on_top_of_defaults(cls, value: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
         # Adding a model's price must not drop gpt-4o-mini's.
         return {**DEFAULT_PRICES, **value}
 
-    @field_validator("cors_allow_origins", mode="before")
+    @field_validator("cors_allow_origins", "jwt_previous_secrets", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         # `https://a.example,https://b.example`, or a JSON list.
@@ -195,6 +218,12 @@ class Settings(BaseSettings):
                 f"JWT_SECRET is {len(secret.encode())} bytes; use at least "
                 f"{MIN_SECRET_BYTES} random bytes."
             )
+        for previous in self.jwt_previous_secrets:
+            if len(previous.get_secret_value().encode()) < MIN_SECRET_BYTES:
+                problems.append(
+                    f"JWT_PREVIOUS_SECRETS has a secret shorter than "
+                    f"{MIN_SECRET_BYTES} bytes."
+                )
         if self.fake_password.get_secret_value() == DEFAULT_PASSWORD:
             problems.append("FAKE_PASSWORD is the development default: set your own.")
         return problems

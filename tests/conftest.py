@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import shutil
+import time
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +27,10 @@ mutation Login($username: String!, $password: String!) {
 
 def make_settings(**overrides: Any) -> Settings:
     """Settings for a test: no .env, no Redis, no response cache and a fake
-    upstream unless asked (so repeated requests reach the upstream)."""
+    upstream unless asked (so repeated requests reach the upstream); a
+    database in memory unless asked (whatever DATABASE_URL says)."""
     values: dict[str, Any] = {
+        "database_url": "sqlite://",
         "cache_ttl_seconds": 0,
         "openai_api_key": "sk-test",
         "openai_base_url": "http://upstream.test/v1",
@@ -73,16 +80,31 @@ def upstream() -> FakeUpstream:
 
 
 @pytest.fixture
-def make_api(upstream: FakeUpstream) -> Iterator[Callable[..., API]]:
+def make_api(upstream: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., API]]:
+    """Each app gets a database file of its own unless `database_url` is given
+    (replicas of one deployment share one)."""
     clients: list[TestClient] = []
+    numbers = itertools.count()
 
-    def make(**overrides: Any) -> API:
+    def make(*, clock: Callable[[], float] | None = None, **overrides: Any) -> API:
+        overrides.setdefault(
+            "database_url", f"sqlite:///{tmp_path}/app{next(numbers)}.sqlite3"
+        )
         app = create_app(
-            make_settings(**overrides), llm_http_client=upstream.http_client()
+            make_settings(**overrides),
+            llm_http_client=upstream.http_client(),
+            **({"clock": clock} if clock else {}),
         )
         client = TestClient(app).__enter__()
         clients.append(client)
-        return API(client, upstream)
+        api = API(client, upstream)
+
+        def stop() -> None:  # a server's shutdown, before the test ends
+            clients.remove(client)
+            client.__exit__(None, None, None)
+
+        api.stop = stop  # type: ignore[attr-defined]
+        return api
 
     yield make
     for client in clients:
@@ -127,3 +149,71 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+class Clock:
+    """A clock tests move by hand: expiry without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = float(int(time.time()))  # whole seconds, as tokens keep them
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def postgres_url() -> str | None:
+    url = os.environ.get("DATABASE_URL")
+    return url if url and url.startswith("postgres") else None
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[Callable[[], str]]:
+    """Makes fresh PostgreSQL databases on the DATABASE_URL server, and drops
+    them (only them) when the session ends."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    base = postgres_url()
+    assert base is not None
+    created: list[str] = []
+
+    def execute(statement: str) -> None:
+        async def run() -> None:
+            connection = await asyncpg.connect(base)
+            try:
+                await connection.execute(statement)
+            finally:
+                await connection.close()
+
+        asyncio.run(run())
+
+    def create() -> str:
+        name = f"gm_test_{uuid.uuid4().hex[:12]}"
+        execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return make_url(base).set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    for name in created:
+        execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=pytest.mark.skipif(
+                postgres_url() is None, reason="DATABASE_URL names no PostgreSQL"
+            ),
+        ),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database, on SQLite and (with DATABASE_URL) on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/users.sqlite3"
+    return request.getfixturevalue("postgres_databases")()

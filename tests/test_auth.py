@@ -1,4 +1,5 @@
-"""Login and every way a token can be wrong, through GraphQL over HTTP."""
+"""Login and every way an access token can be wrong, through GraphQL over HTTP.
+(Sessions, refresh and API keys: tests/auth/.)"""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from datetime import UTC, datetime
 import jwt
 import pytest
 
+from gptmini_graphql.auth.tokens import key_id
 from gptmini_graphql.settings import DEFAULT_JWT_SECRET
-from tests.conftest import API, LOGIN, error_codes
+from tests.conftest import API, LOGIN, Clock, error_codes
 
 SUMMARIZE = '{ summarize(text: "hello") { text } }'
 
@@ -22,7 +24,13 @@ def test_login_returns_a_signed_token_with_the_required_claims(make_api) -> None
     result = api.post(LOGIN, {"username": "test_user", "password": "1234"})
     login = result["data"]["login"]
     claims = jwt.decode(login["accessToken"], DEFAULT_JWT_SECRET, algorithms=["HS256"])
-    assert claims["sub"] == "test_user"
+    me = api.post("{ me { id username } }", token=login["accessToken"])["data"]["me"]
+    assert me["username"] == "test_user"
+    assert claims["sub"] == me["id"]
+    assert claims["sid"]
+    assert jwt.get_unverified_header(login["accessToken"])["kid"] == key_id(
+        DEFAULT_JWT_SECRET
+    )
     assert before - 1 <= claims["iat"] <= before + 1
     assert claims["exp"] == claims["iat"] + 600
     assert len(claims["jti"]) >= 16
@@ -75,12 +83,18 @@ def test_a_valid_token_opens_the_llm_fields(api: API, token: str) -> None:
 def _forge(
     claims: dict, key: str = DEFAULT_JWT_SECRET, algorithm: str = "HS256"
 ) -> str:
-    return jwt.encode(claims, key, algorithm)
+    return jwt.encode(claims, key, algorithm, headers={"kid": key_id(key)})
 
 
 def _claims(**overrides) -> dict:
     now = int(time.time())
-    return {"sub": "test_user", "iat": now, "exp": now + 600, "jti": "abc"} | overrides
+    return {
+        "sub": "0b0c9d0e-5f0a-4b7e-8c2d-1e3f4a5b6c7d",
+        "sid": "1b0c9d0e-5f0a-4b7e-8c2d-1e3f4a5b6c7d",
+        "iat": now,
+        "exp": now + 600,
+        "jti": "abc",
+    } | overrides
 
 
 def _unsigned(claims: dict) -> str:
@@ -98,11 +112,15 @@ BAD_TOKENS = {
     ),
     "tampered": _forge(_claims())[:-4] + "AAAA",
     "wrong secret": _forge(_claims(), key="another-secret-that-is-long-enough-xx"),
+    "no kid": jwt.encode(_claims(), DEFAULT_JWT_SECRET, "HS256"),
+    "a session that does not exist": _forge(_claims()),
+    "sub not an id": _forge(_claims(sub="test_user")),
     "alg none": _unsigned(_claims()),
     "wrong algorithm": _forge(_claims(), algorithm="HS512"),
     "malformed": "not.a.jwt",
     "missing jti": _forge({k: v for k, v in _claims().items() if k != "jti"}),
     "missing sub": _forge({k: v for k, v in _claims().items() if k != "sub"}),
+    "missing sid": _forge({k: v for k, v in _claims().items() if k != "sid"}),
     "empty sub": _forge(_claims(sub="")),
 }
 
@@ -115,8 +133,13 @@ def test_bad_tokens_are_unauthenticated(api: API, name: str) -> None:
     assert api.upstream.requests == []
 
 
-def test_an_expired_token_says_so(api: API) -> None:
-    result = api.post(SUMMARIZE, token=BAD_TOKENS["expired"])
+def test_an_expired_token_says_so(make_api) -> None:
+    clock = Clock()
+    api = make_api(clock=clock, jwt_ttl_seconds=600)
+    token = api.login()
+    clock.advance(601)
+    result = api.post(SUMMARIZE, token=token)
+    assert error_codes(result) == ["UNAUTHENTICATED"]
     assert "expired" in result["errors"][0]["message"]
 
 
@@ -152,11 +175,33 @@ def test_responses_never_contain_the_secret_or_password(make_api) -> None:
         assert "Traceback" not in text
 
 
-def test_a_token_that_worked_is_refused_once_it_expires(api: API) -> None:
+def test_a_token_that_worked_is_refused_once_it_expires(make_api) -> None:
     # Verified tokens are remembered; their expiry is still checked every time.
-    token = _forge(_claims(exp=int(time.time()) + 2))
+    clock = Clock()
+    api = make_api(clock=clock, jwt_ttl_seconds=600)
+    token = api.login()
     assert error_codes(api.post(SUMMARIZE, token=token)) == []
-    time.sleep(2.5)
+    clock.advance(599)
+    assert error_codes(api.post(SUMMARIZE, token=token)) == []
+    clock.advance(1)
     result = api.post(SUMMARIZE, token=token)
     assert error_codes(result) == ["UNAUTHENTICATED"]
     assert "expired" in result["errors"][0]["message"]
+
+
+def test_a_previous_secret_still_verifies_while_the_new_one_signs(
+    make_api, tmp_path
+) -> None:
+    old, new = "old-secret-" + "o" * 32, "new-secret-" + "n" * 32
+    database = f"sqlite:///{tmp_path}/shared.sqlite3"
+    before = make_api(jwt_secret=old, database_url=database)
+    token = before.login()
+    after = make_api(jwt_secret=new, jwt_previous_secrets=old, database_url=database)
+    assert error_codes(after.post(SUMMARIZE, token=token)) == []
+    fresh = after.login()
+    assert jwt.get_unverified_header(fresh)["kid"] == key_id(new)
+    jwt.decode(fresh, new, algorithms=["HS256"])  # signed with the new one
+    # Once the old secret is dropped, its tokens stop working.
+    dropped = make_api(jwt_secret=new, database_url=database)
+    assert error_codes(dropped.post(SUMMARIZE, token=token)) == ["UNAUTHENTICATED"]
+    assert error_codes(dropped.post(SUMMARIZE, token=fresh)) == []

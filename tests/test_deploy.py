@@ -34,14 +34,20 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert json.loads(cmd) == SERVE
 
 
-def test_compose_runs_the_api_with_redis_and_the_embedded_model() -> None:
+def test_compose_runs_the_api_with_postgres_redis_and_the_embedded_model() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     services = compose["services"]
-    assert set(services) >= {"api", "redis", "llm"}
-    api, llm = services["api"], services["llm"]
+    assert set(services) >= {"api", "postgres", "redis", "llm"}
+    api, llm, postgres = services["api"], services["llm"], services["postgres"]
     assert api["command"] == SERVE
     assert api["environment"]["REDIS_URL"].startswith("redis://redis:")
-    assert set(api["depends_on"]) == {"redis", "llm"}
+    assert set(api["depends_on"]) == {"postgres", "redis", "llm"}
+    # The api's database is the postgres service's, which keeps it in a volume.
+    database = api["environment"]["DATABASE_URL"]
+    assert database.startswith("postgresql://") and "@postgres:5432/" in database
+    (volume,) = postgres["volumes"]
+    assert volume.split(":")[0] in compose["volumes"]
+    assert volume.endswith(":/var/lib/postgresql/data")
     # The api reaches the llm service on the port that service serves.
     port = llm["command"][llm["command"].index("--port") + 1]
     assert llm["command"][:4] == ["python", "-m", "gptmini_graphql", "llm"]

@@ -87,10 +87,12 @@ def test_every_limit_of_a_list_applies(make_api) -> None:
 
 
 @pytest.mark.skipif(redis_url() is None, reason="REDIS_URL is not set")
-def test_two_servers_sharing_redis_share_one_limit(make_api) -> None:
+def test_two_servers_sharing_redis_share_one_limit(make_api, tmp_path) -> None:
     user = _user()
-    one = make_api(rate_limit="4/minute", redis_url=redis_url(), **user)
-    two = make_api(rate_limit="4/minute", redis_url=redis_url(), **user)
+    # Two replicas of one deployment: one Redis, one database.
+    shared = {"redis_url": redis_url(), "database_url": f"sqlite:///{tmp_path}/db"}
+    one = make_api(rate_limit="4/minute", **shared, **user)
+    two = make_api(rate_limit="4/minute", **shared, **user)
     token = one.login(user["fake_username"], "pw")
     for api in (one, two, one, two):
         assert "errors" not in api.post(SUMMARIZE, token=token)

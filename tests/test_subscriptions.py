@@ -14,6 +14,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,8 +31,9 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from gptmini_graphql.app import create_app
+from gptmini_graphql.auth.tokens import key_id
 from gptmini_graphql.settings import DEFAULT_JWT_SECRET
-from tests.conftest import API, LOGIN, error_codes, make_settings
+from tests.conftest import API, LOGIN, Clock, error_codes, make_settings
 from tests.fake_upstream import MODEL_SNAPSHOT, FakeUpstream, Reply
 
 STREAM = """
@@ -277,8 +279,10 @@ def logs(capfd: pytest.CaptureFixture) -> Logs:
 
 def _expired_token() -> str:
     now = int(time.time())
-    claims = {"sub": "test_user", "iat": now - 7200, "exp": now - 3600, "jti": "x"}
-    return jwt.encode(claims, DEFAULT_JWT_SECRET, "HS256")
+    claims = {"sub": str(uuid.uuid4()), "sid": str(uuid.uuid4()), "jti": "x"}
+    claims |= {"iat": now - 7200, "exp": now - 3600}
+    headers = {"kid": key_id(DEFAULT_JWT_SECRET)}
+    return jwt.encode(claims, DEFAULT_JWT_SECRET, "HS256", headers=headers)
 
 
 # --- the stream ------------------------------------------------------------
@@ -697,12 +701,11 @@ def test_queries_and_mutations_still_log_one_operation_line_each(
     assert logs.of("graphql subscription") == []
 
 
-def test_a_token_that_expires_mid_connection_stops_opening_streams(api: API) -> None:
-    now = int(time.time())
-    claims = {"sub": "test_user", "iat": now, "exp": now + 2, "jti": "short"}
-    token = jwt.encode(claims, DEFAULT_JWT_SECRET, "HS256")
-    with transport_ws(api, token) as client:
-        time.sleep(2.5)
+def test_a_token_that_expires_mid_connection_stops_opening_streams(make_api) -> None:
+    clock = Clock()
+    api = make_api(clock=clock, jwt_ttl_seconds=600)
+    with transport_ws(api, api.login()) as client:
+        clock.advance(601)
         client.subscribe("1")
         message = client.receive()
     assert message["type"] in ("next", "error")

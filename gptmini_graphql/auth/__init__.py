@@ -1,1 +1,2 @@
-"""Who is calling: access tokens and the users who may log in."""
+"""Who is calling: users and their passwords, sessions (access and refresh
+tokens), API keys, and the cached identities requests are checked against."""

@@ -1,29 +1,33 @@
-"""Puts the caller named by the bearer token on the context."""
+"""Puts the caller named by the bearer token (an access token or an API
+key) on the context."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from strawberry.extensions import SchemaExtension
 
 from gptmini_graphql.auth.tokens import bearer_token
 from gptmini_graphql.context import RequestContext
-from gptmini_graphql.errors import Unauthenticated
+from gptmini_graphql.errors import DatabaseUnavailable, Unauthenticated
 
 
-class JWTContextExtension(SchemaExtension):
+class AuthExtension(SchemaExtension):
     """A bad token is not an error yet: only fields that need a user raise it,
     so `login` still works for a client holding an expired token."""
 
-    def on_operation(self) -> Iterator[None]:
+    async def on_operation(self) -> AsyncIterator[None]:
         context: RequestContext = self.execution_context.context
         # Decided afresh for every operation: a WebSocket's context outlives
-        # the token its connection began with.
-        context.user, context.auth_error = None, None
+        # the token its connection began with, and a revocation ends it.
+        context.identify(None)
+        context.auth_error = None
         try:
             token = bearer_token(context.authorization)
             if token is not None:
-                context.user = context.services.tokens.verify(token)
-        except Unauthenticated as error:
+                identities = context.services.accounts.identities
+                context.identify(await identities.identify(token))
+        except (Unauthenticated, DatabaseUnavailable) as error:
+            # Raised by the first field that needs a caller.
             context.auth_error = error
         yield

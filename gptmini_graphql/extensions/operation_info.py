@@ -16,7 +16,9 @@ from gptmini_graphql.context import RequestContext
 from gptmini_graphql.extensions.operation_shape import root_field_counts
 
 # Operations whose inputs are credentials: logged as neither text nor hash.
-SECRET_FIELDS = frozenset({"login"})
+SECRET_FIELDS = frozenset(
+    {"login", "refresh", "logout", "changePassword", "createUser"}
+)
 
 
 class OperationInfoExtension(SchemaExtension):

@@ -25,7 +25,7 @@ class RateLimitExtension(SchemaExtension):
             services = context.services
             try:
                 await services.limiter.hit(
-                    services.settings.rate_limits,
+                    context.rate_limits,
                     "user",
                     context.user,
                     cost=cost,

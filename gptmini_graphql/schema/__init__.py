@@ -15,20 +15,32 @@ from strawberry.extensions import (
 )
 from strawberry.schema.config import StrawberryConfig
 
-from gptmini_graphql.extensions.auth import JWTContextExtension
+from gptmini_graphql.extensions.auth import AuthExtension
 from gptmini_graphql.extensions.errors import ErrorCodesExtension
 from gptmini_graphql.extensions.operation_info import OperationInfoExtension
 from gptmini_graphql.extensions.operation_scope import OperationScopeExtension
 from gptmini_graphql.extensions.query_limits import query_limit_rules
 from gptmini_graphql.extensions.rate_limit import RateLimitExtension
+from gptmini_graphql.schema.admin import AdminMutation, AdminQuery
+from gptmini_graphql.schema.keys import KeyMutation
 from gptmini_graphql.schema.llm_fields import llm_field_names
-from gptmini_graphql.schema.mutation import Mutation
-from gptmini_graphql.schema.query import Query
+from gptmini_graphql.schema.mutation import Mutation as SessionMutation
+from gptmini_graphql.schema.query import Query as TaskQuery
 from gptmini_graphql.schema.subscription import Subscription
 from gptmini_graphql.settings import Settings
 
 # graphql-core's suggestions: " Did you mean 'text'?", "... the enum value 'X'?"
 _SUGGESTION = re.compile(r"\s*Did you mean .*\?$", re.DOTALL)
+
+
+@strawberry.type
+class Query(TaskQuery, AdminQuery):
+    pass
+
+
+@strawberry.type
+class Mutation(SessionMutation, KeyMutation, AdminMutation):
+    pass
 
 
 class Schema(strawberry.Schema):
@@ -75,7 +87,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
             # First in, last out: it sees the operation's codes once recoded.
             OperationScopeExtension,
             ErrorCodesExtension,
-            JWTContextExtension,
+            AuthExtension,
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             lambda: AddValidationRules(rules),
             lambda: OperationInfoExtension(llm_fields=llm_fields),

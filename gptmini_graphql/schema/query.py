@@ -6,6 +6,8 @@ import strawberry
 from strawberry.types import Info
 
 from gptmini_graphql.context import RequestContext
+from gptmini_graphql.errors import Unauthenticated
+from gptmini_graphql.schema.accounts import User
 from gptmini_graphql.schema.llm_fields import llm_field
 from gptmini_graphql.tasks import analyze, complete, summarize, translate
 from gptmini_graphql.tasks.results import (
@@ -20,6 +22,14 @@ Context = Info[RequestContext, None]
 
 @strawberry.type
 class Query:
+    @strawberry.field(description="The caller: their account and API keys.")
+    async def me(self, info: Context) -> User:
+        caller = info.context.require_user()
+        user = await info.context.services.accounts.users.get_by_id(caller.user_id)
+        if user is None:  # deleted since the cache looked
+            raise Unauthenticated("The session has ended; log in again.")
+        return User.of(user)
+
     @llm_field(description="Summarize a text in at most `maxWords` words.")
     async def summarize(
         self, info: Context, text: str, max_words: int = summarize.DEFAULT_MAX_WORDS

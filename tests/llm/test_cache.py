@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gptmini_graphql.auth.tokens import TokenService
-from gptmini_graphql.settings import DEFAULT_JWT_SECRET
+from tests.auth.accounts import add_user
 from tests.conftest import MEMORY_AND_REDIS, redis_url
 from tests.fake_upstream import Reply, chat_completion
 
@@ -79,23 +78,26 @@ def test_only_deterministic_requests_are_cached(cached_api) -> None:
     assert len(api.upstream.requests) == 3
 
 
-def _token_for(user: str) -> str:
-    return TokenService(DEFAULT_JWT_SECRET, 600).issue(user).token
+def _tokens_for(api, *users: str) -> list[str]:
+    admin = api.login()
+    return [add_user(api, admin, user) for user in users]
 
 
 def test_entries_are_per_user_by_default(cached_api) -> None:
     api = cached_api()
     text = _text()
-    _summarize(api, _token_for("alice"), text)
-    assert not _summarize(api, _token_for("bob"), text)["cached"]
-    assert _summarize(api, _token_for("bob"), text)["cached"]
+    alice, bob = _tokens_for(api, "alice", "bob")
+    _summarize(api, alice, text)
+    assert not _summarize(api, bob, text)["cached"]
+    assert _summarize(api, bob, text)["cached"]
 
 
 def test_a_shared_scope_serves_every_user(cached_api) -> None:
     api = cached_api(cache_scope="shared")
     text = _text()
-    _summarize(api, _token_for("alice"), text)
-    assert _summarize(api, _token_for("bob"), text)["cached"]
+    alice, bob = _tokens_for(api, "alice", "bob")
+    _summarize(api, alice, text)
+    assert _summarize(api, bob, text)["cached"]
 
 
 def test_identical_concurrent_requests_make_one_upstream_call(cached_api) -> None:

@@ -1,0 +1,87 @@
+"""Accounts: the database and everything kept in it about who may call
+(users, sessions, API keys), with the cached identities requests use."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gptmini_graphql.auth.api_keys import ApiKeyStore
+from gptmini_graphql.auth.identities import Identities
+from gptmini_graphql.auth.last_used import FLUSH_SECONDS
+from gptmini_graphql.auth.sessions import SessionStore
+from gptmini_graphql.auth.tokens import TokenService
+from gptmini_graphql.auth.users import UserStore
+from gptmini_graphql.db.database import Database
+from gptmini_graphql.errors import DatabaseUnavailable
+from gptmini_graphql.settings import Settings
+
+logger = logging.getLogger("gptmini_graphql")
+
+
+@dataclass(slots=True)
+class Accounts:
+    """Users, their sessions and API keys, and who a request's token is."""
+
+    db: Database
+    users: UserStore
+    sessions: SessionStore
+    api_keys: ApiKeyStore
+    identities: Identities
+    tokens: TokenService
+    _flusher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @classmethod
+    async def start(cls, settings: Settings, clock: Callable[[], float]) -> Accounts:
+        db = Database(settings.database_url)
+        if settings.database_migrate_on_start:
+            await db.migrate()
+        tokens = TokenService(
+            settings.jwt_secret.get_secret_value(),
+            settings.jwt_ttl_seconds,
+            [s.get_secret_value() for s in settings.jwt_previous_secrets],
+            clock,
+        )
+        identities = Identities(db, tokens, settings.auth_cache_ttl_seconds, clock)
+        # A change made here reaches this replica's caches at once.
+        forget = identities.forget
+        users = UserStore(db, clock, on_change=forget)
+        accounts = cls(
+            db=db,
+            users=users,
+            sessions=SessionStore(
+                db, settings.refresh_token_ttl_days, clock, on_revoke=forget
+            ),
+            api_keys=ApiKeyStore(db, clock, on_revoke=forget),
+            identities=identities,
+            tokens=tokens,
+        )
+        seeded = await users.seed(
+            settings.fake_username, settings.fake_password.get_secret_value()
+        )
+        if seeded is not None:
+            logger.info("created the first user, an admin, from FAKE_USERNAME")
+        accounts._flusher = asyncio.create_task(accounts._flush_last_used())
+        return accounts
+
+    async def _flush_last_used(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self.identities.last_used.flush()
+            except DatabaseUnavailable:
+                logger.warning("could not record API keys' last use", exc_info=True)
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        try:
+            await self.identities.last_used.flush()
+        except DatabaseUnavailable:
+            logger.warning("could not record API keys' last use", exc_info=True)
+        await self.db.aclose()

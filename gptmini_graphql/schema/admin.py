@@ -1,0 +1,66 @@
+"""Admin operations: refused with FORBIDDEN for everyone else."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from gptmini_graphql.context import RequestContext
+from gptmini_graphql.errors import BadUserInput
+from gptmini_graphql.schema.accounts import Role, User
+
+Context = Info[RequestContext, None]
+
+
+@strawberry.type
+class AdminQuery:
+    @strawberry.field(description="Every user (admins only).")
+    async def users(self, info: Context) -> list[User]:
+        info.context.require_admin()
+        accounts = info.context.services.accounts
+        return [User.of(user) for user in await accounts.users.all()]
+
+
+@strawberry.type
+class AdminMutation:
+    @strawberry.mutation(description="Add a user (admins only).")
+    async def create_user(
+        self,
+        info: Context,
+        username: str,
+        password: str,
+        role: Role = Role.USER,  # type: ignore[assignment]
+    ) -> User:
+        info.context.require_admin()
+        users = info.context.services.accounts.users
+        return User.of(await users.create(username, password, role.value))
+
+    @strawberry.mutation(
+        description="Change a user's role, disable or enable them (disabling ends "
+        "their sessions and stops their keys), or set their own rate limit "
+        "('100/minute;5000/day'; null: the server's default). Admins only."
+    )
+    async def update_user(
+        self,
+        info: Context,
+        username: str,
+        role: Role | None = None,
+        disabled: bool | None = None,
+        rate_limit: str | None = strawberry.UNSET,
+    ) -> User:
+        caller = info.context.require_admin()
+        if username == caller.username and (
+            disabled or (role is not None and role.value != "admin")
+        ):
+            # The last admin must not lock everyone out by mistake.
+            raise BadUserInput("Admins cannot disable or demote themselves.")
+        users = info.context.services.accounts.users
+        updated = await users.update(
+            username,
+            role=role.value if role is not None else None,
+            disabled=disabled,
+            # Left out: unchanged; null: back to the default.
+            rate_limit=None if rate_limit is strawberry.UNSET else rate_limit,
+            clear_rate_limit=rate_limit is None,
+        )
+        return User.of(updated)
