@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from alembic import command
 from alembic.config import Config
@@ -61,6 +65,17 @@ class Database:
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # An in-memory SQLite database is one connection that every session
+        # shares: two transactions at once on it hang. Take turns instead.
+        self._one_at_a_time = asyncio.Lock() if self._in_memory else None
+
+    @property
+    def _in_memory(self) -> bool:
+        return self.url.get_backend_name() == "sqlite" and self.url.database in (
+            None,
+            "",
+            ":memory:",
+        )
 
     @property
     def description(self) -> str:
@@ -71,7 +86,11 @@ class Database:
         """A transaction: committed if the block succeeds, rolled back if not.
         An outage is DATABASE_UNAVAILABLE, with its details in the log only."""
         try:
-            async with self.sessions() as session, session.begin():
+            async with (
+                self._one_at_a_time or contextlib.nullcontext(),
+                self.sessions() as session,
+                session.begin(),
+            ):
                 yield session
         except (DBAPIError, *OUTAGES) as exc:
             if not _is_outage(exc):
@@ -83,9 +102,23 @@ class Database:
             ) from exc
 
     async def migrate(self) -> None:
-        """Every migration up to head, in one transaction."""
-        async with self.engine.begin() as connection:
+        """Every migration up to head, in one transaction. Processes starting
+        together (uvicorn workers, replicas) take turns: PostgreSQL under an
+        advisory lock (env.py), a SQLite file under a lock file beside it."""
+        async with self._sqlite_file_lock(), self.engine.begin() as connection:
             await connection.run_sync(_upgrade)
+
+    @asynccontextmanager
+    async def _sqlite_file_lock(self) -> AsyncIterator[None]:
+        path = self.url.database
+        if self.url.get_backend_name() != "sqlite" or self._in_memory or not path:
+            yield
+            return
+        lock = await asyncio.to_thread(_locked, Path(f"{path}.migrate-lock"))
+        try:
+            yield
+        finally:
+            lock.close()  # and with it the lock
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -96,6 +129,12 @@ def alembic_config(connection: Connection | None = None) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
+
+
+def _locked(path: Path) -> BinaryIO:
+    lock = path.open("a+b")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # waits for whoever holds it
+    return lock
 
 
 def _upgrade(connection: Connection) -> None:
