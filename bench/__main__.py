@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, help="seconds before each window (1)")
     parser.add_argument("--duration", type=float, help="seconds measured (4)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        help="also measure summarize on the server at this git ref (e.g. main)",
+    )
     args = parser.parse_args(argv)
 
     options = Options(
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     # A terminated bench still stops its servers (the `finally` below).
     signal.signal(signal.SIGTERM, _interrupt)
-    rig = Rig(RESULTS / "logs")
+    rig = Rig(RESULTS / "logs", before_ref=args.before)
     try:
         for name in names:
             print(f"running {name}: {SCENARIOS[name].description}", file=sys.stderr)
@@ -175,6 +180,22 @@ def compute_ratios(rows: list[dict]) -> dict[str, float]:
                 ratios[f"{label}_{variant}@c{concurrency}"] = round(
                     ours[key] / reference, 2
                 )
+        # The same server before a change, in the same run (--before).
+        before = next(
+            (
+                row
+                for row in rows
+                if row["scenario"] == "summarize"
+                and row.get("variant") == "miss-before"
+                and row["concurrency"] == concurrency
+            ),
+            None,
+        )
+        key = "server_cpu_ms_per_req"
+        if before and variant in ("miss", "miss-key") and before.get(key):
+            ratios[f"cpu_per_req_{variant}_vs_before@c{concurrency}"] = round(
+                ours[key] / before[key], 3
+            )
     for ours in rows:
         if not str(ours.get("side")).startswith("ours"):
             continue

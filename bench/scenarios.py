@@ -34,6 +34,7 @@ from bench.workload import (
     COMPLETE_QUERY,
     LOCAL_CONTEXT_SIZE,
     LOCAL_MODEL_PATH,
+    LOGIN_QUERY,
     REVIEW,
     REVIEW_AGAIN,
     STORY,
@@ -147,23 +148,34 @@ def baseline(rig: Rig, options: Options) -> list[dict]:
 @scenario(
     "summarize",
     "authenticated summarize through our server (GraphQL): a cache miss "
-    "(Cache-Control: no-store: always to the upstream) and a cache hit",
+    "(Cache-Control: no-store: always to the upstream) with an access token "
+    "(miss) and with an API key (miss-key), and a cache hit; with --before REF, "
+    "the miss on that commit's server too (miss-before)",
 )
 def summarize(rig: Rig, options: Options) -> list[dict]:
     server = rig.api()
-    headers = {
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {rig.token}",
-    }
     body = graphql_body(SUMMARIZE_QUERY, {"text": TEXT})
-    rows = []
     # no-store: every request goes upstream (no-cache would let concurrent
     # identical requests share one call, which is the cache working).
-    for variant, extra in (("miss", {"Cache-Control": "no-store"}), ("hit", {})):
-        request = http_request("POST", "/graphql", server.port, body, headers | extra)
+    miss = {"Cache-Control": "no-store"}
+    variants = [
+        ("miss", server, rig.token, miss),
+        ("miss-key", server, rig.api_key, miss),
+        ("hit", server, rig.token, {}),
+    ]
+    if rig.before_ref:
+        variants.insert(0, ("miss-before", rig.before(), rig.before_token, miss))
+    rows = []
+    for variant, target, credential, extra in variants:
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {credential}",
+            **extra,
+        }
+        request = http_request("POST", "/graphql", target.port, body, headers)
         rows += [
             {"variant": variant, **row}
-            for row in _http_load(rig, options, server, request, _summary_check)
+            for row in _http_load(rig, options, target, request, _summary_check)
         ]
     return rows
 
@@ -176,6 +188,59 @@ def _summary_check(body: bytes) -> str | None:
     if summary.get("model") != COMPLETION["model"]:
         return f"not the fake upstream's answer: {body[:200]!r}"
     return None
+
+
+# --- login (issue 13) -----------------------------------------------------
+
+LOGIN_CASES = {
+    # variant: (username, password, expected outcome)
+    "ok": ("test_user", "1234", "ok"),
+    "wrong-password": ("test_user", "not-the-password", "UNAUTHENTICATED"),
+    "unknown-user": ("nobody-at-all", "1234", "UNAUTHENTICATED"),
+    "disabled-user": ("bench-disabled", "a-good-long-password", "UNAUTHENTICATED"),
+}
+
+
+@scenario(
+    "login",
+    "login's latency and CPU for a good login, a wrong password, an unknown user "
+    "and a disabled user: the three refusals should not be told apart by time",
+)
+def login_timing(rig: Rig, options: Options) -> list[dict]:
+    server = rig.api()
+    admin = {"Content-Type": "application/json", "Authorization": f"Bearer {rig.token}"}
+    for query in (
+        'mutation { createUser(username: "bench-disabled", '
+        'password: "a-good-long-password") { id } }',
+        'mutation { updateUser(username: "bench-disabled", disabled: true) { id } }',
+    ):
+        status, answer = http_json(
+            server.port, "POST", "/graphql", graphql_body(query, {}), admin
+        )
+        if status != 200 or (answer.get("errors") and "exists" not in str(answer)):
+            raise ServerFailed(f"setting up the login scenario: {answer}")
+    rows = []
+    for variant, (username, password, expected) in LOGIN_CASES.items():
+        body = graphql_body(LOGIN_QUERY, {"username": username, "password": password})
+        headers = {"Content-Type": "application/json"}
+        request = http_request("POST", "/graphql", server.port, body, headers)
+        rows += [
+            {"variant": variant, **row}
+            for row in _http_load(
+                rig, options, server, request, _login_check(expected), concurrency=(1,)
+            )
+        ]
+    return rows
+
+
+def _login_check(expected: str) -> Callable[[bytes], str | None]:
+    def check(body: bytes) -> str | None:
+        answer = json.loads(body)
+        codes = [e["extensions"]["code"] for e in answer.get("errors") or []]
+        outcome = codes[0] if codes else "ok"
+        return None if outcome == expected else f"{outcome}, not {expected}"
+
+    return check
 
 
 # --- streaming (issue 4) -----------------------------------------------------

@@ -4,12 +4,14 @@ the way it is run for real and always stopped (see `Rig.close`)."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -137,12 +139,16 @@ def uvicorn_argv(app: str) -> list[str]:
 class Rig:
     """Starts each server on first use, once; `close` stops them all."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, before_ref: str | None = None) -> None:
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self._servers: dict[str, Server] = {}
         self._cwd = tempfile.TemporaryDirectory(prefix="bench-cwd-")
         self.token = ""
+        self.api_key = ""
+        # A git ref whose server is measured beside ours (`--before`).
+        self.before_ref = before_ref
+        self.before_token = ""
 
     def _start(self, name: str, argv: list[str], **kwargs) -> Server:
         if name not in self._servers:
@@ -168,6 +174,35 @@ class Rig:
         }
         server = self._start("api", API_ARGV, env=self._api_env(env), cwd=self.cwd)
         self.token = login(server.port)
+        self.api_key = create_api_key(server.port, self.token)
+        return server
+
+    def before(self) -> Server:
+        """The server as it was at `before_ref` (git archive), same upstream,
+        same settings, logged in: "before" figures from the same run."""
+        assert self.before_ref is not None
+        if "before" in self._servers:
+            return self._servers["before"]
+        source = Path(self._cwd.name) / "before-src"
+        source.mkdir()
+        archive = subprocess.run(  # noqa: S603 - git, on our own repository
+            ["git", "-C", str(ROOT), "archive", self.before_ref],  # noqa: S607
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(source, filter="data")
+        cwd = Path(self._cwd.name) / "before-cwd"
+        cwd.mkdir()
+        env = self._api_env(
+            {
+                "OPENAI_BASE_URL": self.upstream().url + "/v1",
+                "OPENAI_API_KEY": "bench",
+                "PYTHONPATH": str(source),
+            }
+        )
+        server = self._start("before", API_ARGV, env=env, cwd=cwd)
+        self.before_token = login(server.port)
         return server
 
     def embedded(self, threads: int) -> Server:
@@ -202,6 +237,7 @@ class Rig:
     def _api_env(self, env: dict[str, str | None]) -> dict[str, str | None]:
         return {
             "RATE_LIMIT": "1000000/minute",
+            "LOGIN_RATE_LIMIT": "1000000/minute",
             "LOG_LEVEL": "INFO",
             "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
@@ -214,6 +250,15 @@ class Rig:
         for server in reversed(self._servers.values()):
             server.stop()
         self._cwd.cleanup()
+
+
+def create_api_key(port: int, token: str) -> str:
+    body = graphql_body('mutation { createApiKey(name: "bench") { key } }', {})
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    status, answer = http_json(port, "POST", "/graphql", body, headers)
+    if status != 200 or answer.get("errors"):
+        raise ServerFailed(f"createApiKey failed: {status} {answer}")
+    return answer["data"]["createApiKey"]["key"]
 
 
 def login(port: int) -> str:
