@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import sys
 import time
 from importlib import metadata
@@ -21,6 +22,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = [  # (heading, row key, format)
     ("scenario", "scenario", "{}"),
     ("variant", "variant", "{}"),
+    ("round", "round", "{}"),
     ("conc", "concurrency", "{}"),
     ("reqs", "requests", "{}"),
     ("fail", "failures", "{}"),
@@ -85,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds measured (4)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure summarize's variants this many times, interleaved; "
+        "ratios use the median (1)",
+    )
+    parser.add_argument(
         "--before",
         metavar="REF",
         help="also measure summarize on the server at this git ref (e.g. main)",
@@ -96,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup or (0.3 if args.quick else 1.0),
         duration=args.duration or (1.0 if args.quick else 4.0),
         quick=args.quick,
+        rounds=args.rounds,
     )
     names = [name for name in SCENARIOS if not args.only or name in args.only]
     info = machine()
@@ -159,6 +169,18 @@ SIDE_BY_SIDE = {
 }
 
 
+def _median_of(rows: list[dict], variant: str, concurrency: int, key: str) -> float:
+    values = [
+        row[key]
+        for row in rows
+        if row["scenario"] == "summarize"
+        and row.get("variant") == variant
+        and row["concurrency"] == concurrency
+        and row.get(key)
+    ]
+    return statistics.median(values) if values else 0.0
+
+
 def compute_ratios(rows: list[dict]) -> dict[str, float]:
     """Ours against the baseline (CPU per request) and the floor (p50); and
     in side-by-side scenarios, ours against direct."""
@@ -180,21 +202,14 @@ def compute_ratios(rows: list[dict]) -> dict[str, float]:
                 ratios[f"{label}_{variant}@c{concurrency}"] = round(
                     ours[key] / reference, 2
                 )
-        # The same server before a change, in the same run (--before).
-        before = next(
-            (
-                row
-                for row in rows
-                if row["scenario"] == "summarize"
-                and row.get("variant") == "miss-before"
-                and row["concurrency"] == concurrency
-            ),
-            None,
-        )
+        # The same server before a change, in the same run (--before): the
+        # median over rounds of each.
         key = "server_cpu_ms_per_req"
-        if before and variant in ("miss", "miss-key") and before.get(key):
-            ratios[f"cpu_per_req_{variant}_vs_before@c{concurrency}"] = round(
-                ours[key] / before[key], 3
+        label = f"cpu_per_req_{variant}_vs_before@c{concurrency}"
+        before = _median_of(rows, "miss-before", concurrency, key)
+        if before and variant in ("miss", "miss-key") and label not in ratios:
+            ratios[label] = round(
+                _median_of(rows, variant, concurrency, key) / before, 3
             )
     for ours in rows:
         if not str(ours.get("side")).startswith("ours"):

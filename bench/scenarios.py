@@ -56,6 +56,9 @@ class Options:
     warmup: float
     duration: float
     quick: bool = False
+    # Times the summarize variants are measured, interleaved: on a shared
+    # machine, the median of a few rounds is steadier than one window.
+    rounds: int = 1
 
 
 @dataclass(frozen=True)
@@ -166,17 +169,29 @@ def summarize(rig: Rig, options: Options) -> list[dict]:
     if rig.before_ref:
         variants.insert(0, ("miss-before", rig.before(), rig.before_token, miss))
     rows = []
-    for variant, target, credential, extra in variants:
-        headers = {
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {credential}",
-            **extra,
-        }
-        request = http_request("POST", "/graphql", target.port, body, headers)
-        rows += [
-            {"variant": variant, **row}
-            for row in _http_load(rig, options, target, request, _summary_check)
-        ]
+    # Every variant at one concurrency before the next: a variant measured
+    # right after a 64-way run of the same server would pay for its heap.
+    for round_ in range(1, options.rounds + 1):
+        for level in options.concurrency:
+            for variant, target, credential, extra in variants:
+                headers = {
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {credential}",
+                    **extra,
+                }
+                request = http_request("POST", "/graphql", target.port, body, headers)
+                rows += [
+                    {"variant": variant, **row}
+                    | ({"round": round_} if options.rounds > 1 else {})
+                    for row in _http_load(
+                        rig,
+                        options,
+                        target,
+                        request,
+                        _summary_check,
+                        concurrency=(level,),
+                    )
+                ]
     return rows
 
 
