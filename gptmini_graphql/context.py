@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from limits import RateLimitItem
 from starlette.requests import HTTPConnection
 
-from gptmini_graphql.auth.identity import Principal
+from gptmini_graphql.auth.principal import Principal
 from gptmini_graphql.errors import AppError, Forbidden, Unauthenticated
 from gptmini_graphql.llm.cache import CachePolicy, Mode
 from gptmini_graphql.llm.client import CallerLLM

@@ -18,8 +18,8 @@ from limits import parse_many
 from sqlalchemy import select
 
 from gptmini_graphql.auth.api_keys import SHOWN, digest, looks_like_key
-from gptmini_graphql.auth.identity import Principal, Role
 from gptmini_graphql.auth.last_used import LastUsed
+from gptmini_graphql.auth.principal import Principal, Role
 from gptmini_graphql.auth.tokens import TokenService
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import ApiKey, AuthSession, User

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gptmini_graphql.auth import passwords
-from gptmini_graphql.auth.identity import Role
+from gptmini_graphql.auth.principal import Role
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import AuthSession, User
 from gptmini_graphql.errors import BadUserInput

@@ -9,7 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from gptmini_graphql.auth.api_keys import KeyInfo
-from gptmini_graphql.auth.identity import Role as RoleValue
+from gptmini_graphql.auth.principal import Role as RoleValue
 from gptmini_graphql.auth.users import UserInfo
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import BadUserInput, Forbidden

@@ -146,3 +146,15 @@ def test_a_promoted_user_can_administer_at_once(admin_api) -> None:
     assert refused(api.post(USERS, token=oli)) == "FORBIDDEN"
     ok(api.post(UPDATE_USER, {"username": "oli", "role": "ADMIN"}, token=api.admin))
     assert "oli" in [u["username"] for u in ok(api.post(USERS, token=oli))["users"]]
+
+
+def test_a_10_mb_username_let_through_the_body_limit_is_bad_input(make_api) -> None:
+    api = make_api(max_body_bytes=20_000_000)
+    admin = login(api)["accessToken"]
+    variables = {"username": "z" * 10_000_000, "password": PASSWORD}
+    result = api.post(CREATE_USER, variables, token=admin)
+    assert refused(result) == "BAD_USER_INPUT"
+    assert len(str(result)) < 1000  # the answer does not repeat it
+    assert [u["username"] for u in ok(api.post(USERS, token=admin))["users"]] == [
+        "test_user"
+    ]
