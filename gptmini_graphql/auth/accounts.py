@@ -22,6 +22,10 @@ from gptmini_graphql.settings import Settings
 logger = logging.getLogger("gptmini_graphql")
 
 
+class NotMigrated(RuntimeError):
+    """The server was told not to migrate, and the database needs it."""
+
+
 @dataclass(slots=True)
 class Accounts:
     """Users, their sessions and API keys, and who a request's token is."""
@@ -39,6 +43,13 @@ class Accounts:
         db = Database(settings.database_url)
         if settings.database_migrate_on_start:
             await db.migrate()
+        elif not await db.is_migrated():
+            await db.aclose()
+            raise NotMigrated(
+                f"{db.description} is not at the latest migration and "
+                "DATABASE_MIGRATE_ON_START is false: run "
+                "`python -m gptmini_graphql db upgrade` first."
+            )
         tokens = TokenService(
             settings.jwt_secret.get_secret_value(),
             settings.jwt_ttl_seconds,

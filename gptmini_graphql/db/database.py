@@ -13,6 +13,8 @@ from typing import BinaryIO
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.exc import (
     DataError,
@@ -120,6 +122,11 @@ class Database:
         finally:
             lock.close()  # and with it the lock
 
+    async def is_migrated(self) -> bool:
+        """Whether the database is at the latest migration (nothing to do)."""
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(_at_head)
+
     async def aclose(self) -> None:
         await self.engine.dispose()
 
@@ -135,6 +142,12 @@ def _locked(path: Path) -> BinaryIO:
     lock = path.open("a+b")
     fcntl.flock(lock, fcntl.LOCK_EX)  # waits for whoever holds it
     return lock
+
+
+def _at_head(connection: Connection) -> bool:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    current = MigrationContext.configure(connection).get_current_heads()
+    return set(current) == set(heads)
 
 
 def _upgrade(connection: Connection) -> None:

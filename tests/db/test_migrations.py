@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
+from gptmini_graphql.auth.accounts import NotMigrated
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import Base
 
@@ -66,3 +68,12 @@ def test_an_empty_database_upgraded_to_head_matches_the_models(database_url) -> 
 def test_the_server_migrates_on_start(make_api, database_url) -> None:
     make_api(database_url=database_url).login()
     assert _state(database_url)[0] == []
+
+
+def test_a_server_told_not_to_migrate_refuses_an_unmigrated_database(
+    make_api, database_url
+) -> None:
+    with pytest.raises(NotMigrated, match="db upgrade"):
+        make_api(database_url=database_url, database_migrate_on_start=False)
+    assert _upgrade(database_url).returncode == 0
+    assert make_api(database_url=database_url, database_migrate_on_start=False).login()
