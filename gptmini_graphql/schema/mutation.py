@@ -95,9 +95,14 @@ class Mutation:
     async def change_password(
         self, info: Context, current_password: str, new_password: str
     ) -> bool:
-        caller = info.context.require_session()
-        users = info.context.services.accounts.users
+        context = info.context
+        caller = context.require_session()
+        users = context.services.accounts.users
+        # Guessing the current password here is guessing a login: same throttle.
+        throttle, address = context.services.login_throttle, context.client_address
+        await throttle.admit(address, caller.username)
         if await users.authenticate(caller.username, current_password) is None:
+            await throttle.failed(address, caller.username)
             raise BadUserInput("The current password is wrong.")
         await users.set_password(caller.username, new_password)
         return True
