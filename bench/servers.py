@@ -238,6 +238,8 @@ class Rig:
         return {
             "RATE_LIMIT": "1000000/minute",
             "LOGIN_RATE_LIMIT": "1000000/minute",
+            # The login scenario fails on purpose, thousands of times.
+            "LOGIN_USERNAME_FAILURE_LIMIT": "1000000/hour",
             "LOG_LEVEL": "INFO",
             "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
