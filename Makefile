@@ -64,8 +64,9 @@ format: install  ## apply ruff's fixes and formatting
 schema: install  ## export schema.graphql from the code
 	$(BIN)/python -m gptmini_graphql export-schema --output schema.graphql
 
-bench: install  ## benchmarks against a local fake upstream (prints a report)
-	$(BIN)/python -m bench
+BEFORE ?=
+bench: install  ## benchmarks against a local fake upstream (prints a report); BEFORE=main also measures that commit
+	$(BIN)/python -m bench $(if $(BEFORE),--before $(BEFORE) --rounds 3)
 
 eval: install  ## answer quality of the embedded model vs a naive prompt (minutes; LIMIT=n per set)
 	nice $(BIN)/python -m eval $(if $(LIMIT),--limit $(LIMIT))
