@@ -210,3 +210,21 @@ def test_a_revoked_key_is_refused_in_connection_init(api) -> None:
             ws.receive_json()
         assert closed.value.code == 4403
         assert created["key"] not in (closed.value.reason or "")
+
+
+def test_a_revoked_key_stops_on_another_replica_within_the_cache_ttl(
+    make_api, database_url
+) -> None:
+    clock = Clock()
+    shared = {"database_url": database_url, "auth_cache_ttl_seconds": 30}
+    one = make_api(clock=clock, **shared)
+    two = make_api(clock=clock, **shared)
+    token = login(one)["accessToken"]
+    created = create_key(one, token)
+    assert ok(two.post(SUMMARIZE, token=created["key"]))  # two caches the key
+    ok(one.post(REVOKE_KEY, {"id": created["apiKey"]["id"]}, token=token))
+    assert refused(one.post(SUMMARIZE, token=created["key"])) == "UNAUTHENTICATED"
+    clock.advance(29)
+    assert ok(two.post(SUMMARIZE, token=created["key"]))
+    clock.advance(1)
+    assert refused(two.post(SUMMARIZE, token=created["key"])) == "UNAUTHENTICATED"
