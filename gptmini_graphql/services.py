@@ -42,17 +42,18 @@ class Services:
         accounts = await Accounts.start(settings, clock)
         model_process = None
         local_model_url = settings.local_model_url
-        if settings.backend == "local" and not local_model_url:
-            model_process = ModelProcess(settings)
-            model_process.start()
-            local_model_url = model_process.url
         try:
+            if settings.backend == "local" and not local_model_url:
+                model_process = ModelProcess(settings)
+                model_process.start()
+                local_model_url = model_process.url
             return await cls._start_with(
-                settings, llm_http_client, local_model_url, model_process
+                settings, llm_http_client, local_model_url, model_process, accounts
             )
         except BaseException:
             if model_process is not None:  # no child outlives a failed start
                 await asyncio.to_thread(model_process.stop)
+            await accounts.aclose()  # nor its flusher task and connections
             raise
 
     @classmethod
@@ -62,6 +63,7 @@ class Services:
         llm_http_client: httpx2.AsyncClient | None,
         local_model_url: str | None,
         model_process: ModelProcess | None,
+        accounts: Accounts,
     ) -> Services:
         llm = build_llm(settings, llm_http_client, local_model_url=local_model_url)
         await llm.probes.log_at_start()
