@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -60,6 +61,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         services = await Services.start(settings, llm_http_client, clock)
+        # What start-up built (modules, schema, SQLAlchemy's and Alembic's
+        # tables) lives as long as the app: kept out of the collector's sight,
+        # it is not walked again by every full collection under load. (The
+        # database layer made the heap half as large again, and summarize at
+        # 64 concurrent requests 10% dearer until this.)
+        gc.freeze()
         logger.info(
             "started",
             extra={
@@ -83,6 +90,7 @@ def create_app(
         finally:
             await services.aclose()
             await persisted_queries.aclose()
+            gc.unfreeze()  # a process that makes apps again (tests) frees them
             logger.info("stopped")
 
     async def healthz(request: Request) -> JSONResponse:
