@@ -172,8 +172,12 @@ def summarize(rig: Rig, options: Options) -> list[dict]:
     # Every variant at one concurrency before the next: a variant measured
     # right after a 64-way run of the same server would pay for its heap.
     for round_ in range(1, options.rounds + 1):
+        # Each round starts one variant later: none always runs first, or
+        # always just after switching from the other server.
+        shift = (round_ - 1) % len(variants)
+        ordered = variants[shift:] + variants[:shift]
         for level in options.concurrency:
-            for variant, target, credential, extra in variants:
+            for variant, target, credential, extra in ordered:
                 headers = {
                     "Content-Type": "application/json",
                     "Authorization": f"Bearer {credential}",
