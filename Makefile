@@ -66,7 +66,7 @@ schema: install  ## export schema.graphql from the code
 
 BEFORE ?=
 bench: install  ## benchmarks against a local fake upstream (prints a report); BEFORE=main also measures that commit
-	$(BIN)/python -m bench $(if $(BEFORE),--before $(BEFORE) --rounds 3)
+	$(BIN)/python -m bench $(if $(BEFORE),--before $(BEFORE) --rounds 4)
 
 eval: install  ## answer quality of the embedded model vs a naive prompt (minutes; LIMIT=n per set)
 	nice $(BIN)/python -m eval $(if $(LIMIT),--limit $(LIMIT))
