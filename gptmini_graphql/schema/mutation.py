@@ -104,5 +104,6 @@ class Mutation:
         if await users.authenticate(caller.username, current_password) is None:
             await throttle.failed(address, caller.username)
             raise BadUserInput("The current password is wrong.")
+        await throttle.succeeded(address, caller.username)
         await users.set_password(caller.username, new_password)
         return True
