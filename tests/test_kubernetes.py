@@ -35,12 +35,13 @@ def of_kind(kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in everything() if d["kind"] == kind}
 
 
+def pods() -> list[dict[str, Any]]:
+    workloads = {**of_kind("Deployment"), **of_kind("Job")}
+    return [workload["spec"]["template"]["spec"] for workload in workloads.values()]
+
+
 def containers() -> list[dict[str, Any]]:
-    return [
-        container
-        for deployment in of_kind("Deployment").values()
-        for container in deployment["spec"]["template"]["spec"]["containers"]
-    ]
+    return [container for pod in pods() for container in pod["containers"]]
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -104,8 +105,7 @@ def test_the_api_finds_the_model_service_on_its_port() -> None:
 
 
 def test_every_container_runs_unprivileged_on_a_read_only_root() -> None:
-    for deployment in of_kind("Deployment").values():
-        pod = deployment["spec"]["template"]["spec"]
+    for pod in pods():
         assert pod["securityContext"]["runAsNonRoot"] is True
         for container in pod["containers"]:
             security = container["securityContext"]
@@ -122,3 +122,12 @@ def test_only_the_api_reaches_the_model_redis_and_postgres() -> None:
         assert source["podSelector"]["matchLabels"] == {
             "app.kubernetes.io/name": "gptmini-api"
         }
+
+
+def test_the_migrate_job_runs_the_migrations_the_api_leaves_to_it() -> None:
+    (container,) = of_kind("Job")["gptmini-migrate"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert container["command"][-2:] == ["db", "upgrade"]
+    config = of_kind("ConfigMap")["gptmini-config"]["data"]
+    assert config["DATABASE_MIGRATE_ON_START"] == "false"
