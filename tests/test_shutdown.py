@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -76,6 +76,30 @@ def upstream_url(request: pytest.FixtureRequest) -> Iterator[str]:
     server.server_close()
 
 
+def _started_and_logged_in(
+    client: httpx.Client,
+    port: int,
+    server: subprocess.Popen,
+    stderr: Callable[[], str],
+) -> str:
+    """Wait until the server answers, then log in: its access token. A server
+    that dies first fails the test with its stderr."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.get(f"http://127.0.0.1:{port}/healthz")
+            break
+        except httpx.TransportError:
+            assert server.poll() is None, stderr()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+    login = {"username": "test_user", "password": "1234"}
+    answer = client.post(
+        f"http://127.0.0.1:{port}/graphql", json={"query": LOGIN, "variables": login}
+    )
+    return answer.json()["data"]["login"]["accessToken"]
+
+
 def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, object]]:
     event = None
     for line in lines:
@@ -114,19 +138,7 @@ def test_sigterm_ends_open_streams_after_the_grace(
     url = f"http://127.0.0.1:{port}/graphql"
     try:
         with httpx.Client(timeout=60) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.get(f"http://127.0.0.1:{port}/healthz")
-                    break
-                except httpx.TransportError:
-                    assert server.poll() is None, server.stderr.read()
-                    assert time.monotonic() < deadline, "the server did not start"
-                    time.sleep(0.1)
-            login = {"username": "test_user", "password": "1234"}
-            token = client.post(url, json={"query": LOGIN, "variables": login}).json()[
-                "data"
-            ]["login"]["accessToken"]
+            token = _started_and_logged_in(client, port, server, server.stderr.read)
 
             events = []
             with client.stream(
@@ -206,19 +218,7 @@ def test_a_plain_request_cut_at_shutdown_gets_a_coded_503(tmp_path: Path) -> Non
     url = f"http://127.0.0.1:{port}/graphql"
     try:
         with httpx.Client(timeout=60) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.get(f"http://127.0.0.1:{port}/healthz")
-                    break
-                except httpx.TransportError:
-                    assert server.poll() is None, log.read_text()
-                    assert time.monotonic() < deadline, "the server did not start"
-                    time.sleep(0.1)
-            login = {"username": "test_user", "password": "1234"}
-            token = client.post(url, json={"query": LOGIN, "variables": login}).json()[
-                "data"
-            ]["login"]["accessToken"]
+            token = _started_and_logged_in(client, port, server, log.read_text)
             threading.Timer(
                 0,
                 lambda: (

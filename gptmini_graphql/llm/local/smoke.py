@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,18 +38,20 @@ def check(model: Path) -> tuple[str, bool] | None:
     except subprocess.TimeoutExpired:
         return f"a {TOKENS}-token generation took over {TIMEOUT_SECONDS} s", False
     if result.returncode == 0:
+        print(result.stdout.strip())  # the child's own report
         return None
     stderr = "\n".join(result.stderr.strip().splitlines()[-15:])
     problem = f"the test generation {describe_exit(result.returncode)}:\n{stderr}"
     return problem, result.returncode < 0
 
 
-def _generate(model: Path) -> dict[str, object]:
+def _generate(model: Path) -> str:
+    """One short generation, here: what the install log shows of it."""
     import llama_cpp
 
     from gptmini_graphql.llm.local.engine import ChatRequest, LocalModel
 
-    async def main() -> dict[str, object]:
+    async def main() -> str:
         local = LocalModel.load(model, context_size=512, threads=1, queue_size=0)
         try:
             completion = await local.complete(
@@ -62,11 +63,11 @@ def _generate(model: Path) -> dict[str, object]:
             )
         finally:
             local.close()
-        return {
-            "text": completion.text,
-            "tokens": completion.usage.completion_tokens,
-            "cpu": llama_cpp.llama_print_system_info().decode(),
-        }
+        features = llama_cpp.llama_print_system_info().decode().strip()
+        return (
+            f"llama.cpp generated {completion.usage.completion_tokens} tokens on "
+            f"this CPU with {model.name} ({features})."
+        )
 
     return asyncio.run(main())
 
@@ -80,11 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model = args.model or Settings().local_model_path
     if args.child:
-        print(json.dumps(_generate(model)))
+        print(_generate(model))
         return 0
     outcome = check(model)
     if outcome is None:
-        print(f"llama.cpp generates on this CPU ({model.name}).")
         return 0
     problem, crashed = outcome
     if not crashed:
