@@ -1,5 +1,5 @@
 """Command line: `python -m gptmini_graphql serve | export-schema | healthcheck |
-llm serve | users … | db upgrade`."""
+llm serve | users … | db upgrade | usage prune|export`."""
 
 from __future__ import annotations
 
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     from gptmini_graphql.auth import cli as accounts_cli
 
     accounts_cli.add_parsers(commands)
+    from gptmini_graphql.spend import cli as usage_cli
+
+    usage_cli.add_parsers(commands)
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return accounts_cli.run_users(args)
     if args.command == "db":
         return accounts_cli.run_db(args)
+    if args.command == "usage":
+        return usage_cli.run(args)
     if args.command == "llm":
         return _serve_embedded(args)
     if args.command == "healthcheck":
@@ -82,6 +87,22 @@ def _serve(args: argparse.Namespace) -> int:
     except InsecureSettings as problem:
         print(problem, file=sys.stderr)
         return 2
+    if args.workers > 1 and not settings.redis_url:
+        from gptmini_graphql.spend.budgets import defaults
+
+        if defaults(settings):
+            # In memory, each worker would keep a budget of its own: N times it.
+            print(
+                "--workers > 1 with budgets (BUDGET_*, TOKEN_RATE_LIMIT) needs "
+                "REDIS_URL: without it each worker would enforce them alone.",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            "warning: --workers > 1 without REDIS_URL: budgets an admin sets "
+            "per user or key are kept by each worker alone.",
+            file=sys.stderr,
+        )
     metrics_directory = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # /metrics must add up every worker, whichever one is asked: the

@@ -14,6 +14,7 @@ from gptmini_graphql.errors import AppError, Forbidden, Unauthenticated
 from gptmini_graphql.llm.cache import CachePolicy, Mode
 from gptmini_graphql.llm.client import CallerLLM
 from gptmini_graphql.services import Services
+from gptmini_graphql.spend.meter import Caller, Left, Meter
 from gptmini_graphql.tasks.results import TaskResult
 
 
@@ -37,6 +38,10 @@ class RequestContext:
     streaming: bool = False
     # graphql-transport-ws's connection_init payload (Strawberry fills it in).
     connection_params: dict[str, object] | None = None
+    # What the operation's budgets have left (the result's extensions), and
+    # the RateLimit headers of an HTTP response.
+    budget_left: Left = field(default_factory=Left)
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def authorization(self) -> str | None:
@@ -85,10 +90,11 @@ class RequestContext:
         own = self.principal.rate_limits if self.principal else None
         return list(own) if own else self.services.settings.rate_limits
 
-    def authorized_llm(self) -> CallerLLM:
+    def authorized_llm(self, field: str) -> CallerLLM:
         """The LLM, for an authenticated caller only, from a field declared
-        as calling it (the rate limit counted it)."""
-        self.require_user()
+        as calling it (the rate limit counted it); its calls are reserved
+        against the caller's budgets and written to the ledger as `field`'s."""
+        principal = self.require_user()
         assert self.user is not None
         if not self.model_calls:
             raise RuntimeError(
@@ -97,7 +103,21 @@ class RequestContext:
             )
         shared = self.services.settings.cache_scope == "shared"
         policy = CachePolicy(scope="*" if shared else self.user, mode=self.cache_mode)
-        return CallerLLM(self.services.llm, policy)
+        caller = Caller(
+            principal.user_id,
+            principal.api_key_id,
+            dict(principal.budgets),
+            dict(principal.key_budgets) if principal.api_key_id else None,
+        )
+        meter = Meter(
+            self.services.spend,
+            caller,
+            request_id=self.request_id,
+            operation=self.operation_name,
+            field=field,
+            left=self.budget_left,
+        )
+        return CallerLLM(self.services.llm, policy, meter)
 
     @property
     def cache_mode(self) -> Mode:

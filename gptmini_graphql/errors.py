@@ -5,6 +5,9 @@
     ├── Forbidden                 FORBIDDEN
     ├── BadUserInput              BAD_USER_INPUT
     ├── RateLimited               RATE_LIMITED          + retryAfter
+    │   └── TokenRateLimited      RATE_LIMITED          + retryAfter, budget, limit, remaining, requested, resetsAt
+    ├── BudgetExceeded            BUDGET_EXCEEDED       + budget, limit, remaining, requested, resetsAt
+    ├── BudgetUnavailable         BUDGET_UNAVAILABLE    + retryAfter (budgets cannot be checked)
     ├── ServerShuttingDown        SERVER_SHUTTING_DOWN  (a stream or request cut by shutdown)
     ├── DatabaseUnavailable       DATABASE_UNAVAILABLE  + retryAfter
     └── UpstreamError             UPSTREAM_ERROR
@@ -87,6 +90,51 @@ class BadUserInput(AppError):
 
 class RateLimited(AppError):
     code = "RATE_LIMITED"
+
+
+class _OverBudget(AppError):
+    """A call whose worst case does not fit what is left of a budget."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: str,
+        limit: float,
+        remaining: float,
+        requested: float,
+        resets_at: str,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.details = {
+            "budget": budget,  # user.usd_per_day, key.tokens_per_month, ...
+            "limit": limit,
+            "remaining": remaining,
+            "requested": requested,
+            "resetsAt": resets_at,
+        }
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {**super().extensions, **self.details}
+
+
+class BudgetExceeded(_OverBudget):
+    code = "BUDGET_EXCEEDED"
+
+
+class TokenRateLimited(_OverBudget, RateLimited):
+    """TOKEN_RATE_LIMIT: tokens per minute, a rate limit kept like a budget."""
+
+    code = "RATE_LIMITED"
+
+
+class BudgetUnavailable(AppError):
+    """Budgets cannot be checked (their Redis is unreachable): refused rather
+    than let spend past a budget unseen."""
+
+    code = "BUDGET_UNAVAILABLE"
 
 
 class ServerShuttingDown(AppError):

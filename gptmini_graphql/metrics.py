@@ -23,6 +23,11 @@ grow the number of series.
     gptmini_rate_limit_refusals_total{limit}         user, login-address, login-user
     gptmini_rate_limit_storage_outages_total         Redis lost by the rate limits
     gptmini_rate_limit_storage_down                  1 while limits run without Redis
+    gptmini_ledger_rows_written_total                usage ledger rows in the database
+    gptmini_ledger_rows_dropped_total                rows lost: queue full, refused, or shutdown without a database
+    gptmini_budget_refusals_total{budget}            calls refused by a budget or the token rate limit
+    gptmini_budget_store_errors_total                the budgets' Redis failed a step
+    gptmini_budget_settle_failures_total             reservations left to expire (charged their worst case)
     gptmini_build_info{version}
 
 `operation` is the operation's root field (`summarize`, `login`, ...):
@@ -197,6 +202,31 @@ RATE_LIMIT_STORAGE_DOWN = Gauge(
     "1 while this process's rate limits cannot reach Redis (summed over "
     "workers in multiprocess mode).",
     multiprocess_mode="livesum",
+)
+LEDGER_WRITTEN = Counter(
+    "gptmini_ledger_rows_written",
+    "Usage ledger rows written to the database.",
+)
+LEDGER_DROPPED = Counter(
+    "gptmini_ledger_rows_dropped",
+    "Usage ledger rows lost: the queue was full while the database was "
+    "unavailable, the database refused them, or shutdown could not write them.",
+)
+SPEND_REFUSALS = Counter(
+    "gptmini_budget_refusals",
+    "Model calls refused by a budget or the token rate limit, by budget "
+    "(user.usd_per_day, key.tokens_per_month, user.tokens_per_minute, ...).",
+    ["budget"],
+)
+SPEND_STORE_ERRORS = Counter(
+    "gptmini_budget_store_errors",
+    "Steps of the budget store (Redis) that failed; callers with budgets are "
+    "refused with BUDGET_UNAVAILABLE meanwhile.",
+)
+SPEND_SETTLE_FAILURES = Counter(
+    "gptmini_budget_settle_failures",
+    "Reservations that could not be settled and are left to expire (each "
+    "charged its worst case until then).",
 )
 BUILD_INFO = Gauge(
     "gptmini_build_info",

@@ -16,6 +16,9 @@ from gptmini_graphql.llm.client import LLM, build_llm
 from gptmini_graphql.llm.local.process import ModelProcess
 from gptmini_graphql.rate_limits import RateLimiter
 from gptmini_graphql.settings import Settings
+from gptmini_graphql.spend.ledger import Ledger
+from gptmini_graphql.spend.meter import Spend
+from gptmini_graphql.spend.reservations import MemoryReservations, RedisReservations
 
 
 @dataclass(slots=True)
@@ -25,6 +28,7 @@ class Services:
     accounts: Accounts
     limiter: RateLimiter
     login_throttle: LoginThrottle
+    spend: Spend
     # The embedded model's process, when this app supervises it (no
     # LOCAL_MODEL_URL: nothing else runs one).
     model_process: ModelProcess | None = None
@@ -48,7 +52,12 @@ class Services:
                 model_process.start()
                 local_model_url = model_process.url
             return await cls._start_with(
-                settings, llm_http_client, local_model_url, model_process, accounts
+                settings,
+                llm_http_client,
+                local_model_url,
+                model_process,
+                accounts,
+                clock,
             )
         except BaseException:
             if model_process is not None:  # no child outlives a failed start
@@ -64,12 +73,14 @@ class Services:
         local_model_url: str | None,
         model_process: ModelProcess | None,
         accounts: Accounts,
+        clock: Callable[[], float],
     ) -> Services:
         llm = build_llm(settings, llm_http_client, local_model_url=local_model_url)
         await llm.probes.log_at_start()
         if model_process is not None and llm.embedded is not None:
             llm.embedded.explain_outage = model_process.problem
         limiter = RateLimiter(settings.redis_url)
+        spend = _spend(settings, accounts, clock)
         return cls(
             settings=settings,
             llm=llm,
@@ -77,11 +88,30 @@ class Services:
             accounts=accounts,
             limiter=limiter,
             login_throttle=LoginThrottle(limiter, settings),
+            spend=spend,
         )
 
     async def aclose(self) -> None:
         await self.llm.aclose()
         await self.limiter.aclose()
+        await self.spend.aclose()  # the ledger's last rows, before the database
         await self.accounts.aclose()
         if self.model_process is not None:
             await asyncio.to_thread(self.model_process.stop)
+
+
+def _spend(settings: Settings, accounts: Accounts, clock: Callable[[], float]) -> Spend:
+    """Budgets in Redis when REDIS_URL is set (every replica one budget),
+    else in this process's memory; the ledger in the database."""
+    if settings.redis_url:
+        import redis.asyncio
+
+        client = redis.asyncio.from_url(
+            settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        store = RedisReservations(client)
+    else:
+        store = MemoryReservations()
+    ledger = Ledger(accounts.db)
+    ledger.start()
+    return Spend(settings, store, ledger, accounts.db, clock)

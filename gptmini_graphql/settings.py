@@ -135,6 +135,16 @@ class Settings(BaseSettings):
     # by itself), `closed` (refuse) or `open` (let through). Logins never fail open.
     rate_limit_redis_outage: Literal["memory", "closed", "open"] = "memory"
     login_rate_limit_redis_outage: Literal["memory", "closed"] = "memory"
+    # Budgets per user (an admin can override them per user, and set a key's
+    # own); unset: unlimited. USD, or tokens (prompt + completion).
+    budget_usd_per_day: float | None = Field(default=None, ge=0)
+    budget_usd_per_month: float | None = Field(default=None, ge=0)
+    budget_tokens_per_day: int | None = Field(default=None, ge=0)
+    budget_tokens_per_month: int | None = Field(default=None, ge=0)
+    # Tokens per minute per user, kept like a budget (RATE_LIMITED past it).
+    token_rate_limit: int | None = Field(default=None, ge=0)
+    # How long the usage ledger keeps rows (`usage prune` deletes older ones).
+    ledger_retention_days: int | None = Field(default=400, ge=1)
     max_input_chars: int = Field(default=20_000, ge=1)
     max_completion_tokens: int = Field(default=4096, ge=1)
 
@@ -177,6 +187,12 @@ class Settings(BaseSettings):
         "database_url",
         "introspection",
         "graphiql",
+        "budget_usd_per_day",
+        "budget_usd_per_month",
+        "budget_tokens_per_day",
+        "budget_tokens_per_month",
+        "token_rate_limit",
+        "ledger_retention_days",
         mode="before",
     )
     @classmethod

@@ -36,12 +36,22 @@ class _KeyEntry:
     expires: float | None
 
 
-def principal_of(user: User, **via: uuid.UUID) -> Principal | None:
+def principal_of(
+    user: User, key: ApiKey | None = None, **via: uuid.UUID
+) -> Principal | None:
     """The caller a user row makes, or None if the user may not call."""
     if user.disabled:
         return None
     limits = tuple(parse_many(user.rate_limit)) if user.rate_limit else None
-    return Principal(user.id, user.username, Role(user.role), limits, **via)
+    return Principal(
+        user.id,
+        user.username,
+        Role(user.role),
+        limits,
+        budgets=tuple((user.budgets or {}).items()),
+        key_budgets=tuple((key.budgets or {}).items()) if key else (),
+        **via,
+    )
 
 
 class Identities:
@@ -124,7 +134,7 @@ class Identities:
                 continue
             if key.revoked_at is not None:
                 return None
-            principal = principal_of(user, api_key_id=key.id)
+            principal = principal_of(user, key, api_key_id=key.id)
             if principal is None:
                 return None
             expires = key.expires_at.timestamp() if key.expires_at else None

@@ -26,6 +26,9 @@ class Principal:
     rate_limits: tuple[RateLimitItem, ...] | None = None
     session_id: uuid.UUID | None = None
     api_key_id: uuid.UUID | None = None
+    # Budget overrides (spend/budgets.py names): the user's, and the key's own.
+    budgets: tuple[tuple[str, float], ...] = ()
+    key_budgets: tuple[tuple[str, float], ...] = ()
 
     @property
     def is_admin(self) -> bool:

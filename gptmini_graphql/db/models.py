@@ -11,10 +11,13 @@ import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -66,6 +69,8 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Replaces RATE_LIMIT for this user when set ("100/minute;5000/day").
     rate_limit: Mapped[str | None] = mapped_column(String(200))
+    # Overrides of the BUDGET_* defaults for this user: {"usd_per_day": 5, ...}.
+    budgets: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -115,3 +120,44 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # This key's own budgets, within its user's: {"usd_per_day": 1, ...}.
+    budgets: Mapped[dict | None] = mapped_column(JSON)
+
+
+class LedgerRow(Base):
+    """One LLM call: who, what, which model, tokens and cost (spend/ledger.py).
+
+    No foreign keys: the ledger is history, and a row must be writable in a
+    batch whatever happened to its user or key meanwhile.
+    """
+
+    __tablename__ = "ledger"
+    __table_args__ = (
+        Index("ix_ledger_user_id_at", "user_id", "at"),
+        Index("ix_ledger_api_key_id_at", "api_key_id", "at"),
+        Index("ix_ledger_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    day: Mapped[str] = mapped_column(String(10))  # UTC, YYYY-MM-DD: for breakdowns
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    request_id: Mapped[str] = mapped_column(String(64))
+    operation: Mapped[str | None] = mapped_column(String(100))
+    field: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(100))
+    upstream: Mapped[str | None] = mapped_column(String(32))
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cached_tokens: Mapped[int] = mapped_column(Integer)
+    # Integer nano-dollars, so sums are exact; null: the model has no price.
+    cost_nano_usd: Mapped[int | None] = mapped_column(BigInteger)
+    cached: Mapped[bool] = mapped_column(Boolean)  # answered from our cache
+    # The upstream reported no usage (a stream cut short, a missing usage
+    # chunk): tokens and cost are the reservation's worst case.
+    estimated: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(40))

@@ -15,6 +15,7 @@ from strawberry.extensions import SchemaExtension
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import INTERNAL_SERVER_ERROR
 from gptmini_graphql.operation_log import log_operation
+from gptmini_graphql.spend.meter import Left
 
 
 class OperationScopeExtension(SchemaExtension):
@@ -31,6 +32,8 @@ class OperationScopeExtension(SchemaExtension):
             inputs={},
             results=[],
             operation_name=None,
+            budget_left=Left(),
+            response_headers={},
         )
         execution.context = operation
         yield

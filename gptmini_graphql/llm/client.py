@@ -11,9 +11,12 @@ the SDK's errors into ours; and prices the answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
@@ -42,7 +45,10 @@ from gptmini_graphql.llm.probe import ModelsProbe, UpstreamProbes
 from gptmini_graphql.llm.resilience import is_outage
 from gptmini_graphql.llm.structured import FormatNegotiation, StructuredOutput
 from gptmini_graphql.llm.upstream import Kind, Upstream
-from gptmini_graphql.settings import Settings
+from gptmini_graphql.settings import ModelPrice, Settings
+
+if TYPE_CHECKING:
+    from gptmini_graphql.spend.meter import Hold, Meter
 
 logger = logging.getLogger("gptmini_graphql.llm")
 
@@ -75,6 +81,21 @@ class LLM:
         self.cache = cache
         # What each remote upstream serves: logged at start, shown by /readyz.
         self.probes = probes or UpstreamProbes([], settings.model_prices)
+
+    @functools.cached_property
+    def worst_price(self) -> ModelPrice | None:
+        """The dearest of the upstreams' prices (a reservation does not know
+        which will answer); None when none of their models has a price."""
+        prices = [
+            find_price(upstream.model, self.settings.model_prices)
+            for upstream in self.upstreams
+        ]
+        known = [price for price in prices if price is not None]
+        if not known:
+            return None
+        return ModelPrice(
+            input=max(p.input for p in known), output=max(p.output for p in known)
+        )
 
     @property
     def configured(self) -> bool:
@@ -109,6 +130,7 @@ class LLM:
         top_logprobs: int | None = None,
         stop: list[str] | None = None,
         cache: CachePolicy | None = None,
+        meter: Meter | None = None,
     ) -> ChatAnswer:
         """The answer; with `output`, JSON that `output.parse` accepts.
 
@@ -131,15 +153,38 @@ class LLM:
             body["stop"] = stop
 
         async def ask_upstream() -> ChatAnswer:
-            completion, upstream = await self._call(body, stream=False, output=output)
-            answer = self._answer(completion, upstream)
-            if output is not None:
-                output.parse(answer.text)  # an answer of the wrong shape is never kept
+            hold = await meter.reserve(body, self.worst_price) if meter else None
+            try:
+                completion, upstream = await self._call(
+                    body, stream=False, output=output
+                )
+                answer = self._answer(completion, upstream)
+            except BaseException as error:
+                if meter and hold:
+                    await _unanswered(meter, hold, self.model, error)
+                raise
+            outcome = "OK"
+            try:
+                if output is not None:
+                    output.parse(answer.text)  # a wrong shape is never kept
+            except AppError as error:
+                outcome = error.code
+                raise
+            finally:
+                if meter and hold:
+                    await meter.settle(
+                        hold,
+                        model=answer.model,
+                        upstream=upstream.name,
+                        usage=answer.usage,
+                        outcome=outcome,
+                    )
             return answer
 
         # Only a deterministic request has one right answer to keep.
         if self.cache is None or cache is None or cache.mode == "bypass" or temperature:
             return await ask_upstream()
+        started = time.perf_counter()
         primary = self.upstreams[0] if self.upstreams else None
         identity = f"{primary.client.base_url}|{primary.model}" if primary else ""
         entry, served = await self.cache.fetch(
@@ -150,6 +195,8 @@ class LLM:
         answer = ChatAnswer.from_entry(entry, served=served)
         if served:
             metrics.count_saved(answer.model, answer.usage.saved_cost_usd)
+            if meter is not None:
+                meter.free(started, answer.model, answer.usage)
         return answer
 
     async def stream_chat(
@@ -158,6 +205,7 @@ class LLM:
         *,
         max_tokens: int,
         temperature: float,
+        meter: Meter | None = None,
     ) -> AsyncIterator[str | ChatStreamEnd]:
         """Text deltas as the model writes them, then one `ChatStreamEnd`.
 
@@ -172,7 +220,49 @@ class LLM:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if meter is None:
+            async with aclosing(self._stream(body)) as events:
+                async for event in events:
+                    if not isinstance(event, tuple):
+                        yield event
+            return
+        hold = await meter.reserve(body, self.worst_price)
+        model, usage, outcome = self.model, None, "OK"
+        name: str | None = None
+        wrote = False
+        try:
+            async with aclosing(self._stream(body)) as events:
+                async for event in events:
+                    if isinstance(event, ChatStreamEnd):
+                        model, usage = event.model, event.usage
+                    elif isinstance(event, tuple):  # which upstream answers
+                        model, name = event
+                        continue
+                    else:
+                        wrote = True
+                        await meter.keep(hold)
+                    yield event
+        except BaseException as error:
+            outcome = _outcome(error)
+            if not wrote and not isinstance(error, _CALLER_LEFT):
+                await meter.release(hold, model=model, outcome=outcome)
+                raise
+            # Tokens were generated, or may have been: charged the usage if
+            # the upstream sent it, else the reservation (never nothing).
+            await meter.settle(
+                hold, model=model, upstream=name, usage=usage, outcome=outcome
+            )
+            raise
+        await meter.settle(
+            hold, model=model, upstream=name, usage=usage, outcome=outcome
+        )
+
+    async def _stream(
+        self, body: dict[str, Any]
+    ) -> AsyncIterator[str | ChatStreamEnd | tuple[str, str]]:
+        """stream_chat's events, first of all (model, upstream name)."""
         stream, upstream = await self._call(body, stream=True)
+        yield upstream.model, upstream.name
         # The stream's circuit hears how the stream ended, not that it began:
         # most streams that break do so after their HTTP 200.
         breaker = upstream.breakers["stream"]
@@ -342,6 +432,32 @@ class LLM:
         return priced
 
 
+# The caller went away, or our deadline passed: the upstream may have
+# generated (and billed) the answer all the same.
+_CALLER_LEFT = (asyncio.CancelledError, GeneratorExit, UpstreamTimeout)
+
+
+def _outcome(error: BaseException) -> str:
+    if isinstance(error, AppError):
+        return error.code
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return "INTERNAL_SERVER_ERROR"
+
+
+async def _unanswered(
+    meter: Meter, hold: Hold, model: str, error: BaseException
+) -> None:
+    """A call that got no answer: nothing charged if the upstream refused or
+    failed; the reservation if we stopped waiting (it may have billed)."""
+    if isinstance(error, _CALLER_LEFT):
+        await meter.settle(
+            hold, model=model, upstream=None, usage=None, outcome=_outcome(error)
+        )
+    else:
+        await meter.release(hold, model=model, outcome=_outcome(error))
+
+
 MALFORMED_CHUNK = "The model's stream sent a malformed chunk."
 EMPTY_ANSWER = "The model returned an empty answer."
 
@@ -475,18 +591,23 @@ class CallerLLM:
     """The LLM as one caller uses it: answers from the cache scope and with
     the cache mode of their request. Tasks get this, never the LLM itself."""
 
-    def __init__(self, llm: LLM, cache: CachePolicy) -> None:
+    def __init__(
+        self, llm: LLM, cache: CachePolicy, meter: Meter | None = None
+    ) -> None:
         self.llm = llm
         self.cache = cache
+        self.meter = meter  # budgets and the ledger
 
     @property
     def settings(self) -> Settings:
         return self.llm.settings
 
     async def chat(self, messages: list[dict[str, str]], **options: Any) -> ChatAnswer:
-        return await self.llm.chat(messages, cache=self.cache, **options)
+        return await self.llm.chat(
+            messages, cache=self.cache, meter=self.meter, **options
+        )
 
     def stream_chat(
         self, messages: list[dict[str, str]], **options: Any
     ) -> AsyncIterator[str | ChatStreamEnd]:
-        return self.llm.stream_chat(messages, **options)
+        return self.llm.stream_chat(messages, meter=self.meter, **options)

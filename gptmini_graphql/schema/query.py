@@ -34,7 +34,7 @@ class Query:
     async def summarize(
         self, info: Context, text: str, max_words: int = summarize.DEFAULT_MAX_WORDS
     ) -> Summary:
-        llm = info.context.authorized_llm()
+        llm = info.context.authorized_llm(info.field_name)
         result = await summarize.summarize(llm, text, max_words)
         info.context.record(result)
         return result
@@ -50,7 +50,7 @@ class Query:
         target_language: str,
         source_language: str | None = None,
     ) -> Translation:
-        llm = info.context.authorized_llm()
+        llm = info.context.authorized_llm(info.field_name)
         result = await translate.translate(llm, text, target_language, source_language)
         info.context.record(result)
         return result
@@ -64,14 +64,14 @@ class Query:
         temperature: float = complete.DEFAULT_TEMPERATURE,
         system: str | None = None,
     ) -> Completion:
-        llm = info.context.authorized_llm()
+        llm = info.context.authorized_llm(info.field_name)
         result = await complete.complete(llm, prompt, max_tokens, temperature, system)
         info.context.record(result)
         return result
 
     @llm_field(description="The sentiment of a text.")
     async def analyze(self, info: Context, text: str) -> SentimentAnalysis:
-        llm = info.context.authorized_llm()
+        llm = info.context.authorized_llm(info.field_name)
         result = await analyze.analyze(llm, text)
         info.context.record(result)
         return result

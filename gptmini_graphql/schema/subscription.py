@@ -33,7 +33,7 @@ class Subscription:
         context.streaming = True
         # A refused stream (no token, bad arguments) gets its log line too.
         async with StreamLog(context, "completeStream") as log:
-            llm = context.authorized_llm()
+            llm = context.authorized_llm(info.field_name)
             events = complete.complete_stream(
                 llm, prompt, max_tokens, temperature, system
             )

@@ -1,0 +1,9 @@
+"""Spend under control: budgets and token limits (reserved before a model
+call, settled after it), and the usage ledger (one row per call).
+
+    budgets.py       which budgets bind a caller, their periods and units
+    reservations.py  the atomic reserve / settle store: memory, or Redis (Lua)
+    ledger.py        the ledger's rows, written off the request path in batches
+    meter.py         one model call's accounting: reserve, settle, ledger row
+    usage.py         the ledger summed for the schema and the CLI
+"""

@@ -1,0 +1,125 @@
+"""The usage ledger: one row per LLM call, the truth that usage and budgets
+are read from.
+
+A call's row is queued in memory (a list append) and written with the rows
+of other calls every FLUSH_SECONDS, in one INSERT, by a task of its own: the
+request never waits for the database. A clean shutdown writes what is
+queued. A crash loses at most the rows queued since the last write (one
+FLUSH_SECONDS window, plus any a database outage held back). While the
+database cannot take them, rows wait, up to MAX_QUEUED; past that, new rows
+are dropped and counted (gptmini_ledger_rows_dropped_total).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import insert
+
+from gptmini_graphql import metrics
+from gptmini_graphql.db.database import Database
+from gptmini_graphql.db.models import LedgerRow
+from gptmini_graphql.errors import DatabaseUnavailable
+
+logger = logging.getLogger("gptmini_graphql.ledger")
+
+FLUSH_SECONDS = 1.0
+MAX_QUEUED = 100_000
+BATCH_ROWS = 1000  # rows per INSERT
+
+
+@dataclass(slots=True)
+class Entry:
+    """One LLM call, as the ledger keeps it (see db.models.LedgerRow)."""
+
+    at: datetime
+    user_id: uuid.UUID
+    api_key_id: uuid.UUID | None
+    request_id: str
+    operation: str | None
+    field: str
+    model: str
+    upstream: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_nano_usd: int | None
+    cached: bool
+    estimated: bool
+    latency_ms: int
+    outcome: str
+
+    def row(self) -> dict[str, object]:
+        values = asdict(self)
+        values["day"] = self.at.astimezone(UTC).strftime("%Y-%m-%d")
+        return values
+
+
+class Ledger:
+    def __init__(self, db: Database, *, flush_seconds: float = FLUSH_SECONDS) -> None:
+        self._db = db
+        self._flush_seconds = flush_seconds
+        self._queued: list[Entry] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_forever())
+
+    def record(self, entry: Entry) -> None:
+        if len(self._queued) >= MAX_QUEUED:
+            metrics.LEDGER_DROPPED.inc()
+            return
+        self._queued.append(entry)
+
+    async def flush(self) -> None:
+        """Write every queued row now (readers call it first: what they read
+        then includes this process's latest calls)."""
+        async with self._flushing:
+            while self._queued:
+                batch = self._queued[:BATCH_ROWS]
+                try:
+                    async with self._db.session() as session:
+                        await session.execute(
+                            insert(LedgerRow), [entry.row() for entry in batch]
+                        )
+                except DatabaseUnavailable:
+                    raise  # kept: written once the database is back
+                except Exception:
+                    # Rows the database refuses would block every later one.
+                    logger.exception(
+                        "usage ledger rows refused", extra={"rows": len(batch)}
+                    )
+                    metrics.LEDGER_DROPPED.inc(len(batch))
+                else:
+                    metrics.LEDGER_WRITTEN.inc(len(batch))
+                del self._queued[: len(batch)]
+
+    async def _write_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            try:
+                await self.flush()
+            except DatabaseUnavailable:
+                logger.warning(
+                    "could not write the usage ledger; rows wait in memory",
+                    extra={"queued": len(self._queued)},
+                )
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        try:
+            await self.flush()
+        except Exception:
+            metrics.LEDGER_DROPPED.inc(len(self._queued))
+            logger.exception(
+                "usage ledger rows lost at shutdown", extra={"rows": len(self._queued)}
+            )

@@ -1,0 +1,385 @@
+"""One model call's accounting, around the call itself:
+
+    hold = await meter.reserve(body, price)    worst case, or BUDGET_EXCEEDED
+    ... the upstream call ...
+    await meter.settle(hold, ...)              the real cost; the rest released
+    (or meter.release(hold, outcome) on failure: nothing charged)
+
+and one ledger row either way. An answer served from the response cache
+(or shared with another request's call) never reserves: `meter.free(...)`
+writes its row at cost 0.
+
+`Spend` is what the app shares: the reservation store, the ledger, the
+clock, and the outage policy: while the store is unreachable, a caller with
+budgets is refused with BUDGET_UNAVAILABLE (nothing is spent unseen); a
+caller without any goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
+
+from gptmini_graphql import metrics
+from gptmini_graphql.circuit_breaker import CircuitBreaker
+from gptmini_graphql.db.database import Database
+from gptmini_graphql.db.models import LedgerRow
+from gptmini_graphql.errors import (
+    BudgetExceeded,
+    BudgetUnavailable,
+    TokenRateLimited,
+)
+from gptmini_graphql.llm.answers import TokenUsage
+from gptmini_graphql.settings import ModelPrice, Settings
+from gptmini_graphql.spend import budgets as budgets_
+from gptmini_graphql.spend.budgets import Budget, to_nano
+from gptmini_graphql.spend.ledger import Entry, Ledger
+from gptmini_graphql.spend.reservations import ReservationStore
+
+logger = logging.getLogger("gptmini_graphql.spend")
+
+STORE_RETRY_SECONDS = 5.0
+# Tokens a chat message costs beyond its text (role, separators), generously.
+MESSAGE_OVERHEAD = 8
+# Structured output asks with instructions or a schema we do not see here.
+STRUCTURED_OVERHEAD = 256
+
+
+def prompt_bound(body: Mapping[str, Any]) -> int:
+    """At most how many prompt tokens `body` can cost: a token holds at least
+    one byte of UTF-8 in every tokenizer we know, so bytes bound tokens."""
+    tokens = 3
+    for message in body["messages"]:
+        tokens += len(str(message.get("content", "")).encode()) + MESSAGE_OVERHEAD
+    if "response_format" in body:
+        tokens += len(json.dumps(body["response_format"]).encode())
+        tokens += STRUCTURED_OVERHEAD
+    return tokens
+
+
+def worst_case(body: Mapping[str, Any], price: ModelPrice | None) -> tuple[int, int]:
+    """(nano-dollars, tokens) a call with `body` can cost at most."""
+    prompt, completion = prompt_bound(body), int(body["max_tokens"])
+    return worst_cost(prompt, completion, price), prompt + completion
+
+
+def worst_cost(prompt: int, completion: int, price: ModelPrice | None) -> int:
+    """Nano-dollars, rounded up (prices are per million tokens)."""
+    if price is None:
+        return 0
+    nano = (prompt * price.input + completion * price.output) * 1000
+    return -int(-nano // 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user_id: uuid.UUID
+    api_key_id: uuid.UUID | None
+    user_budgets: Mapping[str, float | int]
+    key_budgets: Mapping[str, float | int] | None
+
+
+@dataclass(slots=True)
+class Hold:
+    """A granted reservation (budgets empty: the caller has none)."""
+
+    id: str
+    budgets: list[Budget]
+    usd_nano: int
+    tokens: int
+    prompt_tokens: int  # of `tokens`, the prompt's bound
+    started: float  # perf_counter, for the ledger's latency
+    extended: float = 0.0  # clock time of the last expiry push
+
+
+@dataclass(slots=True)
+class Left:
+    """What the operation's budgets have left, for the result's extensions."""
+
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def note(self, budget: Budget, used: int | None) -> None:
+        if used is None:
+            return
+        self.budgets[budget.label] = {
+            "limit": budget.shown(budget.limit),
+            "remaining": budget.shown(max(budget.limit - used, 0)),
+            "resetsAt": _iso(budget.end),
+        }
+
+
+class Spend:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ReservationStore,
+        ledger: Ledger,
+        db: Database,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.defaults = budgets_.defaults(settings)
+        self.store = store
+        self.ledger = ledger
+        self.db = db
+        self.clock = clock
+        # A reservation outlives any call it covers: a call is bounded by the
+        # timeout; a stream pushes its expiry on while it runs.
+        self.hold_seconds = 2 * settings.llm_timeout_seconds + 10
+        self._breaker = CircuitBreaker(1, STORE_RETRY_SECONDS)
+
+    async def aclose(self) -> None:
+        await self.ledger.aclose()
+        await self.store.aclose()
+
+    def budgets(self, caller: Caller, now: float) -> list[Budget]:
+        limits = budgets_.effective(caller.user_budgets, self.defaults)
+        return budgets_.budgets_of(
+            caller.user_id, limits, caller.api_key_id, caller.key_budgets, now
+        )
+
+    async def reserve(
+        self, caller: Caller, usd_nano: int, tokens: int, prompt: int, left: Left
+    ) -> Hold:
+        now = self.clock()
+        budgets = self.budgets(caller, now)
+        hold = Hold(
+            uuid.uuid4().hex, budgets, usd_nano, tokens, prompt, time.perf_counter()
+        )
+        if not budgets:
+            return hold
+        holds = [(b, b.amount(usd_nano, tokens)) for b in budgets]
+        tag = str(caller.user_id)
+        for _ in range(3):  # seeding races another replica at most briefly
+            verdict = await self._guarded(
+                self.store.reserve(tag, hold.id, holds, now, now + self.hold_seconds)
+            )
+            if verdict.granted:
+                hold.extended = now
+                for budget, used in zip(budgets, verdict.used, strict=True):
+                    left.note(budget, used)
+                return hold
+            if verdict.refused is not None:
+                raise self._refusal(holds[verdict.refused], verdict.used[0], now)
+            for index in verdict.missing:
+                spent = await self.spent_in_ledger(budgets[index])
+                await self._guarded(self.store.seed(tag, budgets[index], spent, now))
+        raise BudgetUnavailable("Budgets cannot be checked right now.", retry_after=1)
+
+    async def settle(
+        self, caller: Caller, hold: Hold, usd_nano: int, tokens: int, left: Left
+    ) -> None:
+        if not hold.budgets:
+            return
+        charges = [(b, b.amount(usd_nano, tokens)) for b in hold.budgets]
+        try:
+            used = await self._guarded(
+                self.store.settle(str(caller.user_id), hold.id, charges, self.clock())
+            )
+        except BudgetUnavailable:
+            # Its reservation stays until it expires: charged more, never less.
+            metrics.SPEND_SETTLE_FAILURES.inc()
+            logger.warning("could not settle a reservation; it will expire")
+            return
+        for budget, spent in zip(hold.budgets, used, strict=True):
+            left.note(budget, spent)
+
+    async def keep(self, caller: Caller, hold: Hold) -> None:
+        """Push a long stream's reservation expiry on (every third of it)."""
+        now = self.clock()
+        if not hold.budgets or now - hold.extended < self.hold_seconds / 3:
+            return
+        hold.extended = now
+        try:
+            await self._guarded(
+                self.store.extend(
+                    str(caller.user_id), hold.id, hold.budgets, now + self.hold_seconds
+                )
+            )
+        except BudgetUnavailable:
+            logger.warning("could not extend a stream's reservation")
+
+    async def spent_in_ledger(self, budget: Budget) -> int:
+        """What the ledger says `budget`'s owner spent in its period (this
+        process's queued rows written first)."""
+        await self.ledger.flush()
+        owner = LedgerRow.user_id if budget.scope == "user" else LedgerRow.api_key_id
+        if budget.unit == "usd":
+            total = func.coalesce(func.sum(LedgerRow.cost_nano_usd), 0)
+        else:
+            total = func.coalesce(
+                func.sum(LedgerRow.prompt_tokens + LedgerRow.completion_tokens), 0
+            )
+        query = select(total).where(
+            owner == budget.owner,
+            LedgerRow.at >= budget.start,
+            LedgerRow.at < budget.end,
+            LedgerRow.cached.is_(False),
+        )
+        async with self.db.session() as session:
+            return int(await session.scalar(query) or 0)
+
+    async def _guarded(self, step):
+        if not self._breaker.allow():
+            step.close()
+            raise self._unavailable()
+        try:
+            result = await step
+        except (RedisError, OSError) as error:
+            self._breaker.failed()
+            metrics.SPEND_STORE_ERRORS.inc()
+            logger.warning("budget store unreachable: %s", error)
+            raise self._unavailable() from error
+        except BaseException:
+            self._breaker.released()
+            raise
+        self._breaker.succeeded()
+        return result
+
+    def _unavailable(self) -> BudgetUnavailable:
+        return BudgetUnavailable(
+            "Budgets cannot be checked right now; retry shortly.",
+            retry_after=self._breaker.retry_after(),
+        )
+
+    def _refusal(self, hold: tuple[Budget, int], used: int, now: float):
+        budget, amount = hold
+        remaining = max(budget.limit - used, 0)
+        details = {
+            "budget": budget.label,
+            "limit": budget.shown(budget.limit),
+            "remaining": budget.shown(remaining),
+            "requested": budget.shown(amount),
+            "resets_at": _iso(budget.end),
+        }
+        what = "USD" if budget.unit == "usd" else "tokens"
+        metrics.SPEND_REFUSALS.labels(budget.label).inc()
+        if budget.period == "minute":
+            return TokenRateLimited(
+                f"This call may use up to {budget.shown(amount)} tokens; "
+                f"{budget.shown(remaining)} of {budget.shown(budget.limit)} are "
+                "left this minute.",
+                retry_after=budget.end.timestamp() - now,
+                **details,
+            )
+        return BudgetExceeded(
+            f"This call may cost up to {budget.shown(amount)} {what}; "
+            f"{budget.shown(remaining)} of the {budget.label} budget of "
+            f"{budget.shown(budget.limit)} are left.",
+            **details,
+        )
+
+
+class Meter:
+    """The accounting of one caller's calls from one field of an operation."""
+
+    def __init__(
+        self,
+        spend: Spend,
+        caller: Caller,
+        *,
+        request_id: str,
+        operation: str | None,
+        field: str,
+        left: Left,
+    ) -> None:
+        self.spend = spend
+        self.caller = caller
+        self.request_id = request_id
+        self.operation = operation
+        self.field = field
+        self.left = left
+
+    async def reserve(self, body: Mapping[str, Any], price: ModelPrice | None) -> Hold:
+        usd_nano, tokens = worst_case(body, price)
+        prompt = tokens - int(body["max_tokens"])
+        return await self.spend.reserve(
+            self.caller, usd_nano, tokens, prompt, self.left
+        )
+
+    async def keep(self, hold: Hold) -> None:
+        await self.spend.keep(self.caller, hold)
+
+    async def settle(
+        self,
+        hold: Hold,
+        *,
+        model: str,
+        upstream: str | None,
+        usage: TokenUsage | None,
+        outcome: str,
+    ) -> None:
+        """Charge the real usage; None (the upstream never said): the
+        reservation's worst case, marked as estimated in the ledger."""
+        if usage is None:
+            usd_nano, tokens = hold.usd_nano, hold.tokens
+            usage = TokenUsage(
+                hold.prompt_tokens,
+                hold.tokens - hold.prompt_tokens,
+                0,
+                hold.usd_nano / budgets_.NANO,
+            )
+            estimated = True
+        else:
+            usd_nano = to_nano(usage.cost_usd) if usage.cost_usd is not None else 0
+            tokens = usage.total_tokens
+            estimated = False
+        await self.spend.settle(self.caller, hold, usd_nano, tokens, self.left)
+        self._row(hold.started, model, upstream, usage, outcome, estimated=estimated)
+
+    async def release(self, hold: Hold, *, model: str, outcome: str) -> None:
+        """A call that failed before the model answered: nothing charged."""
+        await self.spend.settle(self.caller, hold, 0, 0, self.left)
+        self._row(hold.started, model, None, TokenUsage(0, 0, 0, 0.0), outcome)
+
+    def free(self, started: float, model: str, usage: TokenUsage) -> None:
+        """An answer served without a call of ours: cost 0, `cached`."""
+        self._row(started, model, None, usage, "OK", cached=True)
+
+    def _row(
+        self,
+        started: float,
+        model: str,
+        upstream: str | None,
+        usage: TokenUsage,
+        outcome: str,
+        *,
+        cached: bool = False,
+        estimated: bool = False,
+    ) -> None:
+        cost = usage.cost_usd
+        self.spend.ledger.record(
+            Entry(
+                at=datetime.fromtimestamp(self.spend.clock(), UTC),
+                user_id=self.caller.user_id,
+                api_key_id=self.caller.api_key_id,
+                request_id=self.request_id[:64],
+                operation=(self.operation or None) and self.operation[:100],
+                field=self.field[:64],
+                model=model[:100],
+                upstream=upstream,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+                cost_nano_usd=0
+                if cached
+                else (None if cost is None else to_nano(cost)),
+                cached=cached,
+                estimated=estimated,
+                latency_ms=round((time.perf_counter() - started) * 1000),
+                outcome=outcome[:40],
+            )
+        )
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
