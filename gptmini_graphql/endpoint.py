@@ -508,8 +508,11 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             connection=request,
             request_id=request.state.request_id,
         )
-        # process_result receives only the request: leave the context on it.
+        # process_result receives only the request: leave the context on it
+        # (and on the response, for the headers it sets).
         request.state.graphql_context = context
+        if isinstance(response, Response):
+            response.context = context  # type: ignore[attr-defined]
         return context
 
     async def on_ws_connect(self, context: RequestContext) -> UnsetType:
@@ -567,10 +570,12 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         exchange: _Exchange = sub_response.exchange  # type: ignore[attr-defined]
         # A batch answers for several operations: 200, each with its errors.
         batch = isinstance(response_data, list)
+        context: RequestContext | None = getattr(sub_response, "context", None)
         response = Response(
             self.encode_json(response_data),
             status_code=200 if batch else exchange.status,
             headers={
+                **({} if batch or context is None else context.response_headers),
                 **({} if batch else exchange.headers or {}),
                 "Content-Type": f"{exchange.media_type or JSON}; charset=utf-8",
             },

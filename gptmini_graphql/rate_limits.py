@@ -124,6 +124,29 @@ class RateLimiter:
 
         return await self._counted(check, outage)
 
+    async def windows(
+        self,
+        limits: list[RateLimitItem],
+        *identifiers: str,
+        outage: OutagePolicy = "memory",
+    ) -> list[tuple[RateLimitItem, int, float]]:
+        """Each limit with what is left of it and seconds until it resets
+        (empty while its storage is unreachable, unless counted in memory)."""
+
+        async def stats(
+            limiter: SlidingWindowCounterRateLimiter,
+        ) -> list[tuple[RateLimitItem, int, float]]:
+            found = []
+            for item in limits:
+                window = await limiter.get_window_stats(item, *identifiers)
+                reset = max(window.reset_time - time.time(), 0.0)
+                found.append((item, max(window.remaining, 0), reset))
+            return found
+
+        return (
+            await self._counted(stats, "memory" if outage == "memory" else "open") or []
+        )
+
     async def clear(self, limits: list[RateLimitItem], *identifiers: str) -> None:
         """Forget every hit on `limits` (best effort while Redis is down)."""
 

@@ -45,6 +45,7 @@ class KeyInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    budgets: dict[str, float | int] | None = None  # the key's own
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyInfo:
@@ -57,6 +58,7 @@ class KeyInfo:
             key.expires_at,
             key.revoked_at,
             key.last_used_at,
+            dict(key.budgets) if key.budgets else None,
         )
 
 
@@ -109,6 +111,29 @@ class ApiKeyStore:
                 .order_by(ApiKey.created_at, ApiKey.name)
             )
             return [KeyInfo.of(key) for key in keys]
+
+    async def set_budgets(
+        self,
+        user_id: uuid.UUID | None,
+        key_id: uuid.UUID,
+        changes: dict[str, float | int | None],
+    ) -> KeyInfo:
+        """Set a key's own budgets by name (None removes one), for its owner
+        (`user_id`) or, with None, for an admin."""
+        from gptmini_graphql.spend.budgets import check_overrides
+
+        async with self._db.session() as session:
+            key = await session.get(ApiKey, key_id, with_for_update=True)
+            if key is None or (user_id is not None and key.user_id != user_id):
+                raise BadUserInput("No such API key.")
+            merged = {**(key.budgets or {}), **changes}
+            budgets = check_overrides(
+                {k: v for k, v in merged.items() if v is not None}
+            )
+            key.budgets = budgets or None
+            info = KeyInfo.of(key)
+        self._on_revoke()  # cached identities carry the old budgets
+        return info
 
     async def revoke(self, user_id: uuid.UUID | None, key_id: uuid.UUID) -> KeyInfo:
         """Revoke a key of `user_id` (None: any user's, for admins)."""

@@ -69,6 +69,7 @@ class UserInfo:
     disabled: bool
     rate_limit: str | None
     created_at: datetime
+    budgets: dict[str, float | int] | None = None  # overrides of the defaults
 
     @classmethod
     def of(cls, user: User) -> UserInfo:
@@ -79,6 +80,7 @@ class UserInfo:
             user.disabled,
             user.rate_limit,
             user.created_at,
+            dict(user.budgets) if user.budgets else None,
         )
 
 
@@ -183,6 +185,19 @@ class UserStore:
         elif rate_limit is not None:
             values["rate_limit"] = check_rate_limit(rate_limit)
         return await self._update(username, values, end_sessions=bool(disabled))
+
+    async def set_budgets(
+        self, username: str, changes: dict[str, float | int | None]
+    ) -> UserInfo:
+        """Override budgets by name; None puts one back to the default."""
+        from gptmini_graphql.spend.budgets import check_overrides
+
+        current = (await self.get(username)).budgets or {}
+        merged = {**current, **changes}
+        budgets = check_overrides({k: v for k, v in merged.items() if v is not None})
+        return await self._update(
+            username, {"budgets": budgets or None}, end_sessions=False
+        )
 
     async def set_password(self, username: str, password: str) -> UserInfo:
         passwords.check_new(password)

@@ -1,14 +1,24 @@
 """Per-user rate limits: each LLM-backed field of an operation counts once
-(OperationInfoExtension has counted them, as `context.model_calls`)."""
+(OperationInfoExtension has counted them, as `context.model_calls`).
+
+The response then says what is left, in the IETF draft's headers
+(draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy` lists the
+caller's limits (`q` requests per `w` seconds), `RateLimit` what remains of
+each (`r`) and seconds until it resets (`t`). What the caller's budgets have
+left goes in the result's `extensions.budgets`.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 from graphql import (
     ExecutionResult,
     GraphQLError,
 )
+from limits import RateLimitItem
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -23,15 +33,17 @@ class RateLimitExtension(SchemaExtension):
         cost = context.model_calls
         if cost and context.user is not None:
             services = context.services
+            outage = services.settings.rate_limit_redis_outage
             try:
                 await services.limiter.hit(
                     context.rate_limits,
                     "user",
                     context.user,
                     cost=cost,
-                    outage=services.settings.rate_limit_redis_outage,
+                    outage=outage,
                 )
             except RateLimited as refusal:
+                await _headers(context, outage)
                 if execution.operation_type is OperationType.SUBSCRIPTION:
                     # A subscription starts whatever result is set; raised here,
                     # the error is the stream's one event instead.
@@ -41,4 +53,31 @@ class RateLimitExtension(SchemaExtension):
                     data=None,
                     errors=[GraphQLError(refusal.message, original_error=refusal)],
                 )
+            else:
+                await _headers(context, outage)
         yield
+
+    def get_results(self) -> dict[str, Any]:
+        left = self.execution_context.context.budget_left.budgets
+        return {"budgets": left} if left else {}
+
+
+async def _headers(context: RequestContext, outage) -> None:
+    windows = await context.services.limiter.windows(
+        context.rate_limits, "user", context.user or "", outage=outage
+    )
+    if not windows:
+        return
+    context.response_headers["RateLimit-Policy"] = ", ".join(
+        f'"{_name(item)}";q={item.amount};w={item.get_expiry()}'
+        for item, _, _ in windows
+    )
+    context.response_headers["RateLimit"] = ", ".join(
+        f'"{_name(item)}";r={left};t={math.ceil(reset)}'
+        for item, left, reset in windows
+    )
+
+
+def _name(item: RateLimitItem) -> str:
+    multiple = f"{item.multiples}-" if item.multiples > 1 else ""
+    return f"{item.amount}-per-{multiple}{item.GRANULARITY.name}"

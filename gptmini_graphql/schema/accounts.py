@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -13,6 +14,8 @@ from gptmini_graphql.auth.principal import Role as RoleValue
 from gptmini_graphql.auth.users import UserInfo
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import BadUserInput, Forbidden
+from gptmini_graphql.schema.usage import Budgets, UsageReport, usage_report
+from gptmini_graphql.spend.budgets import effective
 
 Role = strawberry.enum(
     RoleValue, description="What a user may do: admins manage users."
@@ -32,10 +35,14 @@ class ApiKey:
     )
     expires_at: datetime | None
     revoked_at: datetime | None
+    budgets: Budgets = strawberry.field(
+        description="This key's own budgets, within its user's (null: none)."
+    )
 
     @classmethod
     def of(cls, key: KeyInfo) -> ApiKey:
         return cls(
+            budgets=Budgets.of(key.budgets or {}),
             id=strawberry.ID(str(key.id)),
             name=key.name,
             prefix=key.prefix,
@@ -57,10 +64,12 @@ class User:
         description="This user's own rate limit; null: the server's default."
     )
     user_id: strawberry.Private[uuid.UUID]
+    overrides: strawberry.Private[dict[str, float | int] | None]
 
     @classmethod
     def of(cls, user: UserInfo) -> User:
         return cls(
+            overrides=user.budgets,
             id=strawberry.ID(str(user.id)),
             username=user.username,
             role=user.role,
@@ -69,6 +78,33 @@ class User:
             rate_limit=user.rate_limit,
             user_id=user.id,
         )
+
+    @strawberry.field(
+        description="The budgets that bind this user: their own where an admin "
+        "set them, else the server's defaults (null: unlimited)."
+    )
+    def budgets(self, info: Info[RequestContext, None]) -> Budgets:
+        self._may_see(info)
+        spend = info.context.services.spend
+        return Budgets.of(effective(self.overrides, spend.defaults))
+
+    @strawberry.field(
+        description="What this user's calls to the model used in [from, to) "
+        "(default: this calendar month, UTC), from the usage ledger."
+    )
+    async def usage(
+        self,
+        info: Info[RequestContext, None],
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+    ) -> UsageReport:
+        self._may_see(info)
+        return await usage_report(info.context, self.user_id, from_, to)
+
+    def _may_see(self, info: Info[RequestContext, None]) -> None:
+        caller = info.context.require_user()
+        if caller.user_id != self.user_id and not caller.is_admin:
+            raise Forbidden("Only an admin may see another user's usage and budgets.")
 
     @strawberry.field(description="This user's API keys, revoked ones included.")
     async def api_keys(self, info: Info[RequestContext, None]) -> list[ApiKey]:

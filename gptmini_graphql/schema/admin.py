@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import BadUserInput
 from gptmini_graphql.schema.accounts import Role, User
+from gptmini_graphql.schema.usage import BudgetsInput, UsageReport, usage_report
 
 Context = Info[RequestContext, None]
 
@@ -19,6 +23,19 @@ class AdminQuery:
         info.context.require_admin()
         accounts = info.context.services.accounts
         return [User.of(user) for user in await accounts.users.all()]
+
+    @strawberry.field(
+        description="Every user's calls to the model in [from, to) (default: this "
+        "calendar month, UTC); break it down by USER to compare (admins only)."
+    )
+    async def usage(
+        self,
+        info: Context,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+    ) -> UsageReport:
+        info.context.require_admin()
+        return await usage_report(info.context, None, from_, to)
 
 
 @strawberry.type
@@ -34,6 +51,17 @@ class AdminMutation:
         info.context.require_admin()
         users = info.context.services.accounts.users
         return User.of(await users.create(username, password, role.value))
+
+    @strawberry.mutation(
+        description="Set a user's own budgets in place of the server's defaults "
+        "(admins only). Other servers apply them within AUTH_CACHE_TTL_SECONDS."
+    )
+    async def set_budgets(
+        self, info: Context, username: str, budgets: BudgetsInput
+    ) -> User:
+        info.context.require_admin()
+        users = info.context.services.accounts.users
+        return User.of(await users.set_budgets(username, budgets.changes()))
 
     @strawberry.mutation(
         description="Change a user's role, disable or enable them (disabling ends "

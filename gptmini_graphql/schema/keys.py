@@ -9,7 +9,9 @@ import strawberry
 from strawberry.types import Info
 
 from gptmini_graphql.context import RequestContext
+from gptmini_graphql.errors import BadUserInput
 from gptmini_graphql.schema.accounts import ApiKey, CreatedApiKey, parse_id
+from gptmini_graphql.schema.usage import BudgetsInput
 
 Context = Info[RequestContext, None]
 
@@ -34,3 +36,23 @@ class KeyMutation:
         keys = info.context.services.accounts.api_keys
         owner = None if caller.is_admin else caller.user_id
         return ApiKey.of(await keys.revoke(owner, parse_id(id, "API key")))
+
+    @strawberry.mutation(
+        description="Set one of your keys' own budgets, within your own (admins: "
+        "anyone's key). tokensPerMinute applies to users only."
+    )
+    async def set_api_key_budgets(
+        self, info: Context, id: strawberry.ID, budgets: BudgetsInput
+    ) -> ApiKey:
+        # A key must not lift its own budget: owners need a logged-in session.
+        caller = info.context.require_user()
+        if not caller.is_admin:
+            caller = info.context.require_session()
+        changes = budgets.changes()
+        if changes.get("tokens_per_minute") is not None:
+            raise BadUserInput("tokensPerMinute is a limit per user, not per key.")
+        keys = info.context.services.accounts.api_keys
+        owner = None if caller.is_admin else caller.user_id
+        return ApiKey.of(
+            await keys.set_budgets(owner, parse_id(id, "API key"), changes)
+        )
