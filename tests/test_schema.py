@@ -47,8 +47,9 @@ def test_the_readme_graphql_examples_are_valid_for_the_schema() -> None:
 
 
 def test_every_field_answering_with_usage_counts_as_a_model_call() -> None:
-    # A root field whose result reports model usage calls the model; the rate
-    # limit and MAX_LLM_FIELDS count exactly the fields declared as such.
+    # A root field whose result reports model usage (an answer's `Usage`, not
+    # a user's `UsageReport` from the ledger) calls the model; the rate limit
+    # and MAX_LLM_FIELDS count exactly the fields declared as such.
     from graphql import build_schema as parse_sdl
     from graphql import get_named_type
     from strawberry.schema.config import StrawberryConfig
@@ -64,7 +65,8 @@ def test_every_field_answering_with_usage_counts_as_a_model_call() -> None:
         for root in (sdl.query_type, sdl.mutation_type, sdl.subscription_type)
         if root is not None
         for name, field in root.fields.items()
-        if "usage" in getattr(get_named_type(field.type), "fields", {})
+        if (usage := getattr(get_named_type(field.type), "fields", {}).get("usage"))
+        and get_named_type(usage.type).name == "Usage"
     }
     declared = llm_field_names(Query, Mutation, Subscription, config=StrawberryConfig())
     assert (

@@ -1,0 +1,212 @@
+"""The usage ledger, through GraphQL and the CLI: one row per model call
+(streams included, however they end), cached answers at cost 0, totals that
+add up exactly, breakdowns by each group, retention and CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+
+import pytest
+
+from gptmini_graphql.__main__ import main
+from tests.conftest import API, error_codes
+from tests.fake_upstream import FakeUpstream, Reply, api_error
+from tests.spend.helpers import by_key, usage
+from tests.test_subscriptions import SLOW, eventually, transport_ws
+
+# The fake upstream's default answer: 100 prompt and 20 completion tokens of
+# gpt-4o-mini, $0.15 and $0.60 per million: 27,000 nano-dollars.
+CALL_USD = (100 * 0.15 + 20 * 0.60) / 1e6
+TASKS = [
+    '{ summarize(text: "A long text about buses.") { text } }',
+    '{ translate(text: "Hello", targetLanguage: "fr", sourceLanguage: "en") { text } }',
+    '{ complete(prompt: "Hi") { text } }',
+    '{ analyze(text: "Great!") { sentiment } }',
+]
+
+
+def test_each_task_writes_one_row_and_the_totals_add_up(
+    make_api: Callable[..., API], database_url: str
+) -> None:
+    api = make_api(database_url=database_url)
+    token = api.login()
+    for query in TASKS:
+        assert "errors" not in api.post(query, token=token)
+
+    report = usage(api, token, "FIELD")
+    assert report["requests"] == 4
+    assert report["cachedAnswers"] == 0
+    assert (report["promptTokens"], report["completionTokens"]) == (400, 80)
+    assert report["costUsd"] == pytest.approx(4 * CALL_USD, abs=1e-12)
+    lines = by_key(report)
+    assert set(lines) == {"summarize", "translate", "complete", "analyze"}
+    assert all(line["requests"] == 1 for line in lines.values())
+    assert sum(line["costUsd"] for line in lines.values()) == pytest.approx(
+        report["costUsd"], abs=1e-12
+    )
+
+
+def test_a_cached_answer_is_a_row_at_cost_zero(make_api: Callable[..., API]) -> None:
+    api = make_api(cache_ttl_seconds=60)
+    token = api.login()
+    query = TASKS[0]
+    first = api.post(
+        query.replace("{ text }", "{ cached usage { costUsd } }"), token=token
+    )
+    second = api.post(
+        query.replace("{ text }", "{ cached usage { costUsd } }"), token=token
+    )
+    assert second["data"]["summarize"] == {"cached": True, "usage": {"costUsd": 0.0}}
+    assert first["data"]["summarize"]["cached"] is False
+
+    report = usage(api, token)
+    assert (report["requests"], report["cachedAnswers"]) == (2, 1)
+    # Tokens and cost are the one call the upstream answered.
+    assert (report["promptTokens"], report["completionTokens"]) == (100, 20)
+    assert report["costUsd"] == pytest.approx(CALL_USD, abs=1e-12)
+
+
+def test_a_refused_call_is_a_row_at_no_cost(
+    make_api: Callable[..., API], upstream: FakeUpstream
+) -> None:
+    api = make_api()
+    token = api.login()
+    upstream.queue(api_error(400, "bad request"))
+    assert error_codes(api.post(TASKS[2], token=token)) == ["UPSTREAM_ERROR"]
+    report = usage(api, token)
+    assert report["requests"] == 1
+    assert report["costUsd"] == 0
+    assert report["promptTokens"] == 0
+
+
+def test_a_stream_writes_its_row_with_the_upstreams_usage(
+    make_api: Callable[..., API],
+) -> None:
+    api = make_api()
+    token = api.login()
+    with transport_ws(api, token) as ws:
+        ws.subscribe("1")
+        while ws.receive()["type"] != "complete":
+            pass
+    report = usage(api, token)
+    assert report["requests"] == 1
+    # The fake upstream streams 3 chunks and reports 10 prompt tokens.
+    assert (report["promptTokens"], report["completionTokens"]) == (10, 3)
+
+
+def test_a_cancelled_stream_is_charged_its_reservation_never_zero(
+    make_api: Callable[..., API], upstream: FakeUpstream
+) -> None:
+    api = make_api()
+    token = api.login()
+    upstream.queue(SLOW)
+    with transport_ws(api, token) as ws:
+        ws.subscribe("1", {"prompt": "Tell me a story.", "maxTokens": 100})
+        assert ws.receive()["type"] == "next"
+        ws.complete("1")
+        eventually(lambda: upstream.disconnects == 1, "upstream left open")
+    eventually(lambda: usage(api, token)["requests"] == 1, "no ledger row")
+    report = usage(api, token)
+    # No usage chunk came: the worst case, maxTokens completion tokens.
+    assert report["completionTokens"] == 100
+    assert report["promptTokens"] >= len("Tell me a story.")
+    assert report["costUsd"] > 0
+
+
+def test_a_stream_without_a_usage_chunk_is_charged_its_reservation(
+    make_api: Callable[..., API], upstream: FakeUpstream
+) -> None:
+    api = make_api()
+    token = api.login()
+    upstream.queue(Reply(stream_usage=False))
+    with transport_ws(api, token) as ws:
+        ws.subscribe("1", {"prompt": "Tell me a story.", "maxTokens": 50})
+        while ws.receive()["type"] != "complete":
+            pass
+    report = usage(api, token)
+    assert report["completionTokens"] == 50
+    assert report["costUsd"] > 0
+
+
+BREAKDOWN = """
+query Usage($by: UsageGroup!) {
+  usage { requests costUsd breakdown(by: $by) { key requests costUsd } }
+}
+"""
+CREATE_KEY = 'mutation { createApiKey(name: "script") { key apiKey { id } } }'
+
+
+def test_usage_breaks_down_by_every_group(
+    make_api: Callable[..., API], database_url: str
+) -> None:
+    api = make_api(database_url=database_url)
+    admin = api.login()
+    created = api.post(CREATE_KEY, token=admin)["data"]["createApiKey"]
+    key, key_id = created["key"], created["apiKey"]["id"]
+    api.post(
+        'mutation { createUser(username: "bo", password: "long enough pw") { id } }',
+        token=admin,
+    )
+    bo = api.login("bo", "long enough pw")
+    api.post("query Sum " + TASKS[0], token=admin)
+    api.post("query Sum " + TASKS[0], token=key)
+    api.post(TASKS[2], token=bo)
+
+    mine = by_key(usage(api, admin, "API_KEY"))
+    assert {k: v["requests"] for k, v in mine.items()} == {None: 1, key_id: 1}
+    mine = by_key(usage(api, admin, "OPERATION"))
+    assert {k: v["requests"] for k, v in mine.items()} == {"Sum": 2}
+    mine = by_key(usage(api, admin, "MODEL"))
+    assert {k: v["requests"] for k, v in mine.items()} == {"gpt-4o-mini-2024-07-18": 2}
+    (day,) = by_key(usage(api, admin, "DAY"))
+    assert len(day) == 10 and day[4] == "-"
+
+    everyone = api.post(BREAKDOWN, {"by": "USER"}, token=admin)["data"]["usage"]
+    assert everyone["requests"] == 3
+    assert sorted(line["requests"] for line in everyone["breakdown"]) == [1, 2]
+    assert sum(line["costUsd"] for line in everyone["breakdown"]) == pytest.approx(
+        everyone["costUsd"], abs=1e-12
+    )
+    refused = api.post(BREAKDOWN, {"by": "DAY"}, token=bo)
+    assert error_codes(refused) == ["FORBIDDEN"]
+
+
+def test_a_period_is_from_inclusive_to_exclusive(api: API, token: str) -> None:
+    api.post(TASKS[2], token=token)
+    query = """query P($from: DateTime, $to: DateTime) {
+      me { usage(from: $from, to: $to) { requests } } }"""
+    past = {"from": "2020-01-01T00:00:00Z", "to": "2020-02-01T00:00:00Z"}
+    assert api.post(query, past, token=token)["data"]["me"]["usage"]["requests"] == 0
+    backwards = {"from": "2020-02-01T00:00:00Z", "to": "2020-01-01T00:00:00Z"}
+    assert error_codes(api.post(query, backwards, token=token)) == ["BAD_USER_INPUT"]
+
+
+def test_rows_export_as_csv_and_prune_by_retention(
+    make_api: Callable[..., API],
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.sqlite3"
+    api = make_api(database_url=url, cache_ttl_seconds=60)
+    token = api.login()
+    api.post(TASKS[0], token=token)
+    api.post(TASKS[0], token=token)
+    api.stop()  # a clean shutdown writes the queued rows
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", url)
+
+    assert main(["usage", "export", "--from", "2000-01-01", "--to", "2100-01-01"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [row["cached"] for row in rows] == ["False", "True"]
+    assert rows[0]["cost_usd"] == f"{CALL_USD:.9f}"
+    assert rows[1]["cost_usd"] == "0.000000000"
+    assert {row["field"] for row in rows} == {"summarize"}
+
+    assert main(["usage", "prune"]) == 0  # 400 days: nothing that old
+    assert "deleted 0" in capsys.readouterr().out
+    assert main(["usage", "prune", "--before", "2100-01-01"]) == 0
+    assert "deleted 2" in capsys.readouterr().out
+    assert main(["usage", "export", "--from", "2100-01-01", "--to", "2000-01-01"]) == 2
