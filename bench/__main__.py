@@ -68,6 +68,16 @@ FIGURES = [
     ("completion_tokens", "{}"),
     ("finish_reasons", "{}"),
     ("same_text", "{}"),
+    ("k", "{}"),
+    ("admitted", "{}"),
+    ("refused", "{}"),
+    ("ledger_rows", "{}"),
+    ("overspend_usd", "{:.9f}"),
+    ("budget_usd", "{:.9f}"),
+    ("ledger_usd", "{:.9f}"),
+    ("proof_s", "{:.2f}"),
+    ("database", "{}"),
+    ("note", "{}"),
 ]
 
 
@@ -211,6 +221,9 @@ def compute_ratios(rows: list[dict]) -> dict[str, float]:
             ratios[label] = round(
                 _median_of(rows, variant, concurrency, key) / before, 3
             )
+    from bench.spend import summary as spend_summary
+
+    ratios.update(spend_summary([row for row in rows if row["scenario"] == "spend"]))
     for ours in rows:
         if not str(ours.get("side")).startswith("ours"):
             continue

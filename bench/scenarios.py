@@ -209,6 +209,20 @@ def _summary_check(body: bytes) -> str | None:
     return None
 
 
+@scenario(
+    "spend",
+    "budgets and the ledger: CPU per summarize (a miss) with the ledger only, "
+    "with budgets in memory and in Redis (and the --before server); then two "
+    "replicas sharing Redis and a database, a budget of k worst-case calls and "
+    "20k concurrent calls: admitted, refused, ledger rows, over-spend",
+)
+def spend(rig: Rig, options: Options) -> list[dict]:
+    from bench import spend as spend_bench
+
+    rows = spend_bench.cpu_rows(rig, options, _http_load, _summary_check)
+    return [*rows, spend_bench.proof_row(options)]
+
+
 # --- login (issue 13) -----------------------------------------------------
 
 LOGIN_CASES = {

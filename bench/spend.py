@@ -1,0 +1,248 @@
+"""`python -m bench --only spend`: what budgets cost and whether they hold.
+
+* CPU per summarize (a cache miss) on our server without budgets (the ledger
+  only), with budgets in memory, and with budgets in Redis (REDIS_URL): the
+  reservation's and the ledger's cost per request. With `--before REF`, the
+  server at REF (no ledger at all) too: `cpu_per_req_*_vs_before`.
+* The concurrency proof, larger than CI's: two replicas sharing Redis and a
+  database (PostgreSQL if DATABASE_URL names one, else a SQLite file), a
+  budget of exactly k worst-case calls, 20·k concurrent calls split across
+  them: admitted, refused, ledger rows, over-spend (target 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from bench.load import http_request
+from bench.servers import API_ARGV, Rig, ServerFailed, http_json, login
+from bench.workload import SUMMARIZE_QUERY, TEXT, graphql_body
+
+PROOF_CALL = '{ complete(prompt: "Count to three.", maxTokens: 40) { text } }'
+
+
+def servers(rig: Rig) -> list[tuple[str, object, str]]:
+    """(variant, server, token) for each variant that can run here."""
+    upstream = {
+        "OPENAI_BASE_URL": rig.upstream().url + "/v1",
+        "OPENAI_API_KEY": "bench",
+    }
+    # Budgets far above what the bench spends: every request reserves and settles.
+    budgets = {
+        "BUDGET_USD_PER_DAY": "1000000",
+        "BUDGET_TOKENS_PER_MONTH": "100000000000",
+        "TOKEN_RATE_LIMIT": "100000000000",
+    }
+    found = []
+    plans = [
+        ("ledger", {"REDIS_URL": None}),
+        ("budgets-memory", {**budgets, "REDIS_URL": None}),
+    ]
+    if os.environ.get("REDIS_URL"):
+        plans.append(
+            ("budgets-redis", {**budgets, "REDIS_URL": os.environ["REDIS_URL"]})
+        )
+        plans.insert(1, ("ledger-redis", {"REDIS_URL": os.environ["REDIS_URL"]}))
+    for name, env in plans:
+        cwd = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        server = rig._start(
+            f"spend-{name}", API_ARGV, env=rig._api_env({**upstream, **env}), cwd=cwd
+        )
+        found.append((name, server, login(server.port)))
+    if rig.before_ref:
+        found.insert(0, ("before", rig.before(), rig.before_token))
+    return found
+
+
+def cpu_rows(rig: Rig, options, http_load, summary_check) -> list[dict]:
+    body = graphql_body(SUMMARIZE_QUERY, {"text": TEXT})
+    variants = servers(rig)
+    rows = []
+    for round_ in range(1, options.rounds + 1):
+        shift = (round_ - 1) % len(variants)
+        for variant, server, token in variants[shift:] + variants[:shift]:
+            headers = {
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                "Cache-Control": "no-store",
+            }
+            request = http_request("POST", "/graphql", server.port, body, headers)
+            rows += [
+                {"variant": variant, "round": round_, **row}
+                for row in http_load(rig, options, server, request, summary_check)
+            ]
+    return rows
+
+
+def proof_row(options) -> dict:
+    """Two replicas, k worst cases of budget, 20·k concurrent calls."""
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        return {"variant": "proof", "concurrency": 0, "note": "needs REDIS_URL"}
+    from tests.spend.replicas import Replica, Upstream  # the CI proof's own parts
+
+    k = 5 if options.quick else 25
+    work = Path(tempfile.mkdtemp(prefix="bench-proof-"))
+    database = _database(work)
+    upstream = Upstream()
+    env = {
+        "DATABASE_URL": database,
+        "REDIS_URL": redis_url,
+        "OPENAI_BASE_URL": upstream.url,
+        "LOG_LEVEL": "WARNING",
+    }
+    replicas = [Replica(env, work, f"proof{i}") for i in range(2)]
+    try:
+        for replica in replicas:
+            replica.wait_started()
+        token = replicas[0].login()
+        worst = _worst_case(replicas, token)
+        _set_budget(replicas[0].port, token, k * worst)
+        started = time.perf_counter()
+        outcomes = asyncio.run(_fire([r.port for r in replicas], token, 20 * k))
+        seconds = time.perf_counter() - started
+    finally:
+        for replica in replicas:
+            replica.stop()
+        upstream.close()
+    rows, total_nano = _ledger(database)
+    budget_nano = round(k * worst * 1e9)
+    admitted = outcomes.count("ok")
+    return {
+        "variant": "proof",
+        "concurrency": 20 * k,
+        "requests": len(outcomes),
+        "failures": sum(1 for o in outcomes if o not in ("ok", "BUDGET_EXCEEDED")),
+        "k": k,
+        "admitted": admitted,
+        "refused": outcomes.count("BUDGET_EXCEEDED"),
+        "ledger_rows": rows,
+        "overspend_usd": max(total_nano - budget_nano, 0) / 1e9,
+        "ledger_usd": total_nano / 1e9,
+        "budget_usd": budget_nano / 1e9,
+        "proof_s": round(seconds, 2),
+        "database": database.split(":", 1)[0],
+    }
+
+
+def _database(work: Path) -> str:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        return f"sqlite:///{work}/proof.sqlite3"
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    name = f"gm_bench_{int(time.time())}"
+
+    async def create() -> None:
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create())
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _graphql(port: int, token: str, query: str, variables: dict | None = None) -> dict:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    status, answer = http_json(
+        port, "POST", "/graphql", graphql_body(query, variables or {}), headers
+    )
+    if status != 200:
+        raise ServerFailed(f"{status} {answer}")
+    return answer
+
+
+SET_BUDGET = """mutation S($usd: Float!) {
+  setBudgets(username: "test_user", budgets: {usdPerDay: $usd}) { id } }"""
+
+
+def _set_budget(port: int, token: str, usd: float) -> None:
+    answer = _graphql(port, token, SET_BUDGET, {"usd": usd})
+    if answer.get("errors"):
+        raise ServerFailed(f"setBudgets: {answer}")
+
+
+def _worst_case(replicas, token: str) -> float:
+    _set_budget(replicas[0].port, token, 0)
+    answer = _graphql(replicas[1].port, token, PROOF_CALL)
+    return answer["errors"][0]["extensions"]["requested"]
+
+
+async def _fire(ports: list[int], token: str, count: int) -> list[str]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=120) as client:
+
+        async def one(index: int) -> str:
+            url = f"http://127.0.0.1:{ports[index % len(ports)]}/graphql"
+            answer = (
+                await client.post(url, json={"query": PROOF_CALL}, headers=headers)
+            ).json()
+            errors = answer.get("errors")
+            return errors[0]["extensions"]["code"] if errors else "ok"
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def _ledger(database: str) -> tuple[int, int]:
+    query = "SELECT count(*), coalesce(sum(cost_nano_usd), 0) FROM ledger"
+    if database.startswith("sqlite"):
+        with sqlite3.connect(database.removeprefix("sqlite:///")) as connection:
+            return tuple(connection.execute(query).fetchone())  # type: ignore[return-value]
+    import asyncpg
+
+    async def read() -> tuple[int, int]:
+        connection = await asyncpg.connect(database)
+        try:
+            row = await connection.fetchrow(query)
+        finally:
+            await connection.close()
+        return row[0], row[1]
+
+    return asyncio.run(read())
+
+
+def summary(rows: list[dict]) -> dict[str, float]:
+    """Added CPU per request: each variant's median against `ledger` (and
+    against `before`, the server without a ledger, when measured)."""
+    import statistics
+
+    def median(variant: str, level: int) -> float | None:
+        values = [
+            r["server_cpu_ms_per_req"]
+            for r in rows
+            if r.get("variant") == variant
+            and r.get("concurrency") == level
+            and r.get("server_cpu_ms_per_req")
+        ]
+        return statistics.median(values) if values else None
+
+    ratios: dict[str, float] = {}
+    levels = {r["concurrency"] for r in rows if r.get("variant") != "proof"}
+    for level in sorted(levels):
+        base = {
+            name: median(name, level) for name in ("before", "ledger", "ledger-redis")
+        }
+        for variant in ("ledger", "ledger-redis", "budgets-memory", "budgets-redis"):
+            ours = median(variant, level)
+            for against, reference in base.items():
+                if ours is None or reference is None or against == variant:
+                    continue
+                if variant.startswith("ledger") and against != "before":
+                    continue
+                ratios[f"spend_{variant}_vs_{against}_ratio@c{level}"] = round(
+                    ours / reference, 3
+                )
+                ratios[f"spend_{variant}_vs_{against}_extra_ms@c{level}"] = round(
+                    ours - reference, 3
+                )
+    return ratios
