@@ -68,6 +68,7 @@ FIGURES = [
     ("completion_tokens", "{}"),
     ("finish_reasons", "{}"),
     ("same_text", "{}"),
+    ("accounting_cpu_ms_per_req", "{:.4f}"),
     ("k", "{}"),
     ("admitted", "{}"),
     ("refused", "{}"),

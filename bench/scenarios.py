@@ -219,7 +219,8 @@ def _summary_check(body: bytes) -> str | None:
 def spend(rig: Rig, options: Options) -> list[dict]:
     from bench import spend as spend_bench
 
-    rows = spend_bench.cpu_rows(rig, options, _http_load, _summary_check)
+    rows = spend_bench.micro_rows()
+    rows += spend_bench.cpu_rows(rig, options, _http_load, _summary_check)
     return [*rows, spend_bench.proof_row(options)]
 
 

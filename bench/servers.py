@@ -241,6 +241,9 @@ class Rig:
             # The login scenario fails on purpose, thousands of times.
             "LOGIN_USERNAME_FAILURE_LIMIT": "1000000/hour",
             "LOG_LEVEL": "INFO",
+            # Each server its own SQLite file in its folder: a DATABASE_URL
+            # in the environment (for the spend proof) must not be shared.
+            "DATABASE_URL": None,
             "PYTHONPATH": os.pathsep.join(
                 filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
             ),

@@ -110,7 +110,10 @@ def proof_row(options) -> dict:
         for replica in replicas:
             replica.stop()
         upstream.close()
-    rows, total_nano = _ledger(database)
+    try:
+        rows, total_nano = _ledger(database)
+    finally:
+        _drop(database)
     budget_nano = round(k * worst * 1e9)
     admitted = outcomes.count("ok")
     return {
@@ -148,6 +151,28 @@ def _database(work: Path) -> str:
 
     asyncio.run(create())
     return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop(database: str) -> None:
+    """The proof's PostgreSQL database, made by `_database`, goes again."""
+    if not database.startswith("postgres"):
+        return
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database)
+
+    async def drop() -> None:
+        base = url.set(database=make_url(os.environ["DATABASE_URL"]).database)
+        connection = await asyncpg.connect(base.render_as_string(hide_password=False))
+        try:
+            await connection.execute(
+                f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'
+            )
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
 
 
 def _graphql(port: int, token: str, query: str, variables: dict | None = None) -> dict:
@@ -197,7 +222,8 @@ def _ledger(database: str) -> tuple[int, int]:
     query = "SELECT count(*), coalesce(sum(cost_nano_usd), 0) FROM ledger"
     if database.startswith("sqlite"):
         with sqlite3.connect(database.removeprefix("sqlite:///")) as connection:
-            return tuple(connection.execute(query).fetchone())  # type: ignore[return-value]
+            count, total = connection.execute(query).fetchone()
+            return int(count), int(total)
     import asyncpg
 
     async def read() -> tuple[int, int]:
@@ -206,7 +232,7 @@ def _ledger(database: str) -> tuple[int, int]:
             row = await connection.fetchrow(query)
         finally:
             await connection.close()
-        return row[0], row[1]
+        return int(row[0]), int(row[1])
 
     return asyncio.run(read())
 
@@ -246,3 +272,90 @@ def summary(rows: list[dict]) -> dict[str, float]:
                     ours - reference, 3
                 )
     return ratios
+
+
+def micro_rows(calls: int = 3000) -> list[dict]:
+    """The accounting alone, in this process, without HTTP around it: CPU
+    per call of the ledger row (queued and written in batches) and of a
+    reservation plus its settlement against four budgets, in memory and in
+    Redis. On a busy machine this is steadier than the servers' figures,
+    whose noise is larger than the effect."""
+    import uuid as uuid_
+
+    from gptmini_graphql.db.database import Database
+    from gptmini_graphql.llm.answers import TokenUsage
+    from gptmini_graphql.settings import Settings
+    from gptmini_graphql.spend.ledger import Ledger
+    from gptmini_graphql.spend.meter import Caller, Left, Meter, Spend
+    from gptmini_graphql.spend.reservations import MemoryReservations, RedisReservations
+
+    body = {"messages": [{"role": "user", "content": TEXT}], "max_tokens": 316}
+    usage = TokenUsage(180, 27, 128, 0.0000369)
+    budgets = {
+        "budget_usd_per_day": 1e6,
+        "budget_usd_per_month": 1e6,
+        "budget_tokens_per_month": 10**12,
+        "token_rate_limit": 10**12,
+    }
+
+    async def measure(name: str, store_kind: str | None) -> dict:
+        work = Path(tempfile.mkdtemp(prefix="bench-micro-"))
+        settings = Settings(
+            _env_file=None,
+            database_url=f"sqlite:///{work}/micro.sqlite3",
+            **(budgets if store_kind else {}),
+        )
+        db = Database(settings.database_url)
+        await db.migrate()
+        client = None
+        if store_kind == "redis":
+            import redis.asyncio
+
+            client = redis.asyncio.from_url(os.environ["REDIS_URL"])
+            store = RedisReservations(client)
+        else:
+            store = MemoryReservations()
+        ledger = Ledger(db)
+        ledger.start()
+        spend = Spend(settings, store, ledger, db)
+        caller = Caller(uuid_.uuid4(), None, {}, None)
+        price = settings.model_prices["gpt-4o-mini"]
+
+        async def one() -> None:
+            meter = Meter(
+                spend,
+                caller,
+                request_id="r",
+                operation=None,
+                field="summarize",
+                left=Left(),
+            )
+            hold = await meter.reserve(body, price)
+            await meter.settle(
+                hold, model="gpt-4o-mini", upstream="primary", usage=usage, outcome="OK"
+            )
+
+        for _ in range(200):  # warm up: counters seeded, scripts loaded
+            await one()
+        await ledger.flush()
+        started = time.process_time()
+        for index in range(calls):
+            await one()
+            if index % 500 == 499:
+                await ledger.flush()  # what the writer task does each second
+        await ledger.flush()
+        cpu = time.process_time() - started
+        await spend.aclose()
+        await db.aclose()
+        return {
+            "variant": f"micro-{name}",
+            "concurrency": 1,
+            "requests": calls,
+            "failures": 0,
+            "accounting_cpu_ms_per_req": round(cpu / calls * 1000, 4),
+        }
+
+    plans = [("ledger", None), ("budgets-memory", "memory")]
+    if os.environ.get("REDIS_URL"):
+        plans.append(("budgets-redis", "redis"))
+    return [asyncio.run(measure(name, kind)) for name, kind in plans]

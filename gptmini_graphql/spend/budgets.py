@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -66,6 +66,12 @@ class Budget:
     limit: int  # tokens or nano-dollars
     start: datetime
     end: datetime
+    # The name of its spent counter for this period.
+    counter: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        counter = f"{self.scope}:{self.owner}:{self.name}:{self.start:%Y%m%dT%H%M}"
+        object.__setattr__(self, "counter", counter)
 
     @property
     def unit(self) -> Unit:
@@ -74,11 +80,6 @@ class Budget:
     @property
     def period(self) -> Period:
         return BUDGETS[self.name][1]
-
-    @property
-    def counter(self) -> str:
-        """The name of its spent counter for this period."""
-        return f"{self.scope}:{self.owner}:{self.name}:{self.start:%Y%m%dT%H%M}"
 
     @property
     def label(self) -> str:

@@ -53,7 +53,9 @@ def test_a_usd_budget_refuses_what_could_exceed_it_until_the_day_ends(
     clock = Clock()
     api = budget_api(budget_usd_per_day=50e-6, clock=clock)
     # An API key: it outlives the day the clock skips (an access token would not).
-    created = api.post('mutation { createApiKey(name: "k") { key } }', token=api.login())
+    created = api.post(
+        'mutation { createApiKey(name: "k") { key } }', token=api.login()
+    )
     token = created["data"]["createApiKey"]["key"]
     assert "errors" not in api.post(CALL, token=token)  # 27e-6 spent
     assert "errors" not in api.post(CALL, token=token)  # 54e-6: the worst case fit

@@ -210,3 +210,18 @@ def test_rows_export_as_csv_and_prune_by_retention(
     assert main(["usage", "prune", "--before", "2100-01-01"]) == 0
     assert "deleted 2" in capsys.readouterr().out
     assert main(["usage", "export", "--from", "2100-01-01", "--to", "2000-01-01"]) == 2
+
+
+def _metric(api: API, name: str) -> float:
+    text = api.client.get("/metrics").text
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def test_metrics_count_the_rows_written_and_dropped(api: API, token: str) -> None:
+    written = _metric(api, "gptmini_ledger_rows_written_total")
+    dropped = _metric(api, "gptmini_ledger_rows_dropped_total")
+    api.post(TASKS[2], token=token)
+    usage(api, token)  # reading usage writes this server's queued rows first
+    assert _metric(api, "gptmini_ledger_rows_written_total") == written + 1
+    assert _metric(api, "gptmini_ledger_rows_dropped_total") == dropped
