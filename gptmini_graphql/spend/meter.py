@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from gptmini_graphql import metrics
@@ -234,7 +233,7 @@ class Spend:
             raise self._unavailable()
         try:
             result = await step
-        except (RedisError, OSError) as error:
+        except self.store.errors as error:
             self._breaker.failed()
             metrics.SPEND_STORE_ERRORS.inc()
             logger.warning("budget store unreachable: %s", error)

@@ -40,6 +40,9 @@ class Verdict:
 
 
 class ReservationStore(Protocol):
+    # What a step raises when the store cannot be reached.
+    errors: tuple[type[BaseException], ...]
+
     async def reserve(
         self,
         tag: str,
@@ -84,6 +87,8 @@ class _Counter:
 class MemoryReservations:
     """The same semantics in this process's memory (no await inside a step,
     so each step is atomic on the event loop)."""
+
+    errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self) -> None:
         self._counters: dict[str, _Counter] = {}
@@ -227,6 +232,11 @@ class RedisReservations:
     of a Redis Cluster."""
 
     def __init__(self, client) -> None:  # a redis.asyncio.Redis
+        # Imported here: redis-py imports OpenTelemetry, which a server
+        # without REDIS_URL (and without tracing) must not load.
+        from redis.exceptions import RedisError
+
+        self.errors = (RedisError, OSError)
         self._client = client
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
