@@ -52,8 +52,10 @@ def sentiment(
     ours_right = [t == p for t, p in zip(truth, ours_labels, strict=True)]
     naive_right = [t == p for t, p in zip(truth, naive_labels, strict=True)]
     scored = [(item, a) for item, a in zip(items, mine, strict=True) if not a.error]
-    confidences = [a.data["analyze"]["confidence"] for _, a in scored]
-    right = [item.label == a.data["analyze"]["sentiment"].lower() for item, a in scored]
+    # A model server without logprobs gives no confidence to calibrate.
+    rated = [(i, a) for i, a in scored if a.data["analyze"]["confidence"] is not None]
+    confidences = [a.data["analyze"]["confidence"] for _, a in rated]
+    right = [item.label == a.data["analyze"]["sentiment"].lower() for item, a in rated]
     polar = [(i, a) for i, a in scored if i.label in ("positive", "negative")]
     not_mixed = [
         (t, p) for t, p in zip(truth, ours_labels, strict=True) if t != "mixed"

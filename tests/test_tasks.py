@@ -198,7 +198,7 @@ def test_analyze_asks_for_the_label_alone_and_its_logprobs(
     assert result["data"]["analyze"] == {
         "sentiment": "POSITIVE",
         "score": 0.5,
-        "confidence": 0.5,
+        "confidence": None,
         "model": "gpt-4o-mini-2024-07-18",
     }
     sent = api.upstream.last

@@ -41,8 +41,6 @@ SENTIMENT = StructuredOutput(
 )
 MAX_TOKENS = 16
 TOP_LOGPROBS = 20  # OpenAI's most
-# Without logprobs from the model server, nothing says how sure it was.
-UNKNOWN_CONFIDENCE = 0.5
 
 
 async def analyze(llm: CallerLLM, text: str) -> SentimentAnalysis:
@@ -59,8 +57,11 @@ async def analyze(llm: CallerLLM, text: str) -> SentimentAnalysis:
     )
     sentiment = Sentiment(SENTIMENT.parse(answer.text).sentiment)
     shares = label_shares(answer.text, "sentiment", LABELS, answer.logprobs)
+    confidence: float | None
     if shares is None:
-        confidence = UNKNOWN_CONFIDENCE
+        # Without logprobs from the model server nothing says how sure it
+        # was: null, not a number that would look measured.
+        confidence = None
         score = {Sentiment.POSITIVE: 0.5, Sentiment.NEGATIVE: -0.5}.get(sentiment, 0.0)
     else:
         confidence = shares[sentiment.value]
@@ -73,6 +74,6 @@ async def analyze(llm: CallerLLM, text: str) -> SentimentAnalysis:
     return SentimentAnalysis(
         sentiment=sentiment,
         score=round(score, 4),
-        confidence=round(confidence, 4),
+        confidence=None if confidence is None else round(confidence, 4),
         **answer_fields(answer),
     )

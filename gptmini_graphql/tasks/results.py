@@ -128,11 +128,12 @@ class SentimentAnalysis(TaskResult):
     sentiment: Sentiment
     score: float = strawberry.field(
         description="From -1 (most negative) to 1 (most positive): the "
-        "probability the model gave positive minus that of negative."
+        "probability the model gave positive minus that of negative. Without "
+        "token probabilities from the model server: 0.5, -0.5 or 0 by the label."
     )
-    confidence: float = strawberry.field(
-        description="From 0 to 1: the probability the model gave its label "
-        "(0.5 when the model server reports no token probabilities)."
+    confidence: float | None = strawberry.field(
+        description="From 0 to 1: the probability the model gave its label; "
+        "null when the model server reports no token probabilities."
     )
 
 

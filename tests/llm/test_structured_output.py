@@ -14,7 +14,7 @@ from tests.fake_upstream import Reply, api_error, chat_completion, format_type
 ANALYZE = '{ analyze(text: "I love it") { sentiment score confidence } }'
 DETECT = '{ translate(text: "Hello", targetLanguage: "fr") { text sourceLanguage } }'
 # The fake upstream sends no logprobs: how sure the model was is unknown.
-POSITIVE = {"sentiment": "POSITIVE", "score": 0.5, "confidence": 0.5}
+POSITIVE = {"sentiment": "POSITIVE", "score": 0.5, "confidence": None}
 # llama-cpp-python's server (0.3.36 with FastAPI 0.165), word for word, to a
 # json_schema request (the file path is where it runs).
 LLAMA_CPP_REFUSAL = api_error(
@@ -70,7 +70,7 @@ def test_a_server_refusing_both_gets_instructions_and_our_validation(
     assert api.post(ANALYZE, token=token)["data"]["analyze"] == {
         "sentiment": "NEGATIVE",
         "score": -0.5,
-        "confidence": 0.5,
+        "confidence": None,
     }
     prompt_mode = api.upstream.last
     assert "response_format" not in prompt_mode
