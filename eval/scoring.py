@@ -133,9 +133,10 @@ def _naive_label(answer: Answer) -> str | None:
     return label if label in metrics.LABELS else None
 
 
-def translation_cap(text: str) -> int:
+def translation_cap(text: str, target: str) -> int:
     """The token cap translate gives itself: the baseline gets the same."""
-    return translation_tokens(text, Settings(_env_file=None).max_completion_tokens)
+    ceiling = Settings(_env_file=None).max_completion_tokens
+    return translation_tokens(text, target, ceiling)
 
 
 def translation(
@@ -148,7 +149,9 @@ def translation(
     for i, item in enumerate(items):
         mine.append(ours.translate(item.text, item.target))
         theirs.append(
-            naive.translate(item.text, item.target, translation_cap(item.text))
+            naive.translate(
+                item.text, item.target, translation_cap(item.text, item.target)
+            )
         )
         detected.append(naive.detect(item.text))
         show(i + 1, len(items))
@@ -163,7 +166,8 @@ def translation(
 
     ours_stopped = [
         not a.error
-        and a.data["translate"]["usage"]["completionTokens"] < translation_cap(i.text)
+        and a.data["translate"]["usage"]["completionTokens"]
+        < translation_cap(i.text, i.target)
         for a, i in zip(mine, items, strict=True)
     ]
     naive_stopped = [not a.error and a.data["finish_reason"] == "stop" for a in theirs]

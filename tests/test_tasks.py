@@ -365,3 +365,24 @@ def test_translate_reserves_what_the_text_needs(
         token=token,
     )
     assert api.upstream.last["max_tokens"] == reserved
+
+
+@pytest.mark.parametrize(
+    ("target", "reserved"),
+    [
+        ("fr", 64 + 300),  # a Latin script: the text's own bytes / 3
+        ("ru", 64 + 1080),  # Cyrillic: small tokenizers spend more per letter
+        ("hi", 64 + 1350),
+        ("th", 64 + 1800),
+    ],
+)
+def test_translate_reserves_more_for_a_script_tokenizers_split_finely(
+    api: API, token: str, target: str, reserved: int
+) -> None:
+    api.post(
+        'query T($t: String!, $g: String!) { translate(text: $t, targetLanguage: $g,'
+        ' sourceLanguage: "en") { text } }',
+        {"t": "word " * 180, "g": target},
+        token=token,
+    )
+    assert api.upstream.last["max_tokens"] == reserved
