@@ -203,6 +203,13 @@ def test_analyze_asks_for_the_label_alone_and_its_logprobs(
     }
     sent = api.upstream.last
     assert sent["logprobs"] is True and sent["top_logprobs"] == 20
+    # Worked answers come as earlier turns, each valid JSON of the answer's
+    # shape; the caller's text is the last message, in its envelope.
+    roles = [m["role"] for m in sent["messages"]]
+    assert roles == ["system", *["user", "assistant"] * 3, "user"]
+    shown = [json.loads(m["content"]) for m in sent["messages"][2:-1:2]]
+    assert [s["sentiment"] for s in shown] == ["positive", "negative", "neutral"]
+    assert sent["messages"][-1]["content"] == "<text>\nI love it\n</text>"
     response_format = sent["response_format"]
     assert response_format["type"] == "json_schema"
     schema = response_format["json_schema"]["schema"]

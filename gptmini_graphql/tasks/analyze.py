@@ -8,6 +8,7 @@ minus that of negative, both from the token where the label begins (see
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -19,13 +20,23 @@ from gptmini_graphql.tasks.choice import label_shares
 from gptmini_graphql.tasks.results import Sentiment, SentimentAnalysis, answer_fields
 
 # Short and plain: on our set, SmolLM2-135M did no better with definitions
-# of the labels and far worse with worked examples (it copied the last one).
+# of the labels.
 SYSTEM = (
     "Classify the sentiment of the text the user gives between <text> tags: "
     "positive, negative, neutral (no feeling) or mixed (praise and complaint). "
     "Answer with JSON only."
 )
 LABELS = [s.value for s in Sentiment]
+# Three worked answers, as earlier turns of the chat, took SmolLM2-135M from
+# 48% to 82% right on our set: alone, it called nearly every neutral text
+# positive. Their order matters to a model that small: with the positive
+# example last it answered positive to everything. A large model reads them
+# as the format they are; no mixed example, which made small models say it.
+EXAMPLES = (
+    ("The hotel staff were kind and the room was spotless.", "positive"),
+    ("The package arrived broken and nobody answers my emails.", "negative"),
+    ("The meeting is on Thursday at ten in room 4.", "neutral"),
+)
 
 
 class SentimentAnswer(BaseModel):
@@ -48,6 +59,7 @@ async def analyze(llm: CallerLLM, text: str) -> SentimentAnalysis:
     answer = await llm.chat(
         [
             {"role": "system", "content": SYSTEM},
+            *_worked_examples(),
             {"role": "user", "content": delimited(text)},
         ],
         max_tokens=MAX_TOKENS,
@@ -77,3 +89,13 @@ async def analyze(llm: CallerLLM, text: str) -> SentimentAnalysis:
         confidence=None if confidence is None else round(confidence, 4),
         **answer_fields(answer),
     )
+
+
+def _worked_examples() -> list[dict[str, str]]:
+    turns = []
+    for example, label in EXAMPLES:
+        turns.append({"role": "user", "content": delimited(example)})
+        # As the model writes its answers: json.dumps's spacing.
+        answer = json.dumps({"sentiment": label})
+        turns.append({"role": "assistant", "content": answer})
+    return turns
