@@ -93,7 +93,9 @@ def test_translate_detects_the_source_language(api: API, token: str) -> None:
         api.upstream.requests, key=lambda body: "response_format" in body
     )
     assert "into French" in translation["messages"][0]["content"]
-    assert translation["messages"][1]["content"] == "<text>\nHello world\n</text>"
+    assert translation["messages"][1]["content"] == (
+        "<text>\nHello world\n</text>\nTranslate the text above into French."
+    )
     assert "response_format" not in translation
     schema = detection["response_format"]["json_schema"]
     assert schema["strict"] is True
@@ -387,7 +389,7 @@ def test_translate_reserves_more_for_a_script_tokenizers_split_finely(
     api: API, token: str, target: str, reserved: int
 ) -> None:
     api.post(
-        'query T($t: String!, $g: String!) { translate(text: $t, targetLanguage: $g,'
+        "query T($t: String!, $g: String!) { translate(text: $t, targetLanguage: $g,"
         ' sourceLanguage: "en") { text } }',
         {"t": "word " * 180, "g": target},
         token=token,
