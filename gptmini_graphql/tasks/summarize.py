@@ -28,6 +28,11 @@ _SENTENCE_END = re.compile(
 )
 
 
+# A break between clauses: a comma (not one inside a number), a semicolon or
+# a colon, or their full-width forms.
+_CLAUSE_BREAK = re.compile(r"[,;:](?=\s)|[\uff0c\uff1b\uff1a]")
+
+
 async def summarize(
     llm: CallerLLM, text: str, max_words: int = DEFAULT_MAX_WORDS
 ) -> Summary:
@@ -53,7 +58,9 @@ def within_words(summary: str, max_words: int) -> str:
 
     Small models overrun word limits and token caps; the limit is a promise
     to the caller, and a sentence cut in half reads worse than one left out.
-    Only when not even the first sentence fits is it cut, with an ellipsis.
+    When not even the first sentence fits, it ends at its last clause break
+    (a comma, semicolon or colon) within the limit, with a full stop; only
+    with no break there is it cut, with an ellipsis.
     """
     summary = " ".join(summary.split())
     words = summary.split(" ")
@@ -65,7 +72,23 @@ def within_words(summary: str, max_words: int) -> str:
         return head[: ends[-1]]
     if len(words) <= max_words:
         return summary  # one unfinished sentence within the limit: keep it
+    # A clause break too early would leave a fragment ("Yes."): not before a
+    # third of the limit.
+    breaks = [
+        m
+        for m in _CLAUSE_BREAK.finditer(head)
+        if m.start() >= _offset(head, max_words // 3)
+    ]
+    if breaks:
+        last = breaks[-1]
+        full_width = last.group() in "\uff0c\uff1b\uff1a"
+        return head[: last.start()] + ("\u3002" if full_width else ".")
     return head.rstrip(",;:") + "…"
+
+
+def _offset(text: str, words: int) -> int:
+    """Where the `words`-th word of `text` ends."""
+    return len(" ".join(text.split(" ")[:words]))
 
 
 def _ends_a_sentence(text: str) -> bool:
