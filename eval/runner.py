@@ -84,6 +84,8 @@ class OurAPI:
             cache_ttl_seconds=0,
             llm_timeout_seconds=TIMEOUT,
             rate_limit="100000/minute",
+            # A full run takes longer than the default 15 minutes' token.
+            jwt_ttl_seconds=24 * 3600,
             log_level="WARNING",
         )
         self._client = TestClient(create_app(settings))
