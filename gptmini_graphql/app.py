@@ -18,7 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from gptmini_graphql import __version__, metrics, tracing
 from gptmini_graphql.drain import on_shutdown_signals
-from gptmini_graphql.endpoint import GraphQLEndpoint
+from gptmini_graphql.http import GraphQLEndpoint
 from gptmini_graphql.graphiql import graphiql_static_route
 from gptmini_graphql.llm.client import NOT_CONFIGURED
 from gptmini_graphql.llm.probe import without_credentials

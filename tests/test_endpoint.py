@@ -13,8 +13,8 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from gptmini_graphql.endpoint import GraphQLEndpoint
 from gptmini_graphql.extensions.errors import ErrorCodesExtension
+from gptmini_graphql.http import GraphQLEndpoint
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
 from gptmini_graphql.services import Services
 from tests.conftest import API, error_codes, make_settings

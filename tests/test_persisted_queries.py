@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 
-from gptmini_graphql.endpoint import GraphQLEndpoint
+from gptmini_graphql.http import GraphQLEndpoint
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
 from gptmini_graphql.persisted_queries import (
     Allowlist,

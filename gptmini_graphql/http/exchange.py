@@ -1,0 +1,51 @@
+"""What one HTTP request to /graphql negotiated and learned on its way: the
+request's one piece of state.
+
+Strawberry's view hands its hooks either the request (`process_result`) or
+the sub-response (`create_response`), so the exchange is reachable from both:
+`request.state.graphql` and `ExchangeResponse.exchange` are the same object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.http import GraphQLRequestProtocol
+
+if TYPE_CHECKING:
+    from gptmini_graphql.context import RequestContext
+
+
+@dataclass(slots=True)
+class Exchange:
+    # The media type to answer in (a JSON type, SSE, multipart/mixed), or
+    # None when the Accept header lists none of ours: 406.
+    media_type: str | None
+    protocol: GraphQLRequestProtocol = "http"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    # APQ: (hash, query) to store once the document proved valid.
+    register: tuple[str, str] | None = None
+    context: RequestContext | None = None
+
+    def attach(self, request: Request) -> None:
+        request.state.graphql = self
+
+
+def exchange_of(request: Request) -> Exchange | None:
+    """The request's exchange, if it got as far as negotiating one."""
+    exchange = getattr(request.state, "graphql", None)
+    return exchange if isinstance(exchange, Exchange) else None
+
+
+class ExchangeResponse(Response):
+    """Strawberry's sub-response (headers and background tasks a resolver may
+    add), carrying the exchange to `create_response`."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        super().__init__()
+        del self.headers["content-length"]  # as Strawberry's own sub-response
+        self.exchange = exchange
