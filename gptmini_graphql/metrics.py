@@ -61,6 +61,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import openai
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -367,12 +368,12 @@ class upstream_call:
 def upstream_outcome(error: BaseException | None) -> str:
     if error is None:
         return "ok"
-    if isinstance(error, TimeoutError) or type(error).__name__ == "APITimeoutError":
+    if isinstance(error, TimeoutError | openai.APITimeoutError):
         return "timeout"
     status = getattr(error, "status_code", None)
     if isinstance(status, int) and 100 <= status < 600:
         return str(status)
-    if type(error).__name__ == "APIConnectionError":
+    if isinstance(error, openai.APIConnectionError):
         return "connection_error"
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"

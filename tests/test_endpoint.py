@@ -41,6 +41,27 @@ def test_a_missing_variable_is_bad_user_input(api: API, token: str) -> None:
     assert error_codes(result) == ["BAD_USER_INPUT"]
 
 
+SKIP = "query($b: Boolean!) { __typename @skip(if: $b) }"
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "code"),
+    [
+        # The values do not fit the variables' types: the client's input.
+        (SKIP, {"b": "x"}, "BAD_USER_INPUT"),
+        (SKIP, {"b": None}, "BAD_USER_INPUT"),
+        (SKIP, {}, "BAD_USER_INPUT"),
+        # The document uses its variables wrong: the document's fault.
+        ("query { __typename @skip(if: $b) }", {}, "GRAPHQL_VALIDATION_FAILED"),
+        ("query($b: Boolean) { __typename }", {}, "GRAPHQL_VALIDATION_FAILED"),
+    ],
+)
+def test_variables_are_coded_by_whose_fault_it_is(
+    api: API, query: str, variables: dict, code: str
+) -> None:
+    assert error_codes(api.post(query, variables)) == [code]
+
+
 @strawberry.type
 class BrokenQuery:
     @strawberry.field

@@ -54,6 +54,26 @@ def test_too_many_tokens_are_refused(make_api) -> None:
     api = make_api(max_query_tokens=20)
     query = "{ " + " ".join(["__typename"] * 30) + " }"
     assert _codes(api, query) == ["QUERY_TOO_LARGE"]
+    # Past the cap by far, or with its last token the one too many.
+    assert _codes(api, "{ " + "__typename " * 5000 + "}") == ["QUERY_TOO_LARGE"]
+    assert _codes(api, "{ " + "__typename " * 19 + "}") == ["QUERY_TOO_LARGE"]
+    assert _codes(api, "{ " + "__typename " * 18 + "}") == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ __typename ",  # ends within the cap
+        "{ ) " + "__typename " * 30 + "}",  # wrong within the cap, long after it
+        "{ __typename } }",
+        '{ __typename(a: "unterminated) }',
+    ],
+)
+def test_a_document_wrong_within_the_cap_is_a_parse_failure(
+    make_api, query: str
+) -> None:
+    api = make_api(max_query_tokens=20)
+    assert _codes(api, query) == ["GRAPHQL_PARSE_FAILED"]
 
 
 def test_too_many_llm_fields_are_refused_before_the_model_is_asked(make_api) -> None:

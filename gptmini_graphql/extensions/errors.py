@@ -7,7 +7,6 @@ transport: HTTP, SSE, multipart and WebSocket.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 
 from graphql import GraphQLError
@@ -15,20 +14,11 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import StreamExecutionResult
 
 from gptmini_graphql.errors import (
-    GRAPHQL_PARSE_FAILED,
     GRAPHQL_VALIDATION_FAILED,
     INTERNAL_MESSAGE,
     INTERNAL_SERVER_ERROR,
-    QUERY_TOO_LARGE,
     AppError,
-    BadUserInput,
     first_failure,
-)
-
-# graphql-core's words for variables whose values do not fit their types
-# (not for "never used" or "not defined": those are the document's fault).
-_COERCION = re.compile(
-    r"^Variable '\$\w+' (has invalid value|got invalid value|of required type|of non-null type)"
 )
 
 logger = logging.getLogger("gptmini_graphql.graphql")
@@ -63,9 +53,10 @@ def coded(error: GraphQLError) -> GraphQLError:
     elif error.path is None and (
         original is None or isinstance(original, GraphQLError)
     ):
-        # No path: raised before execution, by the parser, validation or
-        # variable coercion (graphql-core nests the latter's own error).
-        message, extensions = error.message, {"code": _request_error_code(error)}
+        # No path: raised before execution. The parser (extensions/parsing.py),
+        # variable coercion (schema/executor.py) and our own rules code their
+        # errors where they raise them; the rest are graphql-core's rules.
+        message, extensions = error.message, {"code": GRAPHQL_VALIDATION_FAILED}
     else:
         # A bug of ours, or a library's: the client learns nothing of it.
         logger.error(
@@ -84,14 +75,3 @@ def coded(error: GraphQLError) -> GraphQLError:
         path=error.path,
         extensions=extensions,
     )
-
-
-def _request_error_code(error: GraphQLError) -> str:
-    """Errors before execution: the document or the variables are at fault."""
-    if error.message.startswith("Syntax Error: Document contains more than"):
-        return QUERY_TOO_LARGE  # MaxTokensLimiter stops the parser
-    if error.message.startswith("Syntax Error"):
-        return GRAPHQL_PARSE_FAILED
-    if _COERCION.match(error.message):
-        return BadUserInput.code  # the document is fine, the values are not
-    return GRAPHQL_VALIDATION_FAILED

@@ -7,21 +7,18 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
+from strawberry.extensions import AddValidationRules, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from gptmini_graphql.extensions.auth import AuthExtension
 from gptmini_graphql.extensions.errors import ErrorCodesExtension
 from gptmini_graphql.extensions.operation_info import OperationInfoExtension
 from gptmini_graphql.extensions.operation_scope import OperationScopeExtension
+from gptmini_graphql.extensions.parsing import DocumentParsing, document_parser
 from gptmini_graphql.extensions.query_limits import query_limit_rules
 from gptmini_graphql.extensions.rate_limit import RateLimitExtension
 from gptmini_graphql.schema.admin import AdminMutation, AdminQuery
+from gptmini_graphql.schema.executor import CodedExecutor
 from gptmini_graphql.schema.keys import KeyMutation
 from gptmini_graphql.schema.llm_fields import llm_field_names
 from gptmini_graphql.schema.mutation import Mutation as SessionMutation
@@ -76,11 +73,13 @@ def build_schema(settings: Settings | None = None) -> Schema:
     if not settings.introspection_enabled:
         rules.append(NoSchemaIntrospectionCustomRule)
     cache_size = settings.graphql_cache_size
+    parse = document_parser(max_tokens=settings.max_query_tokens, cache_size=cache_size)
     return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         config=config,
+        execution_context_class=CodedExecutor,
         # Classes and factories, never instances: an instance would be shared
         # by concurrent requests.
         extensions=[
@@ -88,11 +87,10 @@ def build_schema(settings: Settings | None = None) -> Schema:
             OperationScopeExtension,
             ErrorCodesExtension,
             AuthExtension,
-            lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             lambda: AddValidationRules(rules),
             lambda: OperationInfoExtension(llm_fields=llm_fields),
             RateLimitExtension,
-            lambda: ParserCache(maxsize=cache_size),
+            lambda: DocumentParsing(parse),
             lambda: ValidationCache(maxsize=cache_size),
         ],
     )
