@@ -18,8 +18,8 @@ from starlette.routing import Route, WebSocketRoute
 
 from gptmini_graphql import __version__, metrics, tracing
 from gptmini_graphql.drain import on_shutdown_signals
-from gptmini_graphql.http import GraphQLEndpoint
 from gptmini_graphql.graphiql import graphiql_static_route
+from gptmini_graphql.http import GraphQLEndpoint
 from gptmini_graphql.llm.client import NOT_CONFIGURED
 from gptmini_graphql.llm.probe import without_credentials
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
@@ -42,9 +42,11 @@ def create_app(
     *,
     llm_http_client: httpx2.AsyncClient | None = None,
     clock: Callable[[], float] = time.time,
+    timer: Callable[[], float] = time.monotonic,
 ) -> Starlette:
     """`llm_http_client` replaces the SDK's HTTP client: how tests reach a fake
-    upstream; `clock` is the time tokens and keys expire by (tests move it)."""
+    upstream; `clock` is the time tokens and keys expire by, `timer` the one
+    circuit breakers wait by (tests move them)."""
     settings = settings or Settings()
     settings.check()
     configure_logging(settings.log_level)
@@ -60,7 +62,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        services = await Services.start(settings, llm_http_client, clock)
+        services = await Services.start(settings, llm_http_client, clock, timer)
         # What start-up built (modules, schema, SQLAlchemy's and Alembic's
         # tables) lives as long as the app: kept out of the collector's sight,
         # it is not walked again by every full collection under load. (The

@@ -8,16 +8,24 @@ per reset period rather than one timeout per request.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 class CircuitBreaker:
     """Closed: calls go through. After `threshold` outages in a row it opens and
     calls fail at once; `reset_seconds` later one call may probe the upstream,
-    and its outcome closes or reopens the circuit."""
+    and its outcome closes or reopens the circuit. `clock` measures that
+    period (seconds, monotonic; tests move one by hand)."""
 
-    def __init__(self, threshold: int, reset_seconds: float) -> None:
+    def __init__(
+        self,
+        threshold: int,
+        reset_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.threshold = threshold
         self.reset_seconds = reset_seconds
+        self.clock = clock
         self.failures = 0
         self.opened_at: float | None = None
         self.probing = False
@@ -33,7 +41,7 @@ class CircuitBreaker:
     def retry_after(self) -> float:
         if self.opened_at is None:
             return 0.0
-        return max(self.opened_at + self.reset_seconds - time.monotonic(), 1.0)
+        return max(self.opened_at + self.reset_seconds - self.clock(), 1.0)
 
     def succeeded(self) -> None:
         self.failures, self.opened_at, self.probing = 0, None, False
@@ -42,7 +50,7 @@ class CircuitBreaker:
         self.failures += 1
         self.probing = False
         if self.opened_at is not None or self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
+            self.opened_at = self.clock()
 
     def released(self) -> None:
         """A call that proved nothing either way (the caller left, a 4xx)."""
@@ -50,7 +58,7 @@ class CircuitBreaker:
 
     def _reset_due(self) -> bool:
         assert self.opened_at is not None
-        return time.monotonic() - self.opened_at >= self.reset_seconds
+        return self.clock() - self.opened_at >= self.reset_seconds
 
 
 class NeverOpen(CircuitBreaker):

@@ -40,6 +40,7 @@ class Services:
         settings: Settings,
         llm_http_client: httpx2.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
     ) -> Services:
         # The database first: a bad DATABASE_URL fails the start before a
         # model process is spawned.
@@ -58,6 +59,7 @@ class Services:
                 model_process,
                 accounts,
                 clock,
+                timer,
             )
         except BaseException:
             if model_process is not None:  # no child outlives a failed start
@@ -74,8 +76,11 @@ class Services:
         model_process: ModelProcess | None,
         accounts: Accounts,
         clock: Callable[[], float],
+        timer: Callable[[], float],
     ) -> Services:
-        llm = build_llm(settings, llm_http_client, local_model_url=local_model_url)
+        llm = build_llm(
+            settings, llm_http_client, local_model_url=local_model_url, timer=timer
+        )
         await llm.probes.log_at_start()
         if model_process is not None and llm.embedded is not None:
             llm.embedded.explain_outage = model_process.problem

@@ -86,14 +86,20 @@ def make_api(upstream: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., A
     clients: list[TestClient] = []
     numbers = itertools.count()
 
-    def make(*, clock: Callable[[], float] | None = None, **overrides: Any) -> API:
+    def make(
+        *,
+        clock: Callable[[], float] | None = None,
+        timer: Callable[[], float] | None = None,
+        **overrides: Any,
+    ) -> API:
         overrides.setdefault(
             "database_url", f"sqlite:///{tmp_path}/app{next(numbers)}.sqlite3"
         )
+        clocks = {"clock": clock, "timer": timer}
         app = create_app(
             make_settings(**overrides),
             llm_http_client=upstream.http_client(),
-            **({"clock": clock} if clock else {}),
+            **{name: value for name, value in clocks.items() if value is not None},
         )
         client = TestClient(app).__enter__()
         clients.append(client)

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -488,17 +488,21 @@ def build_llm(
     http_client: httpx2.AsyncClient | None = None,
     *,
     local_model_url: str | None = None,
+    timer: Callable[[], float] = time.monotonic,
 ) -> LLM:
     """The shared clients, built once at start-up from settings.
 
     `http_client` replaces the HTTP client of every remote upstream (tests put
     a fake upstream there). `local_model_url` is where the embedded model's
-    server answers (default: LOCAL_MODEL_URL).
+    server answers (default: LOCAL_MODEL_URL). `timer` measures the circuit
+    breakers' reset period.
     """
 
     def breaker() -> CircuitBreaker:
         return CircuitBreaker(
-            settings.circuit_breaker_failures, settings.circuit_breaker_reset_seconds
+            settings.circuit_breaker_failures,
+            settings.circuit_breaker_reset_seconds,
+            timer,
         )
 
     def client(

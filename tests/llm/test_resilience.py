@@ -3,11 +3,9 @@ upstream that fails on purpose."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.conftest import error_codes
+from tests.conftest import API, Clock, error_codes
 from tests.fake_upstream import Reply, api_error, chat_completion
 
 SUMMARIZE = '{ summarize(text: "hello") { text model } }'
@@ -59,12 +57,23 @@ def test_retries_stop_at_the_configured_count(make_api) -> None:
     assert len(api.upstream.requests) == 3
 
 
-def test_an_open_circuit_fails_fast_then_a_probe_closes_it(make_api) -> None:
+def _with_breaker(make_api, failures: int) -> tuple[API, Clock, str]:
+    """An app whose circuit opens after `failures` outages in a row, for 30 s
+    of a clock the test moves; the upstream is down. (app, clock, token)"""
+    timer = Clock()
     api = make_api(
-        llm_max_retries=0, circuit_breaker_failures=2, circuit_breaker_reset_seconds=0.3
+        timer=timer,
+        llm_max_retries=0,
+        circuit_breaker_failures=failures,
+        circuit_breaker_reset_seconds=30,
     )
     token = api.login()
     api.upstream.down.add("upstream.test")
+    return api, timer, token
+
+
+def test_an_open_circuit_fails_fast_then_a_probe_closes_it(make_api) -> None:
+    api, timer, token = _with_breaker(make_api, failures=2)
     for _ in range(2):
         assert error_codes(api.post(SUMMARIZE, token=token)) == ["UPSTREAM_UNAVAILABLE"]
     assert len(api.upstream.requests) == 2
@@ -72,25 +81,26 @@ def test_an_open_circuit_fails_fast_then_a_probe_closes_it(make_api) -> None:
     # Open: refused without asking the upstream, with a time to come back.
     result = api.post(SUMMARIZE, token=token)
     assert error_codes(result) == ["UPSTREAM_UNAVAILABLE"]
-    assert result["errors"][0]["extensions"]["retryAfter"] >= 1
+    assert result["errors"][0]["extensions"]["retryAfter"] == 30
+    assert len(api.upstream.requests) == 2
+
+    # Still open until the reset time is over, upstream back or not.
+    api.upstream.down.clear()
+    timer.advance(29)
+    assert error_codes(api.post(SUMMARIZE, token=token)) == ["UPSTREAM_UNAVAILABLE"]
     assert len(api.upstream.requests) == 2
 
     # After the reset time one request probes; the upstream is back, so it closes.
-    api.upstream.down.clear()
-    time.sleep(0.35)
+    timer.advance(1)
     assert "errors" not in api.post(SUMMARIZE, token=token)
     assert "errors" not in api.post(SUMMARIZE, token=token)
     assert len(api.upstream.requests) == 4
 
 
 def test_a_failed_probe_reopens_the_circuit(make_api) -> None:
-    api = make_api(
-        llm_max_retries=0, circuit_breaker_failures=1, circuit_breaker_reset_seconds=0.3
-    )
-    token = api.login()
-    api.upstream.down.add("upstream.test")
+    api, timer, token = _with_breaker(make_api, failures=1)
     api.post(SUMMARIZE, token=token)  # opens
-    time.sleep(0.35)
+    timer.advance(30)
     api.post(SUMMARIZE, token=token)  # the probe, failing
     api.post(SUMMARIZE, token=token)  # open again: not sent
     assert len(api.upstream.requests) == 2
