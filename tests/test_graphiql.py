@@ -278,10 +278,11 @@ def test_cli_fails_loudly_on_a_tampered_download(
 
 
 def test_the_default_query_is_valid_for_our_schema() -> None:
+    from graphql import build_schema as graphql_schema
     from graphql import parse, validate
 
     from gptmini_graphql.graphiql import DEFAULT_QUERY
     from gptmini_graphql.schema import build_schema
 
-    schema = build_schema()._schema
+    schema = graphql_schema(build_schema().as_str())
     assert validate(schema, parse(DEFAULT_QUERY)) == []

@@ -241,19 +241,28 @@ def test_label_values_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert metrics.upstream_outcome(TimeoutError()) == "timeout"
 
 
-def test_metrics_carry_no_user() -> None:
-    names = {
-        metric._name: metric._labelnames  # the declared label names
-        for metric in (
-            getattr(metrics, name)
-            for name in dir(metrics)
-            if name.isupper() and hasattr(getattr(metrics, name), "_labelnames")
-        )
-    }
-    assert names, "no metrics found"
-    for name, labels in names.items():
-        assert name.startswith("gptmini_"), name
-        assert not {"user", "username", "token", "text", "path"} & set(labels), name
+def test_metrics_carry_no_user(api: API) -> None:
+    """Whatever a user sends ends up in no metric: not their name, token or
+    text, and no label is named for them."""
+    token = api.login()
+    text = "a secret text of the user's own"
+    assert "errors" not in api.post(SUMMARIZE, {"t": text}, token)
+    api.post(ANALYZE, {"t": text})  # unauthenticated
+    api.client.get("/no/such/path/of/the/user")
+    exposition = scrape(api).text
+    for secret in ("test_user", token, text, "/no/such"):
+        assert secret not in exposition
+    families = [
+        family
+        for family in text_string_to_metric_families(exposition)
+        if not family.name.startswith(("process_", "python_"))
+    ]
+    assert families, "no metrics found"
+    for family in families:
+        assert family.name.startswith("gptmini_"), family.name
+        for sample in family.samples:
+            banned = {"user", "username", "token", "text", "path"}
+            assert not banned & set(sample.labels), sample
 
 
 # --- the Grafana dashboard -------------------------------------------------------
