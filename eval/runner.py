@@ -4,10 +4,8 @@ baseline: the same server asked directly with one plain prompt."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from starlette.testclient import TestClient
 from gptmini_graphql.app import create_app
 from gptmini_graphql.settings import Settings
 from gptmini_graphql.tasks.languages import BY_CODE
+from tests.child_server import ChildServer, free_port
 
 TIMEOUT = 300  # seconds: a long summary on one busy core
 
@@ -37,37 +36,24 @@ class Answer:
 @contextmanager
 def model_server(model_path: Path, model_name: str, threads: int) -> Iterator[str]:
     """`llm serve` on a free port; yields its base URL once the model is loaded."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = os.environ | {
+    port = free_port()
+    env = {
         "LOCAL_MODEL_PATH": str(model_path),
         "LOCAL_MODEL_NAME": model_name,
         "LOCAL_THREADS": str(threads),
         "LOG_LEVEL": "WARNING",
     }
     command = [sys.executable, "-m", "gptmini_graphql", "llm", "serve"]
-    process = subprocess.Popen(  # noqa: S603
-        [*command, "--host", "127.0.0.1", "--port", str(port)], env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the model server exited ({process.returncode})")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the model server did not load within 120 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with tempfile.TemporaryDirectory() as logs:
+        server = ChildServer(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            port=port,
+            log=Path(logs) / "model-server.log",
+            env=env,
+        )
+        with server:
+            server.wait_ready("/readyz", within=120)
+            yield server.url
 
 
 class OurAPI:

@@ -4,12 +4,8 @@ server command they run, started for real."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +13,8 @@ from pathlib import Path
 
 import openai
 import yaml
+
+from tests.child_server import ChildServer, free_port
 
 ROOT = Path(__file__).parents[1]
 SERVE = ["python", "-m", "gptmini_graphql", "serve"]
@@ -80,51 +78,30 @@ def test_makefile_run_uses_the_same_command() -> None:
 MODEL_FILE = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
-def _running(command: list[str], port: int, cwd: Path) -> Iterator[list[str]]:
-    """The command as a server, once its /readyz says so; yields its log lines,
-    complete after it stopped."""
+def _running(command: list[str], port: int, cwd: Path) -> Iterator[ChildServer]:
+    """The command as a server, once its /readyz says so (the model has
+    loaded: /healthz answers before that). A failure shows its stderr."""
     env = {
-        **os.environ,
         "PORT": str(port),
         "OPENAI_API_KEY": "",
         "OPENAI_BASE_URL": "",
         "LLM_BACKEND": "auto",
         "LOCAL_MODEL_PATH": str(MODEL_FILE),
+        # Its own database, as on a fresh machine.
+        "DATABASE_URL": f"sqlite:///{cwd}/users.sqlite3",
+        "REDIS_URL": "",
     }
-    server = subprocess.Popen(
+    server = ChildServer(
         [sys.executable, *command[1:]],
-        cwd=cwd,
+        port=port,
+        log=cwd / "server.log",
         env=env,
-        stderr=subprocess.PIPE,
-        text=True,
+        cwd=cwd,
     )
-    lines: list[str] = []
-    try:
-        # Ready once the model has loaded (/healthz answers before that).
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/readyz", timeout=1
-                ) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()
-                assert time.monotonic() < deadline, "server did not become ready"
-                time.sleep(0.2)
-        yield lines
-    finally:
-        server.terminate()
-        _, stderr = server.communicate(timeout=10)
-        lines.extend(stderr.splitlines())
+    with server:
+        server.wait_ready("/readyz", within=60)
+        yield server
 
 
 def _post(url: str, body: dict, token: str | None = None) -> dict:
@@ -140,9 +117,9 @@ def _post(url: str, body: dict, token: str | None = None) -> dict:
 
 def test_the_serve_command_answers_with_the_embedded_model(tmp_path: Path) -> None:
     """What `make run` does on a fresh machine: no key, the embedded model."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/graphql"
-    with _running(SERVE, port, cwd=tmp_path) as log:  # no .env in tmp_path
+    with _running(SERVE, port, cwd=tmp_path) as server:  # no .env in tmp_path
         login = 'mutation { login(username: "test_user", password: "1234") { accessToken } }'
         token = _post(url, {"query": login})["data"]["login"]["accessToken"]
         query = '{ analyze(text: "What a lovely day!") { sentiment model usage { costUsd } } }'
@@ -150,13 +127,14 @@ def test_the_serve_command_answers_with_the_embedded_model(tmp_path: Path) -> No
     assert analysis["sentiment"] in {"POSITIVE", "NEGATIVE", "NEUTRAL", "MIXED"}
     assert analysis["model"] == "smollm2-135m-instruct"
     assert analysis["usage"]["costUsd"] == 0
+    log = server.output().splitlines()
     messages = [json.loads(line)["message"] for line in log if line.startswith("{")]
     assert "started" in messages and "stopped" in messages
 
 
 def test_the_llm_serve_command_is_an_openai_compatible_server(tmp_path: Path) -> None:
     """What the compose file's `llm` service runs, asked by the openai SDK."""
-    port = _free_port()
+    port = free_port()
     command = ["python", "-m", "gptmini_graphql", "llm", "serve", "--port", str(port)]
     with _running(command, port, cwd=tmp_path):
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")

@@ -8,32 +8,24 @@ have passed, and the process stops, instead of waiting for the stream's end.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.child_server import ChildServer, free_port
 from tests.conftest import LOGIN
 from tests.fake_upstream import chunk_event
 
 STREAM = (
     'subscription { completeStream(prompt: "Tell me a long story.") { text done } }'
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Streaming(BaseHTTPRequestHandler):
@@ -76,26 +68,31 @@ def upstream_url(request: pytest.FixtureRequest) -> Iterator[str]:
     server.server_close()
 
 
-def _started_and_logged_in(
-    client: httpx.Client,
-    port: int,
-    server: subprocess.Popen,
-    stderr: Callable[[], str],
-) -> str:
-    """Wait until the server answers, then log in: its access token. A server
-    that dies first fails the test with its stderr."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.get(f"http://127.0.0.1:{port}/healthz")
-            break
-        except httpx.TransportError:
-            assert server.poll() is None, stderr()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
+def _serve(tmp_path: Path, env: dict[str, str], *argv: str) -> ChildServer:
+    """`serve` with `env`, started and answering (no .env where it runs)."""
+    port = free_port()
+    server = ChildServer(
+        [sys.executable, "-m", "gptmini_graphql", "serve", *argv],
+        port=port,
+        log=tmp_path / "serve.log",
+        # Its own database: not the suite's DATABASE_URL, whose schema other
+        # branches may have moved on.
+        env={
+            "PORT": str(port),
+            "REDIS_URL": "",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/users.sqlite3",
+            **env,
+        },
+        cwd=tmp_path,
+    ).start()
+    server.wait_ready("/healthz", within=30)
+    return server
+
+
+def _login(client: httpx.Client, server: ChildServer) -> str:
     login = {"username": "test_user", "password": "1234"}
     answer = client.post(
-        f"http://127.0.0.1:{port}/graphql", json={"query": LOGIN, "variables": login}
+        f"{server.url}/graphql", json={"query": LOGIN, "variables": login}
     )
     return answer.json()["data"]["login"]["accessToken"]
 
@@ -118,32 +115,19 @@ def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, object]]:
 def test_sigterm_ends_open_streams_after_the_grace(
     tmp_path: Path, upstream_url: str, workers: str
 ) -> None:
-    port = _free_port()
     env = {
-        **os.environ,
-        "PORT": str(port),
         "LLM_BACKEND": "openai",
         "OPENAI_BASE_URL": upstream_url,
         "OPENAI_API_KEY": "sk-test",
-        "REDIS_URL": "",
         "SHUTDOWN_GRACE_SECONDS": "1",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gptmini_graphql", "serve", "--workers", workers],
-        cwd=tmp_path,  # no .env there
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/graphql"
-    try:
+    with _serve(tmp_path, env, "--workers", workers) as server:
         with httpx.Client(timeout=60) as client:
-            token = _started_and_logged_in(client, port, server, server.stderr.read)
-
+            token = _login(client, server)
             events = []
             with client.stream(
                 "POST",
-                url,
+                f"{server.url}/graphql",
                 json={"query": STREAM},
                 headers={
                     "Authorization": f"Bearer {token}",
@@ -159,9 +143,7 @@ def test_sigterm_ends_open_streams_after_the_grace(
         assert len(events) <= 400, "the stream went on long after SIGTERM"
         # uvicorn re-raises SIGTERM once it has shut down gracefully.
         assert server.wait(timeout=30) in (0, -signal.SIGTERM)
-    finally:
-        server.kill()
-        log = server.communicate()[1]
+    log = server.output()
 
     *chunks, (last_name, last), end = events
     assert end == ("complete", None)
@@ -197,28 +179,16 @@ def test_a_plain_request_cut_at_shutdown_gets_a_coded_503(tmp_path: Path) -> Non
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     upstream.daemon_threads = True
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    port = _free_port()
     env = {
-        **os.environ,
-        "PORT": str(port),
         "LLM_BACKEND": "openai",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream.server_address[1]}/v1",
         "OPENAI_API_KEY": "sk-test",
-        "REDIS_URL": "",
         "SHUTDOWN_GRACE_SECONDS": "1",  # the last cut comes 5 s after
         "LLM_TIMEOUT_SECONDS": "60",  # longer than that
     }
-    log = tmp_path / "serve.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gptmini_graphql", "serve"],
-        cwd=tmp_path,
-        env=env,
-        stderr=log.open("w"),
-    )
-    url = f"http://127.0.0.1:{port}/graphql"
     try:
-        with httpx.Client(timeout=60) as client:
-            token = _started_and_logged_in(client, port, server, log.read_text)
+        with _serve(tmp_path, env) as server, httpx.Client(timeout=60) as client:
+            token = _login(client, server)
             threading.Timer(
                 0,
                 lambda: (
@@ -226,17 +196,16 @@ def test_a_plain_request_cut_at_shutdown_gets_a_coded_503(tmp_path: Path) -> Non
                 ),
             ).start()
             response = client.post(
-                url,
+                f"{server.url}/graphql",
                 json={"query": '{ analyze(text: "fine") { sentiment } }'},
                 headers={"Authorization": f"Bearer {token}"},
             )
-        assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+            assert server.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
-        server.kill()
         upstream.shutdown()
         upstream.server_close()
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/json")
     errors = response.json()["errors"]
     assert [e["extensions"]["code"] for e in errors] == ["SERVER_SHUTTING_DOWN"]
-    assert "Traceback" not in log.read_text()
+    assert "Traceback" not in server.output()

@@ -7,17 +7,13 @@ crash in it fails the test that needed it (with its log), never the run.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from tests.child_server import ChildServer, ChildServerFailed, free_port
 
 ROOT = Path(__file__).parents[2]
 MODEL_FILE = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -43,81 +39,51 @@ def why_not_runnable() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ModelServer:
-    """`python -m llama_cpp.server` on a free loopback port, its log in a file."""
+class ModelServer(ChildServer):
+    """`python -m llama_cpp.server` on a free loopback port, its log in a file;
+    `api_url` is its OpenAI-compatible base URL."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = Path(tempfile.mkstemp(prefix="llama-cpp-server-", suffix=".log")[1])
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "llama_cpp.server",
-                    "--model",
-                    str(MODEL_FILE),
-                    "--model_alias",
-                    ALIAS,
-                    "--n_ctx",
-                    str(CONTEXT),
-                    "--n_threads",
-                    "1",  # the other core runs our server and the tests
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                # Access log lines reach the file before the response does.
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self._wait_until_serving()
-
-    def _wait_until_serving(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited at start\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(
-            f"the server did not start in {START_SECONDS} s\n{self.tail()}"
+        port = free_port()
+        log = Path(tempfile.mkstemp(prefix="llama-cpp-server-", suffix=".log")[1])
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(MODEL_FILE)]
+        super().__init__(
+            [
+                *argv,
+                "--model_alias",
+                ALIAS,
+                "--n_ctx",
+                str(CONTEXT),
+                "--n_threads",
+                "1",  # the other core runs our server and the tests
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            port=port,
+            log=log,
+            stdout=True,  # the access log, which chat_statuses reads
+            # Access log lines reach the file before the response does.
+            env={"PYTHONUNBUFFERED": "1"},
         )
+        self.api_url = f"{self.url}/v1"
+        self.start()
+        try:
+            self.wait_ready("/v1/models", within=START_SECONDS)
+        except ChildServerFailed:
+            self.stop()
+            raise
 
     def chat_statuses(self) -> list[int]:
         """The HTTP status of every chat completion it answered, in order."""
-        return [int(s) for s in _ACCESS.findall(self.log.read_text(errors="replace"))]
-
-    def tail(self, chars: int = 3000) -> str:
-        """The end of its log: what a failing test shows."""
-        alive = "running" if self.process.poll() is None else self.process.returncode
-        text = self.log.read_text(errors="replace")[-chars:]
-        return f"--- llama_cpp.server ({alive}), end of {self.log}:\n{text}"
+        return [int(s) for s in _ACCESS.findall(self.output())]
 
     def kill(self) -> None:
+        assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    def stop(self, timeout: float = 10) -> None:
+        super().stop(timeout)
         self.log.unlink(missing_ok=True)

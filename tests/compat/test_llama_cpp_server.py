@@ -43,7 +43,7 @@ def make_app(server: ModelServer) -> Iterator[Callable[..., API]]:
         settings = make_settings(
             **{
                 "openai_api_key": None,
-                "openai_base_url": server.url,
+                "openai_base_url": server.api_url,
                 "openai_model": ALIAS,
                 "llm_timeout_seconds": 60,
                 **overrides,

@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import tempfile
-import time
+from pathlib import Path
 from typing import Any
 
-import httpx
 from starlette.testclient import TestClient
 
 from gptmini_graphql.app import create_app
-from tests.compat.model_server import ALIAS, ModelServer, free_port
+from tests.child_server import ChildServer, free_port
+from tests.compat.model_server import ALIAS, ModelServer
 from tests.conftest import API, make_settings
 
 KEY = "sk-" + secrets.token_hex(16)  # LiteLLM refuses to start without one
@@ -47,31 +46,23 @@ STREAM = (
 TOO_LONG = "The quick brown fox jumps over the lazy dog. " * 200
 
 
-def start_proxy(backend: ModelServer) -> tuple[subprocess.Popen[bytes], str]:
+def start_proxy(backend: ModelServer) -> tuple[ChildServer, str]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
         config.write(
             f"model_list:\n  - model_name: {ALIAS}\n    litellm_params:\n"
-            f"      model: openai/{ALIAS}\n      api_base: {backend.url}\n"
+            f"      model: openai/{ALIAS}\n      api_base: {backend.api_url}\n"
             "      api_key: none\n"
         )
     port = free_port()
     command = [os.environ["LITELLM"], "--config", config.name]
-    proxy = subprocess.Popen(
+    proxy = ChildServer(
         [*command, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "LITELLM_MASTER_KEY": KEY},
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proxy.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/liveliness").is_success:
-                return proxy, f"http://127.0.0.1:{port}/v1"
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    proxy.kill()
-    raise SystemExit("the LiteLLM proxy did not start")
+        port=port,
+        log=Path(config.name).with_suffix(".log"),
+        env={"LITELLM_MASTER_KEY": KEY},
+    ).start()
+    proxy.wait_ready("/health/liveliness", within=300)
+    return proxy, f"{proxy.url}/v1"
 
 
 def report(case: str, result: dict[str, Any], backend: ModelServer, since: int) -> None:
@@ -143,8 +134,7 @@ def main() -> None:
             result = caller.post(CASES["complete"], token=caller.login())
             report("model server down", result, backend, len(backend.chat_statuses()))
     finally:
-        proxy.terminate()
-        proxy.wait(30)
+        proxy.stop()
         backend.stop()
 
 
