@@ -225,7 +225,7 @@ def test_a_server_that_goes_down_is_unavailable_then_paused(make_app) -> None:
     try:
         settings = make_settings(
             openai_api_key=None,
-            openai_base_url=own.url,
+            openai_base_url=own.api_url,
             openai_model=ALIAS,
             circuit_breaker_failures=2,
         )

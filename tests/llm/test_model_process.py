@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 
 from gptmini_graphql.app import create_app
+from tests.child_server import ChildServer, free_port
 from tests.conftest import API, LOGIN, error_codes, make_settings
 from tests.model_process import (
     LONG_PROMPT,
@@ -174,63 +175,45 @@ def test_a_client_that_leaves_stops_its_generation(served_api: httpx.Client) -> 
 
 
 def test_workers_share_one_model_process(tmp_path) -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     environment = {
-        **os.environ,
         "LLM_BACKEND": "local",
         "LOCAL_MODEL_PATH": str(MODEL_FILE),
         "LOCAL_THREADS": "1",
         "PORT": str(port),
         "CACHE_TTL_SECONDS": "0",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/users.sqlite3",
+        "REDIS_URL": "",
     }
-    log = tmp_path / "serve.log"
-    server = subprocess.Popen(
+    server = ChildServer(
         [sys.executable, "-m", "gptmini_graphql", "serve", "--workers", "2"],
+        port=port,
+        log=tmp_path / "serve.log",
         env=environment,
         cwd=tmp_path,  # no .env of the developer's
-        stderr=log.open("w"),
     )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert server.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, "the server did not get ready"
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-            models = model_processes(server.pid)
-            assert len(models) == 1, models
-            # Each request may land on either worker; all reach the one model.
-            for _ in range(10):
-                assert client.get("/readyz").json()["status"] == "ready"
-            # And /metrics, from whichever worker answers, counts them all.
-            series = (
-                'gptmini_http_requests_total{method="GET",route="/readyz",status="200"}'
-            )
-            for _ in range(3):
-                scraped = client.get("/metrics").text
-                counted = [
-                    line.split()[-1]
-                    for line in scraped.splitlines()
-                    if line.startswith(series)
-                ]
-                assert [float(n) for n in counted] == [11.0]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        finally:
-            if server.poll() is None:
-                server.kill()
+    with server, httpx.Client(base_url=server.url) as client:
+        server.wait_ready("/readyz", within=60)
+        assert server.process is not None
+        models = model_processes(server.process.pid)
+        assert len(models) == 1, models
+        # Each request may land on either worker; all reach the one model.
+        for _ in range(10):
+            assert client.get("/readyz").json()["status"] == "ready"
+        # And /metrics, from whichever worker answers, counts them all.
+        series = (
+            'gptmini_http_requests_total{method="GET",route="/readyz",status="200"}'
+        )
+        for _ in range(3):
+            scraped = client.get("/metrics").text
+            counted = [
+                line.split()[-1]
+                for line in scraped.splitlines()
+                if line.startswith(series)
+            ]
+            assert [float(n) for n in counted] == [11.0]
     deadline = time.monotonic() + 10
-    while model_processes(server.pid) or _alive(models[0].pid):
+    while model_processes(server.process.pid) or _alive(models[0].pid):
         assert time.monotonic() < deadline, "the model process outlived the server"
         time.sleep(0.05)
 
