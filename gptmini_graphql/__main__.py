@@ -150,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_embedded(args: argparse.Namespace) -> int:
-    from gptmini_graphql.llm.local.server import serve_embedded
+    from gptmini_graphql.llm.local.serve import serve_embedded
     from gptmini_graphql.settings import Settings
     from gptmini_graphql.tasks import RESPONSE_SCHEMAS
 

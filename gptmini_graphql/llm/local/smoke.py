@@ -49,7 +49,8 @@ def _generate(model: Path) -> str:
     """One short generation, here: what the install log shows of it."""
     import llama_cpp
 
-    from gptmini_graphql.llm.local.engine import ChatRequest, LocalModel
+    from gptmini_graphql.llm.local.chat import ChatRequest
+    from gptmini_graphql.llm.local.engine import LocalModel
 
     async def main() -> str:
         local = LocalModel.load(model, context_size=512, threads=1, queue_size=0)
