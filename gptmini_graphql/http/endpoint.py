@@ -20,7 +20,7 @@ A step refuses by raising a `Refusal` (refusals.py); `__call__` answers it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from cross_web import (
     AsyncHTTPRequestAdapter,
@@ -44,7 +44,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
 from gptmini_graphql.context import RequestContext
-from gptmini_graphql.errors import INTERNAL_SERVER_ERROR, NOT_ACCEPTABLE
+from gptmini_graphql.errors import NOT_ACCEPTABLE
 from gptmini_graphql.extensions.errors import coded
 from gptmini_graphql.graphiql import render_graphiql_page
 from gptmini_graphql.http import persisted
@@ -57,7 +57,11 @@ from gptmini_graphql.http.operation_types import (
 )
 from gptmini_graphql.http.parameters import read_parameters
 from gptmini_graphql.http.refusals import Refusal
-from gptmini_graphql.http.status import is_request_error, request_error_status
+from gptmini_graphql.http.status import (
+    code_of,
+    is_request_error,
+    request_error_status,
+)
 from gptmini_graphql.http.websocket import TransportWSHandler, authenticate_connection
 from gptmini_graphql.operation_log import log_operation
 from gptmini_graphql.persisted_queries import PersistedQueries
@@ -119,7 +123,8 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
 
     # 1. negotiation -------------------------------------------------------------
 
-    async def get_sub_response(self, request: Request) -> ExchangeResponse:
+    async def get_sub_response(self, request: Request | WebSocket) -> ExchangeResponse:
+        assert isinstance(request, Request)  # a WebSocket has no sub-response
         exchange = negotiate(request.headers.get("accept"), self.streams)
         exchange.attach(request)
         return ExchangeResponse(exchange)
@@ -140,7 +145,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
 
     async def on_ws_connect(self, context: RequestContext) -> UnsetType:
         await authenticate_connection(context)
-        return UNSET
+        return cast(UnsetType, UNSET)  # acknowledged, with no payload
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """A browser asking for the page: GET, HTML, and no operation at all.
@@ -220,12 +225,9 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         exchange = _exchange(request)
         context = exchange.context
         assert context is not None
+        errors = response.get("errors") or []
         if not context.streaming:  # a stream logs itself once, when it ends
-            codes = [
-                error.get("extensions", {}).get("code", INTERNAL_SERVER_ERROR)
-                for error in response.get("errors", ())
-            ]
-            log_operation(context, codes)
+            log_operation(context, [code_of(error) for error in errors])
         request_error = is_request_error(result)
         if exchange.register is not None and not request_error and context.user:
             # Only a document that ran, for a caller we know, is worth
@@ -237,9 +239,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             # should not be present in the result" (GraphQL, Response).
             response.pop("data", None)
             if exchange.media_type == GRAPHQL_RESPONSE_JSON:
-                exchange.status, exchange.headers = request_error_status(
-                    response["errors"]
-                )
+                exchange.status, exchange.headers = request_error_status(errors)
         return response
 
     # 6. the response ----------------------------------------------------------------

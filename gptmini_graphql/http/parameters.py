@@ -86,7 +86,7 @@ def _check_content_type(content_type: str | None) -> None:
 
 
 def _query_params(
-    params: Mapping[str, str], decode_json: JSONDecoder
+    params: Mapping[str, str | None], decode_json: JSONDecoder
 ) -> dict[str, object]:
     data: dict[str, object] = dict(params)
     for name in ("variables", "extensions"):

@@ -5,9 +5,10 @@ WebSocket-shaped hole in it). What the modes mean: persisted_queries.py.
 
 from __future__ import annotations
 
-from typing import Any
-
 from strawberry.http import GraphQLRequestData, GraphQLRequestProtocol
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    SubscribeMessagePayload,
+)
 
 from gptmini_graphql.errors import (
     PERSISTED_QUERY_NOT_FOUND,
@@ -53,8 +54,8 @@ async def request_data(
 
 
 async def subscribe_payload(
-    persisted_queries: PersistedQueries, payload: dict[str, Any]
-) -> dict[str, Any]:
+    persisted_queries: PersistedQueries, payload: SubscribeMessagePayload
+) -> SubscribeMessagePayload:
     """A graphql-transport-ws `subscribe` payload with its query text in
     place; PersistedQueryError when it names a hash it may not run."""
     extensions = payload.get("extensions")
@@ -63,4 +64,6 @@ async def subscribe_payload(
     )
     if resolved.query is None:
         return payload
-    return {**payload, "query": resolved.query}
+    with_query = payload.copy()
+    with_query["query"] = resolved.query
+    return with_query

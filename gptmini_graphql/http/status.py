@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 from strawberry.types import ExecutionResult
 
@@ -47,16 +47,30 @@ def is_request_error(result: ExecutionResult) -> bool:
     )
 
 
-def request_error_status(errors: list[Any]) -> tuple[int, dict[str, str]]:
+def request_error_status(errors: Sequence[object]) -> tuple[int, dict[str, str]]:
     """The status (and headers) of a request error with these (formatted)
     errors, under application/graphql-response+json."""
-    extensions = (errors[0].get("extensions") or {}) if errors else {}
-    status = REQUEST_ERROR_STATUS.get(extensions.get("code"), 400)
+    extensions = extensions_of(errors[0]) if errors else {}
+    code = extensions.get("code")
+    status = REQUEST_ERROR_STATUS.get(code, 400) if isinstance(code, str) else 400
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if status in (429, 503) and isinstance(extensions.get("retryAfter"), int):
-        headers["Retry-After"] = str(extensions["retryAfter"])
+    retry_after = extensions.get("retryAfter")
+    if status in (429, 503) and isinstance(retry_after, int):
+        headers["Retry-After"] = str(retry_after)
     if status == 404:
         headers.update(NO_CACHE)
     return status, headers
+
+
+def extensions_of(error: object) -> dict[str, object]:
+    """A formatted error's `extensions` ({} when it has none)."""
+    extensions = error.get("extensions") if isinstance(error, dict) else None
+    return extensions if isinstance(extensions, dict) else {}
+
+
+def code_of(error: object) -> str:
+    """A formatted error's code; one without is a bug of ours."""
+    code = extensions_of(error).get("code")
+    return code if isinstance(code, str) else INTERNAL_SERVER_ERROR

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from graphql import GraphQLFormattedError
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ErrorMessage,
     SubscribeMessage,
 )
 
@@ -62,7 +64,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
                     message["id"], error.message, {"code": error.code}
                 )
                 return
-            message = {**message, "payload": payload}
+            message = message.copy()
+            message["payload"] = payload
         await super().handle_subscribe(message)
 
     def _at_cap(self) -> bool:
@@ -72,7 +75,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, None]):
     async def send_coded_error(
         self, operation_id: str, message: str, extensions: dict[str, Any]
     ) -> None:
-        payload = {"message": message, "extensions": extensions}
+        error: GraphQLFormattedError = {"message": message, "extensions": extensions}
         await self.send_message(
-            {"id": operation_id, "type": "error", "payload": [payload]}
+            ErrorMessage(id=operation_id, type="error", payload=[error])
         )
