@@ -15,12 +15,14 @@ import asyncio
 import math
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import TypeVar
 
 from gptmini_graphql.errors import ServerShuttingDown
+
+SignalHandler = Callable[[int, FrameType | None], object]
 
 T = TypeVar("T")
 
@@ -110,13 +112,17 @@ def on_shutdown_signals(drain: Drain, grace_seconds: float) -> Iterator[None]:
         yield
         return
     loop = asyncio.get_running_loop()
-    chained = {}
+    chained: dict[int, tuple[SignalHandler, SignalHandler]] = {}
     for number in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(number)
         if not callable(previous):
             continue  # the default action, or ignored: leave it so
 
-        def handler(signum: int, frame: FrameType | None, previous=previous) -> None:
+        def handler(
+            signum: int,
+            frame: FrameType | None,
+            previous: SignalHandler = previous,
+        ) -> None:
             loop.call_soon_threadsafe(drain.begin, grace_seconds)
             previous(signum, frame)
 
@@ -125,6 +131,6 @@ def on_shutdown_signals(drain: Drain, grace_seconds: float) -> Iterator[None]:
     try:
         yield
     finally:
-        for number, (handler, previous) in chained.items():
-            if signal.getsignal(number) is handler:
-                signal.signal(number, previous)
+        for signum, (ours, theirs) in chained.items():
+            if signal.getsignal(signum) is ours:
+                signal.signal(signum, theirs)

@@ -9,6 +9,7 @@ import re
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,7 +43,7 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to a private copy of file descriptor 2.
 
     llama.cpp silences fd 2 (and swaps `sys.stderr`) while it loads a model;

@@ -15,13 +15,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from gptmini_graphql.auth.users import UserStore
+from gptmini_graphql.auth.users import UserInfo, UserStore
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.errors import BadUserInput
 from gptmini_graphql.settings import Settings
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
+def add_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     users = commands.add_parser("users", help="manage users")
     actions = users.add_subparsers(dest="users_command", required=True)
     add = actions.add_parser(
@@ -113,7 +115,7 @@ def _password() -> str:
     return first
 
 
-def _print_table(users) -> None:
+def _print_table(users: list[UserInfo]) -> None:
     rows = [("USERNAME", "ROLE", "STATUS", "CREATED", "RATE LIMIT")]
     rows += [
         (

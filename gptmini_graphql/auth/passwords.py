@@ -46,10 +46,9 @@ async def verify(password_hash: str | None, password: str) -> bool:
     hash is verified instead and the answer is no."""
     usable = password_hash is not None and len(password) <= MAX_LENGTH
     candidate = password if len(password) <= MAX_LENGTH else ""
+    checked = password_hash if password_hash is not None and usable else _dummy_hash()
     try:
-        await asyncio.to_thread(
-            _hasher.verify, password_hash if usable else _dummy_hash(), candidate
-        )
+        await asyncio.to_thread(_hasher.verify, checked, candidate)
     except (VerificationError, InvalidHashError):
         return False
     return usable

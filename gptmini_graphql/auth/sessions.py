@@ -15,8 +15,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import AuthSession, RefreshToken, User
@@ -64,7 +66,13 @@ class SessionStore:
             await session.flush()
             return self._new_token(session, auth_session.id, user_id, now)
 
-    def _new_token(self, session, session_id, user_id, now: datetime) -> Refreshed:
+    def _new_token(
+        self,
+        session: AsyncSession,
+        session_id: uuid.UUID,
+        user_id: uuid.UUID,
+        now: datetime,
+    ) -> Refreshed:
         token = PREFIX + secrets.token_urlsafe(32)
         expires_at = now + self._ttl
         session.add(
@@ -106,7 +114,7 @@ class SessionStore:
                 .where(RefreshToken.used_at.is_(None))
                 .values(used_at=now)
             )
-            if won.rowcount == 1:
+            if cast(CursorResult[Any], won).rowcount == 1:
                 return self._new_token(session, auth_session.id, user.id, now)
             reused = auth_session.id
         await self.revoke(reused, "reuse")

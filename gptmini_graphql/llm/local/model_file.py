@@ -120,7 +120,7 @@ def _stamp_for(target: Path, model: ModelFile) -> dict[str, object]:
 
 def _stamp_matches(target: Path, model: ModelFile) -> bool:
     try:
-        stamp = json.loads(_stamp_path(target).read_text())
+        stamp: object = json.loads(_stamp_path(target).read_text())
         return stamp == _stamp_for(target, model)
     except (OSError, ValueError):
         return False

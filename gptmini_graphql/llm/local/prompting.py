@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import llama_cpp
 from llama_cpp.llama_chat_format import (
@@ -16,6 +16,7 @@ from llama_cpp.llama_chat_format import (
     format_chatml,
 )
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 from gptmini_graphql.llm.local.chat import ChatRequest, InvalidRequestError
 
@@ -30,7 +31,9 @@ class ChatTemplate:
 
     def format(self, messages: Sequence[Mapping[str, str]]) -> ChatFormatterResponse:
         try:
-            return self._formatter(messages=[dict(m) for m in messages])
+            # Validated by request_body.py into the roles llama_cpp's types list.
+            chat = cast("list[ChatCompletionRequestMessage]", [*map(dict, messages)])
+            return self._formatter(messages=chat)
         except Exception as exc:  # a chat template may raise anything it dislikes
             raise InvalidRequestError(
                 f"The messages do not fit this model's chat template: {exc}"
@@ -78,7 +81,8 @@ def _chat_formatter(llama: llama_cpp.Llama) -> ChatFormatter:
     template = llama.metadata.get("tokenizer.chat_template")
     if template is None:
         logger.warning("model file has no chat template; using ChatML")
-        return format_chatml
+        chatml: ChatFormatter = format_chatml  # registered by an untyped decorator
+        return chatml
     eos = llama.token_eos()
     bos = llama.token_bos()
     return Jinja2ChatFormatter(

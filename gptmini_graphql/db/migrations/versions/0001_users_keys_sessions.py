@@ -18,7 +18,7 @@ branch_labels = None
 depends_on = None
 
 
-def _time(name: str, nullable: bool = False) -> sa.Column:
+def _time(name: str, nullable: bool = False) -> sa.Column[object]:
     return sa.Column(name, UTCDateTime(timezone=True), nullable=nullable)
 
 
