@@ -286,6 +286,27 @@ def test_the_allowlist_holds_over_websocket_too(allowlisted: API) -> None:
     assert allowlisted.upstream.requests == []
 
 
+def test_a_listed_operation_runs_over_websocket_by_its_hash(allowlisted: API) -> None:
+    token = allowlisted.login()
+    with allowlisted.client.websocket_connect(
+        "/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:
+        ws.send_json(
+            {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        )
+        assert ws.receive_json()["type"] == "connection_ack"
+        persisted = {"version": 1, "sha256Hash": sha256_hex(HELLO)}
+        payload = {"extensions": {"persistedQuery": persisted}}
+        ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+        answer, end = ws.receive_json(), ws.receive_json()
+    assert answer == {
+        "id": "1",
+        "type": "next",
+        "payload": {"data": {"__typename": "Query"}},
+    }
+    assert end == {"id": "1", "type": "complete"}
+
+
 def test_allowlist_settings_are_checked_at_start_up(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="PERSISTED_QUERIES_FILE"):
         PersistedQueries.from_settings(make_settings(persisted_queries="allowlist"))
