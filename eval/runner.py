@@ -73,6 +73,10 @@ class OurAPI:
             # A full run takes longer than the default 15 minutes' token.
             jwt_ttl_seconds=24 * 3600,
             log_level="WARNING",
+            # Answer quality needs no one's users or counters: a database and
+            # limits of its own, whatever DATABASE_URL and REDIS_URL say.
+            database_url="sqlite://",
+            redis_url=None,
         )
         self._client = TestClient(create_app(settings))
 
