@@ -260,25 +260,24 @@ def test_the_allowlist_refuses_everything_else(
     assert error_codes(miss.json()) == ["PERSISTED_QUERY_NOT_FOUND"]
 
 
-def test_the_allowlist_holds_over_websocket_too(allowlisted: API) -> None:
-    token = allowlisted.login()
-    with allowlisted.client.websocket_connect(
+def _over_websocket(api: API, payload: dict[str, Any], replies: int) -> list[Any]:
+    """Subscribes with `payload` over graphql-transport-ws, logged in: the
+    first `replies` messages for it."""
+    token = api.login()
+    with api.client.websocket_connect(
         "/graphql", subprotocols=["graphql-transport-ws"]
     ) as ws:
         ws.send_json(
             {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
         )
         assert ws.receive_json()["type"] == "connection_ack"
-        ws.send_json(
-            {
-                "id": "1",
-                "type": "subscribe",
-                "payload": {
-                    "query": 'subscription { completeStream(prompt: "x") { text } }'
-                },
-            }
-        )
-        message = ws.receive_json()
+        ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+        return [ws.receive_json() for _ in range(replies)]
+
+
+def test_the_allowlist_holds_over_websocket_too(allowlisted: API) -> None:
+    query = 'subscription { completeStream(prompt: "x") { text } }'
+    (message,) = _over_websocket(allowlisted, {"query": query}, 1)
     assert message["type"] == "error"
     assert message["payload"][0]["extensions"] == {
         "code": "PERSISTED_QUERY_NOT_ALLOWED"
@@ -287,18 +286,9 @@ def test_the_allowlist_holds_over_websocket_too(allowlisted: API) -> None:
 
 
 def test_a_listed_operation_runs_over_websocket_by_its_hash(allowlisted: API) -> None:
-    token = allowlisted.login()
-    with allowlisted.client.websocket_connect(
-        "/graphql", subprotocols=["graphql-transport-ws"]
-    ) as ws:
-        ws.send_json(
-            {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
-        )
-        assert ws.receive_json()["type"] == "connection_ack"
-        persisted = {"version": 1, "sha256Hash": sha256_hex(HELLO)}
-        payload = {"extensions": {"persistedQuery": persisted}}
-        ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
-        answer, end = ws.receive_json(), ws.receive_json()
+    persisted = {"version": 1, "sha256Hash": sha256_hex(HELLO)}
+    payload = {"extensions": {"persistedQuery": persisted}}
+    answer, end = _over_websocket(allowlisted, payload, 2)
     assert answer == {
         "id": "1",
         "type": "next",
