@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format schema lock bench eval loadtest up upd down stop build rm pull bash
+.PHONY: help install run test lint format schema lock bench eval loadtest cluster-check up upd down stop build rm pull bash
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -77,8 +77,13 @@ WORKERS  ?= 2
 loadtest: install  ## Locust, headless, against the server (uvicorn workers) and a local fake upstream; USERS, RUN_TIME, WORKERS
 	$(BIN)/python -m loadtest --users $(USERS) --run-time $(RUN_TIME) --workers $(WORKERS)
 
+# Three API processes, one Redis, one PostgreSQL: proof that they behave as one
+# server (see clustercheck/). SMALL=1 is the size CI runs.
+cluster-check: install  ## three API processes sharing REDIS_URL and DATABASE_URL (PostgreSQL) behave as one; SMALL=1
+	$(BIN)/python -m clustercheck $(if $(SMALL),--small)
+
 # The same server in containers (needs a Docker engine).
-up:  ## docker compose up (api, postgres, redis, llm)
+up:  ## docker compose up (proxy, 3 api replicas, migrate, postgres, redis, llm)
 	docker compose up
 upd:  ## docker compose up, detached
 	docker compose up -d
