@@ -35,11 +35,10 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
 def test_compose_runs_the_api_with_postgres_redis_and_the_embedded_model() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     services = compose["services"]
-    assert set(services) >= {"api", "postgres", "redis", "llm"}
+    assert set(services) >= {"proxy", "api", "migrate", "postgres", "redis", "llm"}
     api, llm, postgres = services["api"], services["llm"], services["postgres"]
     assert api["command"] == SERVE
     assert api["environment"]["REDIS_URL"].startswith("redis://redis:")
-    assert set(api["depends_on"]) == {"postgres", "redis", "llm"}
     # The api's database is the postgres service's, which keeps it in a volume.
     database = api["environment"]["DATABASE_URL"]
     assert database.startswith("postgresql://") and "@postgres:5432/" in database
@@ -50,6 +49,50 @@ def test_compose_runs_the_api_with_postgres_redis_and_the_embedded_model() -> No
     port = llm["command"][llm["command"].index("--port") + 1]
     assert llm["command"][:4] == ["python", "-m", "gptmini_graphql", "llm"]
     assert api["environment"]["LOCAL_MODEL_URL"] == f"http://llm:{port}"
+    assert llm["healthcheck"]["test"][-3:] == ["--port", port, "--ready"]
+
+
+def test_compose_migrates_once_before_any_api_replica_starts() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text("utf-8"))[
+        "services"
+    ]
+    api, migrate = services["api"], services["migrate"]
+    assert migrate["command"] == [*SERVE[:3], "db", "upgrade"]
+    assert migrate["environment"]["DATABASE_URL"] == api["environment"]["DATABASE_URL"]
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert api["environment"]["DATABASE_MIGRATE_ON_START"] == "false"
+    assert api["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert {"redis", "llm"} <= set(api["depends_on"])
+    assert api["deploy"]["replicas"] == "${API_REPLICAS:-3}"
+    # Replicas publish nothing (they could not share a host port): the proxy does.
+    assert "ports" not in api
+
+
+def test_compose_probes_every_service_on_the_port_it_serves() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text("utf-8"))[
+        "services"
+    ]
+    for name, service in services.items():
+        if name != "migrate":  # a one-off step, not a service
+            assert service["healthcheck"]["test"][0] == "CMD", name
+    # The api listens on, and probes, PORT (the healthcheck reads the same
+    # setting); the proxy forwards to that same port.
+    api, proxy = services["api"], services["proxy"]
+    assert api["healthcheck"]["test"][1:] == [*SERVE[:3], "healthcheck"]
+    assert api["environment"]["PORT"] == proxy["environment"]["API_PORT"]
+    config = (ROOT / "deploy" / "compose" / "haproxy.cfg").read_text("utf-8")
+    assert 'api:"${API_PORT}"' in config
+    (published,) = proxy["ports"]
+    assert published.startswith("${API_BIND:-127.0.0.1}:")
+    assert f"bind :{published.rsplit(':', 1)[1]}" in config
+    # The proxy's own probe asks its monitor port.
+    monitor = re.search(r"bind :(\d+)\n\s+monitor-uri (\S+)", config)
+    assert monitor
+    assert proxy["healthcheck"]["test"][-1] == (
+        f"http://127.0.0.1:{monitor.group(1)}{monitor.group(2)}"
+    )
 
 
 def test_makefile_run_uses_the_same_command() -> None:
