@@ -44,21 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="gptmini-cluster-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     print(f"cluster: {options} (logs in {log_dir})", flush=True)
-    outcomes = check(options, redis_url, database_url, log_dir)  # type: ignore[arg-type]
+    outcomes, memory = check(options, redis_url, database_url, log_dir)  # type: ignore[arg-type]
     for outcome in outcomes:
         print(
             f"{'PASS' if outcome.passed else 'FAIL'}  {outcome.name}: {outcome.detail}"
         )
+    print(f"resident memory after the run, MiB: {memory}")
     return 0 if all(outcome.passed for outcome in outcomes) else 1
 
 
 def check(
     options: Options, redis_url: str, database_url: str, log_dir: Path
-) -> list[Outcome]:
-    """Start the cluster, run every check, stop it all."""
+) -> tuple[list[Outcome], dict[str, float]]:
+    """Start the cluster, run every check, stop it all: the outcomes, and the
+    surviving replicas' resident memory at the end."""
     cluster = start(options, redis_url, database_url, log_dir)
     try:
-        return asyncio.run(_run_checks(cluster))
+        outcomes = asyncio.run(_run_checks(cluster))
+        return outcomes, cluster.resident_mb()
     finally:
         cluster.close()
 

@@ -56,6 +56,19 @@ class Cluster:
         self.replicas[index].process.wait()
         self.killed.add(index)
 
+    def resident_mb(self) -> dict[str, float]:
+        """Each live replica's resident memory (VmRSS, MiB), from /proc."""
+        sizes = {}
+        for index, replica in enumerate(self.replicas):
+            if index not in self.killed:
+                status = Path(f"/proc/{replica.process.pid}/status").read_text()
+                kib = next(
+                    line.split()[1] for line in status.splitlines()
+                    if line.startswith("VmRSS:")
+                )  # fmt: skip
+                sizes[replica.name] = round(int(kib) / 1024, 1)
+        return sizes
+
     def close(self) -> None:
         self._stack.close()
 

@@ -20,7 +20,7 @@ needs_stores = pytest.mark.skipif(
 
 @needs_stores
 def test_three_replicas_behave_as_one(tmp_path: Path) -> None:
-    outcomes = check(Options(**SMALL), redis_url(), postgres_url(), tmp_path)
+    outcomes, _ = check(Options(**SMALL), redis_url(), postgres_url(), tmp_path)
     failed = [f"{o.name}: {o.detail}" for o in outcomes if not o.passed]
     assert not failed, "\n".join(failed) + f"\n(logs in {tmp_path})"
     assert len(outcomes) == len(CHECKS)  # every check ran
