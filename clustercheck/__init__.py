@@ -2,7 +2,8 @@
 
 Three API processes (plain `serve` processes, not containers) share one Redis
 and one PostgreSQL database; the client spreads requests across them (nothing
-balances in between); the LLM is one more process. Each check in `checks.py`
+balances in between); the LLM is one more process, a fake OpenAI-compatible
+upstream (bench/fake_upstream.py). Each check in `checks.py`
 asks something a single server would guarantee and verifies that the three
 together guarantee it too; the last one SIGKILLs a replica under load.
 

@@ -1,4 +1,4 @@
-"""python -m clustercheck [--small] [--llm fake|embedded] …: start the cluster,
+"""python -m clustercheck [--small] [--replicas N] …: start the cluster,
 run every check, print one line per check; exit 1 if any failed."""
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ SMALL = {"rate_limit": 10, "load_requests": 90, "concurrency": 6}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clustercheck", description=__doc__)
     parser.add_argument("--small", action="store_true", help="CI's size")
-    parser.add_argument("--llm", choices=["fake", "embedded"], default="fake")
     for option in fields(Options):
-        if option.name != "llm":
-            parser.add_argument(
-                f"--{option.name.replace('_', '-')}", type=type(option.default)
-            )
+        parser.add_argument(
+            f"--{option.name.replace('_', '-')}", type=type(option.default)
+        )
     parser.add_argument("--log-dir", type=Path, help="default: a temporary directory")
     args = parser.parse_args(argv)
     redis_url, database_url = (
@@ -36,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not redis_url or not (database_url or "").startswith("postgres"):
         parser.error("REDIS_URL and a PostgreSQL DATABASE_URL must be set")
-    values = {**(SMALL if args.small else {}), "llm": args.llm}
+    values: dict = {**(SMALL if args.small else {})}
     for option in fields(Options):
         if (value := getattr(args, option.name, None)) is not None:
             values[option.name] = value

@@ -1,7 +1,7 @@
 """The cluster under check: one LLM process, a database migrated once, then N
 API replicas sharing Redis and that database, each a subprocess on a free
-127.0.0.1 port with its log in a file. `Cluster` is a context manager: every
-process it started is stopped, and the database dropped, however the run ends.
+127.0.0.1 port with its log in a file. `Cluster.close` stops every process
+`start` started and drops the database; `start` does so itself if it fails.
 """
 
 from __future__ import annotations
@@ -18,15 +18,10 @@ from pathlib import Path
 
 from bench.servers import ROOT, Server, uvicorn_argv
 
-LOCAL_MODEL_PATH = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 @dataclass(frozen=True)
 class Options:
     replicas: int = 3
-    # "fake": bench/fake_upstream.py as an OpenAI-compatible HTTP server (one
-    # canned answer, no delay); "embedded": our model process, for real.
-    llm: str = "fake"
     # How long a replica may act on a cached user, session or key: the bound a
     # revocation elsewhere must meet. Small, so the check waits little.
     auth_cache_ttl_seconds: float = 2.0
@@ -120,24 +115,10 @@ def _environment(changes: dict[str, str | None]) -> dict[str, str]:
 
 
 def _start_llm(cluster: Cluster, stack: ExitStack) -> dict[str, str]:
-    """The LLM process; returns the API settings that point at it."""
-    if cluster.options.llm == "embedded":
-        llm = Server(
-            "llm",
-            [
-                sys.executable,
-                "-m",
-                "gptmini_graphql",
-                "llm",
-                "serve",
-                "--port",
-                "{port}",
-            ],
-            cluster.log_dir / "llm.log",
-            env={"LOCAL_MODEL_PATH": str(LOCAL_MODEL_PATH), "LOCAL_THREADS": "1"},
-        )
-        stack.callback(llm.stop)
-        return {"LOCAL_MODEL_URL": llm.url, "LLM_BACKEND": "local"}
+    """The LLM process, bench/fake_upstream.py: an OpenAI-compatible server
+    with one canned answer and no delay. (The embedded model generates one
+    answer at a time, seconds each: the checks would measure it, not the
+    replicas.) Returns the API settings that point at it."""
     llm = Server(
         "llm", uvicorn_argv("bench.fake_upstream:app"), cluster.log_dir / "llm.log"
     )
