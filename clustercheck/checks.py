@@ -2,7 +2,9 @@
 
 A check is an async function of the `Run` returning an `Outcome`; `CHECKS`
 runs them in order (the one that kills a replica last). Adding a check is
-adding a function to that list.
+adding a function to that list: budgets (one budget never over-spent across
+the replicas) and the usage ledger (no admitted request without its row,
+the killed replica's included) go in with the ledger.
 """
 
 from __future__ import annotations
