@@ -88,7 +88,7 @@ def start(options: Options, redis_url: str, server_url: str, log_dir: Path) -> C
         # Kubernetes' migration steps do); the replicas then only check.
         subprocess.run(
             [sys.executable, "-m", "gptmini_graphql", "db", "upgrade"],
-            cwd=ROOT,
+            cwd=log_dir,
             env=_environment(env),
             check=True,
             capture_output=True,
@@ -99,6 +99,7 @@ def start(options: Options, redis_url: str, server_url: str, log_dir: Path) -> C
                 [sys.executable, "-m", "gptmini_graphql", "serve", "--port", "{port}"],
                 log_dir / f"api{index}.log",
                 env=env,
+                cwd=log_dir,
             )
             stack.callback(replica.stop)
             cluster.replicas.append(replica)
@@ -120,7 +121,11 @@ def _start_llm(cluster: Cluster, stack: ExitStack) -> dict[str, str]:
     answer at a time, seconds each: the checks would measure it, not the
     replicas.) Returns the API settings that point at it."""
     llm = Server(
-        "llm", uvicorn_argv("bench.fake_upstream:app"), cluster.log_dir / "llm.log"
+        "llm",
+        uvicorn_argv("bench.fake_upstream:app"),
+        cluster.log_dir / "llm.log",
+        env={"PYTHONPATH": _python_path()},
+        cwd=cluster.log_dir,
     )
     stack.callback(llm.stop)
     return {
@@ -130,9 +135,15 @@ def _start_llm(cluster: Cluster, stack: ExitStack) -> dict[str, str]:
     }
 
 
+def _python_path() -> str:
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def _api_env(cluster: Cluster, llm: dict[str, str]) -> dict[str, str | None]:
-    """What every replica shares: the stores, the secrets, the limits."""
+    """What every replica shares: the stores, the secrets, the limits. They
+    run in the log directory: no developer's .env changes what is checked."""
     return {
+        "PYTHONPATH": _python_path(),
         "REDIS_URL": cluster.redis_url,
         "DATABASE_URL": cluster.database_url,
         "DATABASE_MIGRATE_ON_START": "false",
