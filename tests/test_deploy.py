@@ -4,7 +4,10 @@ server command they run, started for real."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -12,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import openai
+import pytest
 import yaml
 
 from tests.child_server import ChildServer, free_port
@@ -93,6 +97,18 @@ def test_compose_probes_every_service_on_the_port_it_serves() -> None:
     assert proxy["healthcheck"]["test"][-1] == (
         f"http://127.0.0.1:{monitor.group(1)}{monitor.group(2)}"
     )
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="no haproxy binary")
+def test_the_proxy_config_is_valid_haproxy() -> None:
+    config = ROOT / "deploy" / "compose" / "haproxy.cfg"
+    checked = subprocess.run(
+        ["haproxy", "-c", "-f", str(config)],
+        env={**os.environ, "API_PORT": "8000"},
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_makefile_run_uses_the_same_command() -> None:
