@@ -41,11 +41,22 @@ class Outcome:
     detail: str
 
 
+@dataclass(frozen=True)
+class Load:
+    """What the kill-a-replica phase sent, for checks that look at it after."""
+
+    token: str  # its user's: nothing else in the run is theirs
+    replies: list[Reply]
+    victim: int
+    killed_at: float  # time.monotonic()
+
+
 @dataclass
 class Run:
     cluster: Cluster
     client: Client
     admin: str  # an admin's access token
+    load: Load | None = None
 
     def nonce(self) -> str:
         return secrets.token_hex(4)
@@ -194,6 +205,8 @@ async def kill_a_replica_under_load(run: Run) -> Outcome:
     spreading over all of them, as a client without a balancer would."""
     options = run.cluster.options
     victim = run.client.replicas - 1
+    username = await run.new_user(replica=0)
+    token = await run.login(username, username * 2, replica=0)
     pending = iter(range(options.load_requests))
     replies: list[Reply] = []
     killed_at: list[float] = []
@@ -201,12 +214,13 @@ async def kill_a_replica_under_load(run: Run) -> Outcome:
     async def worker() -> None:
         for i in pending:
             variables = {"t": f"load {i} {run.nonce()}"}
-            replies.append(await run.client.post(SUMMARIZE, variables, token=run.admin))
+            replies.append(await run.client.post(SUMMARIZE, variables, token=token))
             if not killed_at and len(replies) >= options.load_requests // 3:
                 killed_at.append(time.monotonic())
                 run.cluster.kill(victim)
 
     await asyncio.gather(*(worker() for _ in range(options.concurrency)))
+    run.load = Load(token, replies, victim, killed_at[0])
     survivors = [r for r in replies if r.replica != victim]
     server_errors = [r for r in replies if r.status is not None and r.status >= 500]
     failed_survivors = [r for r in survivors if not r.ok]

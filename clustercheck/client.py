@@ -19,6 +19,7 @@ TIMEOUT_SECONDS = 60.0
 class Reply:
     replica: int
     sent: float  # time.monotonic() when the request left
+    received: float  # and when its answer (or failure) came
     status: int | None  # None: no HTTP response (connection refused or cut)
     body: dict[str, Any] | None
     failure: str | None = None  # what went wrong below HTTP
@@ -77,12 +78,14 @@ class Client:
                 "/graphql", json=body, headers=headers
             )
         except httpx.TransportError as error:
-            return Reply(index, sent, None, None, f"{type(error).__name__}: {error}")
+            failure = f"{type(error).__name__}: {error}"
+            return Reply(index, sent, time.monotonic(), None, None, failure)
+        received = time.monotonic()
         try:
             parsed = response.json()
         except ValueError:
             parsed = {"text": response.text[:200]}
-        return Reply(index, sent, response.status_code, parsed)
+        return Reply(index, sent, received, response.status_code, parsed)
 
     async def get(self, path: str, replica: int) -> int | None:
         try:
