@@ -11,9 +11,10 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
-from clustercheck.checks import CHECKS, LOGIN, Outcome, Run
+from clustercheck.checks import CHECKS
 from clustercheck.client import Client
 from clustercheck.cluster import Cluster, Options, start
+from clustercheck.run import LOGIN, Outcome, Run
 
 # CI's size: every check, in seconds rather than a minute.
 SMALL = {"rate_limit": 10, "load_requests": 90, "concurrency": 6}
