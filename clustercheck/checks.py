@@ -2,9 +2,8 @@
 
 A check is an async function of the `Run` returning an `Outcome`; `CHECKS`
 runs them in order (the one that kills a replica last). Adding a check is
-adding a function to that list: budgets (one budget never over-spent across
-the replicas) and the usage ledger (no admitted request without its row,
-the killed replica's included) go in with the ledger.
+adding a function to that list; budgets and the usage ledger have theirs in
+spend.py.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import hashlib
 import time
 from collections import Counter
 
+from clustercheck import spend
 from clustercheck.client import Reply
 from clustercheck.run import (
     CREATE_KEY,
@@ -190,6 +190,8 @@ CHECKS: list[Check] = [
     one_response_cache,
     one_set_of_persisted_queries,
     revoked_key_refused_everywhere_within_the_bound,
-    # Last: it leaves one replica fewer.
+    spend.one_budget_never_over_spent,
+    # It leaves one replica fewer; the ledger check then looks at what it sent.
     kill_a_replica_under_load,
+    spend.every_answer_has_its_ledger_row,
 ]

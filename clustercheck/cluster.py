@@ -26,6 +26,8 @@ class Options:
     # revocation elsewhere must meet. Small, so the check waits little.
     auth_cache_ttl_seconds: float = 2.0
     rate_limit: int = 30  # requests the limited user may make (per hour)
+    # The budgeted user's tokens per day: room for a few worst-case calls.
+    budget_tokens: int = 2000
     load_requests: int = 300  # in the kill-a-replica phase
     concurrency: int = 12
 
