@@ -62,7 +62,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        services = await Services.start(settings, llm_http_client, clock, timer)
+        services = await Services.start(
+            settings, llm_http_client, clock, timer, persisted_queries
+        )
         # What start-up built (modules, schema, SQLAlchemy's and Alembic's
         # tables) lives as long as the app: kept out of the collector's sight,
         # it is not walked again by every full collection under load. (The
@@ -91,7 +93,6 @@ def create_app(
                 yield {"services": services}
         finally:
             await services.aclose()
-            await persisted_queries.aclose()
             gc.unfreeze()  # a process that makes apps again (tests) frees them
             logger.info("stopped")
 

@@ -21,8 +21,8 @@ grow the number of series.
     gptmini_cache_errors_total{operation}            read, write
     gptmini_cache_saved_cost_usd_total{model}
     gptmini_rate_limit_refusals_total{limit}         user, login-address, login-user
-    gptmini_rate_limit_storage_outages_total         Redis lost by the rate limits
-    gptmini_rate_limit_storage_down                  1 while limits run without Redis
+    gptmini_redis_outages_total                      times Redis was lost
+    gptmini_redis_down                               1 while this process does without Redis
     gptmini_ledger_rows_written_total                usage ledger rows in the database
     gptmini_ledger_rows_dropped_total                rows lost: queue full, refused, or shutdown without a database
     gptmini_budget_refusals_total{budget}            calls refused by a budget or the token rate limit
@@ -193,15 +193,16 @@ RATE_LIMIT_REFUSALS = Counter(
     "Requests refused by a rate limit, by limit (user, login-address, login-user).",
     ["limit"],
 )
-RATE_LIMIT_STORAGE_OUTAGES = Counter(
-    "gptmini_rate_limit_storage_outages",
-    "Times the rate limits lost their Redis; each limit then followed its "
-    "outage policy until Redis answered again.",
+REDIS_OUTAGES = Counter(
+    "gptmini_redis_outages",
+    "Times this process lost its Redis; until it answered again, rate limits "
+    "followed their outage policy and the response cache and persisted "
+    "queries did without it.",
 )
-RATE_LIMIT_STORAGE_DOWN = Gauge(
-    "gptmini_rate_limit_storage_down",
-    "1 while this process's rate limits cannot reach Redis (summed over "
-    "workers in multiprocess mode).",
+REDIS_DOWN = Gauge(
+    "gptmini_redis_down",
+    "1 while this process cannot reach Redis (summed over workers in "
+    "multiprocess mode).",
     multiprocess_mode="livesum",
 )
 LEDGER_WRITTEN = Counter(

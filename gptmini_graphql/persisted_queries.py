@@ -6,8 +6,9 @@ where H is the SHA-256 (lower-case hex) of the query text:
 * `apq` (the default): a request with only the hash runs the query stored
   under it, or is answered PERSISTED_QUERY_NOT_FOUND; the client then sends
   the hash and the query together, the server checks that they match, runs the
-  query and stores it. The store is an in-memory LRU, backed by Redis when
-  REDIS_URL is set so that every replica knows what one of them learned.
+  query and stores it. The store is an in-memory LRU, backed by the app's
+  Redis when REDIS_URL is set (see `PersistedQueries.share_through`) so that
+  every replica knows what one of them learned.
 * `allowlist`: only the operations listed in a manifest (Apollo's persisted
   query manifest, `PERSISTED_QUERIES_FILE`) run, sent by their id (the hash)
   or in full; nothing can be registered at run time.
@@ -19,22 +20,15 @@ The spec's draft `documentId` parameter (`"sha256:<hex>"`) is read as the hash.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import json
-import logging
 import re
-import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
-    from gptmini_graphql.settings import Settings
 
 from gptmini_graphql.errors import (
     BAD_REQUEST,
@@ -43,8 +37,10 @@ from gptmini_graphql.errors import (
     PERSISTED_QUERY_NOT_FOUND,
     PERSISTED_QUERY_NOT_SUPPORTED,
 )
+from gptmini_graphql.shared_redis import RedisUnavailable, SharedRedis
 
-logger = logging.getLogger("gptmini_graphql.persisted_queries")
+if TYPE_CHECKING:
+    from gptmini_graphql.settings import Settings
 
 Mode = Literal["off", "apq", "allowlist"]
 
@@ -54,9 +50,6 @@ MEMORY_STORE_MAX_CHARS = 16 * 1024 * 1024
 MAX_REGISTERED_CHARS = 16 * 1024
 REDIS_KEY_PREFIX = "gptmini:apq:"
 REDIS_TTL_SECONDS = 7 * 24 * 3600
-# After a Redis failure, leave it alone this long: a down Redis must not add
-# a connect timeout to every request.
-REDIS_RETRY_SECONDS = 5.0
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -124,87 +117,50 @@ class MemoryStore:
             _, evicted = self._queries.popitem(last=False)
             self._chars -= len(evicted)
 
-    async def aclose(self) -> None:
-        pass
-
 
 class RedisStore:
-    """Redis shared by every replica, behind a local LRU.
+    """The app's Redis, shared by every replica, behind a local LRU.
 
-    Redis failing is never an error for the client: a lookup then misses (the
-    client sends the query again) and a registration stays local.
+    Redis being unreachable is never an error for the client: a lookup then
+    misses (the client sends the query again) and a registration stays local.
     """
 
     def __init__(
         self,
-        url: str,
+        redis: SharedRedis,
+        local: MemoryStore,
         *,
-        max_entries: int = 1024,
         ttl_seconds: int = REDIS_TTL_SECONDS,
-        key_prefix: str = REDIS_KEY_PREFIX,
     ) -> None:
-        self.url = url
-        self.local = MemoryStore(max_entries)
+        self.redis = redis
+        self.local = local
         self.ttl_seconds = ttl_seconds
-        self.key_prefix = key_prefix
-        self._redis: Redis | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._down_until = 0.0
-
-    def _client(self) -> Redis:
-        from redis.asyncio import Redis
-
-        loop = asyncio.get_running_loop()
-        if self._redis is None or self._loop is not loop:
-            # Connections belong to the event loop that opened them.
-            self._redis = Redis.from_url(
-                self.url,
-                socket_timeout=1.0,
-                socket_connect_timeout=1.0,
-                decode_responses=True,
-            )
-            self._loop = loop
-        return self._redis
 
     async def get(self, sha256: str) -> str | None:
         query = await self.local.get(sha256)
-        if query is not None or time.monotonic() < self._down_until:
+        if query is not None:
             return query
+        client = self.redis.client
         try:
-            query = await self._client().get(self.key_prefix + sha256)
-        except Exception as error:
-            self._failed("get", error)
+            stored = await self.redis.call(
+                lambda: client.get(REDIS_KEY_PREFIX + sha256)
+            )
+        except RedisUnavailable:
             return None
-        if isinstance(query, str):
-            await self.local.set(sha256, query)
-            return query
-        return None
+        if not isinstance(stored, bytes):
+            return None
+        query = stored.decode("utf-8", "surrogatepass")
+        await self.local.set(sha256, query)
+        return query
 
     async def set(self, sha256: str, query: str) -> None:
         await self.local.set(sha256, query)
-        if time.monotonic() < self._down_until:
-            return
-        try:
-            await self._client().set(
-                self.key_prefix + sha256, query, ex=self.ttl_seconds
+        client, text = self.redis.client, query.encode("utf-8", "surrogatepass")
+        # Unreachable: kept locally; the outage is logged where Redis is.
+        with contextlib.suppress(RedisUnavailable):
+            await self.redis.call(
+                lambda: client.set(REDIS_KEY_PREFIX + sha256, text, ex=self.ttl_seconds)
             )
-        except Exception as error:
-            self._failed("set", error)
-
-    def _failed(self, operation: str, error: Exception) -> None:
-        self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
-        logger.warning(
-            "persisted query store unavailable; using the local cache only",
-            extra={"operation": operation, "error": f"{type(error).__name__}: {error}"},
-        )
-
-    async def aclose(self) -> None:
-        if self._redis is not None:
-            redis, self._redis = self._redis, None
-            try:
-                await redis.aclose()
-            except Exception:
-                logger.debug("closing the persisted query store failed", exc_info=True)
 
 
 Store = MemoryStore | RedisStore
@@ -271,14 +227,23 @@ class PersistedQueries:
         self,
         mode: Mode = "apq",
         *,
-        store: Store | None = None,
+        store: MemoryStore | None = None,
         allowlist: Allowlist | None = None,
     ) -> None:
         if mode == "allowlist" and allowlist is None:
             raise ValueError("allowlist mode needs an allowlist")
         self.mode = mode
-        self.store = store if store is not None else MemoryStore()
+        self.local = store if store is not None else MemoryStore()
+        self.store: Store = self.local
         self.allowlist = allowlist if mode == "allowlist" else None
+
+    def share_through(self, redis: SharedRedis | None) -> None:
+        """Keep registrations in `redis` too (the app's, while it runs), so
+        every replica knows them; None: in this process only."""
+        if redis is not None and self.mode == "apq":
+            self.store = RedisStore(redis, self.local)
+        else:
+            self.store = self.local
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PersistedQueries:
@@ -293,10 +258,7 @@ class PersistedQueries:
             return cls(
                 mode, allowlist=Allowlist.from_file(settings.persisted_queries_file)
             )
-        size = max(settings.graphql_cache_size, 1024)
-        if mode == "apq" and settings.redis_url:
-            return cls(mode, store=RedisStore(settings.redis_url, max_entries=size))
-        return cls(mode, store=MemoryStore(size))
+        return cls(mode, store=MemoryStore(max(settings.graphql_cache_size, 1024)))
 
     async def resolve(
         self,
@@ -346,9 +308,6 @@ class PersistedQueries:
         if self.allowlist is not None:
             return self.allowlist.get(sha256)
         return await self.store.get(sha256)
-
-    async def aclose(self) -> None:
-        await self.store.aclose()
 
 
 def _requested_hash(

@@ -1,71 +1,58 @@
 """Rate limits on the `limits` library: in memory, or in Redis when REDIS_URL is set.
 
 With Redis, every server process sharing it counts against one limit. While
-Redis is unreachable, each limit follows the outage policy its caller names
-(from settings):
+Redis is unreachable (shared_redis.py decides when it is), each limit follows
+the outage policy its caller names (from settings):
 
 * `memory`: this process counts by itself, with the same limits, so each
   replica still enforces them (a client spread over N replicas gets up to N
   times the limit; one replica is exact);
 * `closed`: refused with RATE_LIMITED until Redis answers again;
 * `open`: let through.
-
-The first failure of an outage is logged and counted in /metrics; after it,
-one request every STORAGE_RETRY_SECONDS probes Redis (the others do not wait
-for it), and the first answer ends the outage.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 from limits import RateLimitItem
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from limits.errors import StorageError
-from limits.storage import storage_from_string
 
 from gptmini_graphql import metrics
-from gptmini_graphql.circuit_breaker import CircuitBreaker
 from gptmini_graphql.errors import RateLimited
-
-logger = logging.getLogger("gptmini_graphql.rate_limits")
-
-STORAGE_RETRY_SECONDS = 5.0
+from gptmini_graphql.shared_redis import RedisUnavailable, SharedRedis
 
 OutagePolicy = Literal["memory", "closed", "open"]
 T = TypeVar("T")
 
 
-def _redis_storage(redis_url: str) -> Storage:
-    storage = storage_from_string(
-        "async+" + redis_url,
+def _redis_storage(redis: SharedRedis) -> RedisStorage:
+    """limits' Redis storage on the app's own connection pool: the same
+    connections and timeouts, closed with the app's client. (Given a pool,
+    limits opens nothing of its own from the URL.)"""
+    pool = redis.client.connection_pool
+    return RedisStorage(
+        "async+" + redis.url,
         implementation="redispy",
         key_prefix="gptmini",
-        wrap_exceptions=True,
-        socket_timeout=1.0,
-        socket_connect_timeout=1.0,
+        connection_pool=pool,  # type: ignore[arg-type]
     )
-    assert isinstance(storage, Storage)
-    return storage
 
 
 class RateLimiter:
-    def __init__(self, redis_url: str | None = None) -> None:
+    def __init__(self, redis: SharedRedis | None = None) -> None:
         # Sliding window counter: no burst of twice the limit at a window edge,
         # and O(1) per key. (limits' moving window keeps every hit of a day's
         # window and, in memory, sweeps all keys on each hit.)
         self._memory = MemoryStorage()
         self._local = SlidingWindowCounterRateLimiter(self._memory)
-        self._redis = _redis_storage(redis_url) if redis_url else None
+        self._redis = redis
         self._shared = (
-            SlidingWindowCounterRateLimiter(self._redis) if self._redis else None
+            SlidingWindowCounterRateLimiter(_redis_storage(redis)) if redis else None
         )
-        self._breaker = CircuitBreaker(1, STORAGE_RETRY_SECONDS)
-        self._outage = False
 
     async def hit(
         self,
@@ -163,57 +150,26 @@ class RateLimiter:
     ) -> T | None:
         """`operation` on Redis, or while it is unreachable, as `outage` says.
         Returns what `operation` does: None means "let it through"."""
-        if self._shared is None:
+        if self._shared is None or self._redis is None:
             return await operation(self._local)
-        if self._breaker.allow():
-            try:
-                result = await operation(self._shared)
-            except StorageError as error:
-                self._storage_lost(error)
-            except BaseException:
-                self._breaker.released()  # cancelled: proves nothing of Redis
-                raise
-            else:
-                self._storage_answered()
-                return result
-        if outage == "memory":
-            return await operation(self._local)
-        if outage == "closed":
-            raise RateLimited(
-                "Limits cannot be checked right now; retry shortly.",
-                retry_after=self._breaker.retry_after(),
-            )
-        return None
-
-    def _storage_lost(self, error: StorageError) -> None:
-        self._breaker.failed()
-        if self._outage:
-            return  # said once per outage, not once per probe
-        self._outage = True
-        metrics.RATE_LIMIT_STORAGE_OUTAGES.inc()
-        metrics.RATE_LIMIT_STORAGE_DOWN.set(1)
-        logger.warning(
-            "rate limit storage unreachable; limits follow their outage policy",
-            extra={
-                "error": str(error.storage_error),
-                "retry_in_s": STORAGE_RETRY_SECONDS,
-            },
-        )
-
-    def _storage_answered(self) -> None:
-        self._breaker.succeeded()
-        if self._outage:
-            self._outage = False
-            metrics.RATE_LIMIT_STORAGE_DOWN.set(0)
-            logger.info("rate limit storage reachable again")
+        shared = self._shared
+        try:
+            return await self._redis.call(lambda: operation(shared))
+        except RedisUnavailable as down:
+            if outage == "memory":
+                return await operation(self._local)
+            if outage == "closed":
+                raise RateLimited(
+                    "Limits cannot be checked right now; retry shortly.",
+                    retry_after=down.retry_after,
+                ) from None
+            return None
 
     async def aclose(self) -> None:
-        # `limits` has no public close: end its expiry task or Redis pool ourselves
-        # so shutdown leaves no pending task or open socket behind.
+        # `limits` has no public close: end its expiry task ourselves so
+        # shutdown leaves no pending task behind. (The Redis pool is the app's.)
         if self._memory.timer is not None:
             self._memory.timer.cancel()
-        if self._redis is not None:
-            await self._redis.bridge.storage.aclose()  # type: ignore[attr-defined]
 
 
 async def _consume(

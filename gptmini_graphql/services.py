@@ -14,8 +14,10 @@ from gptmini_graphql.auth.login_throttle import LoginThrottle
 from gptmini_graphql.drain import Drain
 from gptmini_graphql.llm.client import LLM, build_llm
 from gptmini_graphql.llm.local.process import ModelProcess
+from gptmini_graphql.persisted_queries import PersistedQueries
 from gptmini_graphql.rate_limits import RateLimiter
 from gptmini_graphql.settings import Settings
+from gptmini_graphql.shared_redis import SharedRedis
 from gptmini_graphql.spend.ledger import Ledger
 from gptmini_graphql.spend.meter import Spend
 from gptmini_graphql.spend.reservations import MemoryReservations, RedisReservations
@@ -29,6 +31,11 @@ class Services:
     limiter: RateLimiter
     login_throttle: LoginThrottle
     spend: Spend
+    # The one Redis client (REDIS_URL): rate limits, response cache and
+    # persisted queries use it, and its one outage policy (shared_redis.py).
+    redis: SharedRedis | None = None
+    # The endpoint's persisted queries, kept in `redis` while the app runs.
+    persisted_queries: PersistedQueries = field(default_factory=PersistedQueries)
     # The embedded model's process, when this app supervises it (no
     # LOCAL_MODEL_URL: nothing else runs one).
     model_process: ModelProcess | None = None
@@ -41,18 +48,23 @@ class Services:
         llm_http_client: httpx2.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        persisted_queries: PersistedQueries | None = None,
     ) -> Services:
+        """`persisted_queries`: the endpoint's (built with the app, from
+        settings), to share through this app's Redis."""
         # The database first: a bad DATABASE_URL fails the start before a
         # model process is spawned.
         accounts = await Accounts.start(settings, clock)
         model_process = None
         local_model_url = settings.local_model_url
+        # Connects at its first command, on this event loop.
+        redis = SharedRedis(settings.redis_url) if settings.redis_url else None
         try:
             if settings.backend == "local" and not local_model_url:
                 model_process = ModelProcess(settings)
                 model_process.start()
                 local_model_url = model_process.url
-            return await cls._start_with(
+            services = await cls._start_with(
                 settings,
                 llm_http_client,
                 local_model_url,
@@ -60,12 +72,19 @@ class Services:
                 accounts,
                 clock,
                 timer,
+                redis,
             )
         except BaseException:
             if model_process is not None:  # no child outlives a failed start
                 await asyncio.to_thread(model_process.stop)
             await accounts.aclose()  # nor its flusher task and connections
+            if redis is not None:
+                await redis.aclose()
             raise
+        if persisted_queries is not None:
+            services.persisted_queries = persisted_queries
+        services.persisted_queries.share_through(redis)
+        return services
 
     @classmethod
     async def _start_with(
@@ -77,14 +96,19 @@ class Services:
         accounts: Accounts,
         clock: Callable[[], float],
         timer: Callable[[], float],
+        redis: SharedRedis | None,
     ) -> Services:
         llm = build_llm(
-            settings, llm_http_client, local_model_url=local_model_url, timer=timer
+            settings,
+            llm_http_client,
+            local_model_url=local_model_url,
+            timer=timer,
+            redis=redis,
         )
         await llm.probes.log_at_start()
         if model_process is not None and llm.embedded is not None:
             llm.embedded.explain_outage = model_process.problem
-        limiter = RateLimiter(settings.redis_url)
+        limiter = RateLimiter(redis)
         spend = _spend(settings, accounts, clock)
         return cls(
             settings=settings,
@@ -94,12 +118,16 @@ class Services:
             limiter=limiter,
             login_throttle=LoginThrottle(limiter, settings),
             spend=spend,
+            redis=redis,
         )
 
     async def aclose(self) -> None:
         await self.llm.aclose()
         await self.limiter.aclose()
         await self.spend.aclose()  # the ledger's last rows, before the database
+        self.persisted_queries.share_through(None)
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.accounts.aclose()
         if self.model_process is not None:
             await asyncio.to_thread(self.model_process.stop)

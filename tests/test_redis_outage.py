@@ -19,7 +19,7 @@ from tests.conftest import API, LOGIN, error_codes
 from tests.redis_server import RedisServer
 
 SUMMARIZE = '{ summarize(text: "hello") { text } }'
-OUTAGE_LOGGED = "rate limit storage unreachable"
+OUTAGE_LOGGED = "redis unreachable"
 
 
 def _user() -> dict[str, str]:
@@ -57,7 +57,7 @@ def test_wrong_passwords_stay_limited_with_redis_down(
     assert redis_server.keys() == []
     assert _login_codes(api, user["fake_username"], "wrong", 1) == ["UNAUTHENTICATED"]
     assert redis_server.keys()  # counted in Redis while it was up
-    outages = _metric(api, "gptmini_rate_limit_storage_outages_total")
+    outages = _metric(api, "gptmini_redis_outages_total")
     capfd.readouterr()
 
     _take_down(redis_server, how)
@@ -68,8 +68,8 @@ def test_wrong_passwords_stay_limited_with_redis_down(
     assert codes.count("UNAUTHENTICATED") == 10
     assert codes.count("RATE_LIMITED") == 90
     assert capfd.readouterr().err.count(OUTAGE_LOGGED) == 1
-    assert _metric(api, "gptmini_rate_limit_storage_outages_total") == outages + 1
-    assert _metric(api, "gptmini_rate_limit_storage_down") == 1
+    assert _metric(api, "gptmini_redis_outages_total") == outages + 1
+    assert _metric(api, "gptmini_redis_down") == 1
 
 
 @pytest.mark.parametrize("how", OUTAGES)
@@ -108,8 +108,8 @@ def test_limits_go_back_to_redis_when_it_answers_again(
         time.sleep(0.2)
     log = capfd.readouterr().err
     assert log.count(OUTAGE_LOGGED) == 1
-    assert log.count("rate limit storage reachable again") == 1
-    assert _metric(api, "gptmini_rate_limit_storage_down") == 0
+    assert log.count("redis reachable again") == 1
+    assert _metric(api, "gptmini_redis_down") == 0
 
 
 def test_logins_can_be_refused_while_redis_is_down(

@@ -5,8 +5,9 @@ Only requests at temperature 0 are cached: any other answer is meant to vary.
 The key covers everything that changes the answer (upstream, model, messages,
 temperature, max tokens, stop, response format) plus a version, and is scoped
 to the caller unless CACHE_SCOPE=shared. Concurrent identical requests make
-one upstream call (single flight). A failing Redis steps aside: the request
-goes upstream and the failure is logged, never returned.
+one upstream call (single flight). An unreachable Redis steps aside: the
+request goes upstream, and the outage is logged once (shared_redis.py) and
+counted here (`gptmini_cache_errors_total`), never returned.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gptmini_graphql import metrics, tracing
-from gptmini_graphql.circuit_breaker import CircuitBreaker
+from gptmini_graphql.shared_redis import RedisUnavailable, SharedRedis
 
 logger = logging.getLogger("gptmini_graphql.cache")
 
 # Bump when what is stored, or how a key is made, changes.
 CACHE_VERSION = 1
 REDIS_PREFIX = f"gptmini:cache:v{CACHE_VERSION}:"
-REDIS_RETRY_SECONDS = 5.0
 
 Mode = Literal["use", "refresh", "bypass"]
 
@@ -44,21 +44,12 @@ class CachePolicy:
 
 class ResponseCache:
     def __init__(
-        self, *, ttl_seconds: float, max_entries: int, redis_url: str | None = None
+        self, *, ttl_seconds: float, max_entries: int, redis: SharedRedis | None = None
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self._memory: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
-        self._redis = None
-        # One failure pauses Redis for a while: a down Redis then costs one
-        # timeout per pause, not one per request.
-        self._redis_breaker = CircuitBreaker(1, REDIS_RETRY_SECONDS)
-        if redis_url is not None:
-            import redis.asyncio
-
-            self._redis = redis.asyncio.from_url(
-                redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-            )
+        self._redis = redis
         self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._waiters: dict[asyncio.Future[dict[str, Any]], int] = {}
 
@@ -84,14 +75,12 @@ class ResponseCache:
                 return None
             self._memory.move_to_end(key)
             return entry[1]
-        if not self._redis_breaker.allow():
-            return None  # Redis failed a moment ago: don't wait on it again
+        client = self._redis.client
         try:
-            raw = await self._redis.get(REDIS_PREFIX + key)
-        except Exception:
-            self._stepped_aside("read")
+            raw = await self._redis.call(lambda: client.get(REDIS_PREFIX + key))
+        except RedisUnavailable:
+            metrics.CACHE_ERRORS.labels("read").inc()
             return None
-        self._redis_breaker.succeeded()
         try:
             return json.loads(raw) if raw else None
         except ValueError:
@@ -106,16 +95,12 @@ class ResponseCache:
             while len(self._memory) > self.max_entries:
                 self._memory.popitem(last=False)
             return
-        if not self._redis_breaker.allow():
-            return
+        client, raw = self._redis.client, json.dumps(value)
+        ttl = max(1, int(self.ttl_seconds))
         try:
-            await self._redis.set(
-                REDIS_PREFIX + key, json.dumps(value), ex=max(1, int(self.ttl_seconds))
-            )
-        except Exception:
-            self._stepped_aside("write")
-        else:
-            self._redis_breaker.succeeded()
+            await self._redis.call(lambda: client.set(REDIS_PREFIX + key, raw, ex=ttl))
+        except RedisUnavailable:
+            metrics.CACHE_ERRORS.labels("write").inc()
 
     async def fetch(
         self,
@@ -164,22 +149,9 @@ class ResponseCache:
         if not call.cancelled():
             call.exception()  # retrieved: its callers, if any are left, raise it
 
-    async def aclose(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-
     async def _lookup(self, key: str) -> dict[str, Any] | None:
         backend = "memory" if self._redis is None else "redis"
         with tracing.span("cache lookup", {"gptmini.cache.backend": backend}) as span:
             found = await self.get(key)
             tracing.annotate(span, **{"gptmini.cache.hit": found is not None})
         return found
-
-    def _stepped_aside(self, operation: str) -> None:
-        metrics.CACHE_ERRORS.labels(operation).inc()
-        self._redis_breaker.failed()
-        logger.warning(
-            "response cache unavailable; answering without it",
-            exc_info=True,
-            extra={"cache_operation": operation, "retry_in_s": REDIS_RETRY_SECONDS},
-        )

@@ -46,6 +46,7 @@ from gptmini_graphql.llm.resilience import is_outage
 from gptmini_graphql.llm.structured import FormatNegotiation, StructuredOutput
 from gptmini_graphql.llm.upstream import Kind, Upstream
 from gptmini_graphql.settings import ModelPrice, Settings
+from gptmini_graphql.shared_redis import SharedRedis
 
 if TYPE_CHECKING:
     from gptmini_graphql.spend.meter import Hold, Meter
@@ -108,8 +109,6 @@ class LLM:
     async def aclose(self) -> None:
         for upstream in self.upstreams:
             await upstream.client.close()
-        if self.cache is not None:
-            await self.cache.aclose()
 
     async def not_ready(self) -> str | None:
         """Why no answer can be had now (None: ready): unconfigured, or the
@@ -489,14 +488,17 @@ def build_llm(
     *,
     local_model_url: str | None = None,
     timer: Callable[[], float] = time.monotonic,
+    redis: SharedRedis | None = None,
 ) -> LLM:
     """The shared clients, built once at start-up from settings.
 
     `http_client` replaces the HTTP client of every remote upstream (tests put
     a fake upstream there). `local_model_url` is where the embedded model's
     server answers (default: LOCAL_MODEL_URL). `timer` measures the circuit
-    breakers' reset period.
+    breakers' reset period. `redis`, the app's, keeps the response cache when
+    given.
     """
+    cache = response_cache(settings, redis)
 
     def breaker() -> CircuitBreaker:
         return CircuitBreaker(
@@ -535,9 +537,7 @@ def build_llm(
             breaker=NeverOpen,
             describe_error=embedded_error,
         )
-        return LLM(
-            [upstream], settings, embedded=embedded, cache=response_cache(settings)
-        )
+        return LLM([upstream], settings, embedded=embedded, cache=cache)
 
     def remote(
         name: str, base_url: str | None, key: SecretStr | None, model: str
@@ -578,16 +578,18 @@ def build_llm(
         ],
         settings.model_prices,
     )
-    return LLM(upstreams, settings, cache=response_cache(settings), probes=probes)
+    return LLM(upstreams, settings, cache=cache, probes=probes)
 
 
-def response_cache(settings: Settings) -> ResponseCache | None:
+def response_cache(
+    settings: Settings, redis: SharedRedis | None
+) -> ResponseCache | None:
     if settings.cache_ttl_seconds <= 0:
         return None
     return ResponseCache(
         ttl_seconds=settings.cache_ttl_seconds,
         max_entries=settings.cache_max_entries,
-        redis_url=settings.redis_url,
+        redis=redis,
     )
 
 

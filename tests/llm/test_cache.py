@@ -132,7 +132,7 @@ def test_a_broken_redis_steps_aside(capfd, make_api) -> None:
     assert _summarize(api, token, text)["text"] == "A short answer."
     assert not _summarize(api, token, text)["cached"]
     # Paused after the first failure: one warning, not one per request.
-    assert capfd.readouterr().err.count("response cache unavailable") == 1
+    assert capfd.readouterr().err.count("redis unreachable") == 1
 
 
 def test_a_zero_ttl_turns_the_cache_off(make_api) -> None:

@@ -1,0 +1,108 @@
+"""The app's one Redis client, and its one policy for when Redis is unreachable.
+
+Built by `Services` when REDIS_URL is set and closed with it. The rate limits
+(through its connection pool: see rate_limits.py), the response cache and
+persisted queries all call Redis through `SharedRedis.call`, so one circuit
+knows whether Redis is up:
+
+* the first failure opens it: logged once per outage and counted in /metrics
+  (`gptmini_redis_outages_total`; `gptmini_redis_down` is 1 meanwhile);
+* while it is open, calls raise `RedisUnavailable` at once, and each caller
+  does without Redis as it says (limits count in memory, refuse or let
+  through; the cache and persisted queries miss);
+* every RETRY_SECONDS one call probes Redis (the others do not wait for it),
+  and the first answer closes it, logged.
+
+Only Redis' own errors (lost connections, timeouts, refusals) count as an
+outage; any other exception is a bug and propagates as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from gptmini_graphql import metrics
+from gptmini_graphql.circuit_breaker import CircuitBreaker
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+logger = logging.getLogger("gptmini_graphql.redis")
+
+# A command that takes longer than this is an outage: every request that
+# uses Redis would wait on it otherwise.
+TIMEOUT_SECONDS = 1.0
+RETRY_SECONDS = 5.0
+CLIENT_NAME = "gptmini-graphql"
+
+T = TypeVar("T")
+
+
+class RedisUnavailable(Exception):
+    """Redis cannot be used now: it just failed, or did a moment ago."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("Redis is unreachable")
+        self.retry_after = retry_after  # seconds until the next probe
+
+
+class SharedRedis:
+    def __init__(self, url: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
+        # Imported here: redis-py imports OpenTelemetry, which an app without
+        # Redis (or tracing) need never load.
+        import redis.asyncio
+        from redis.exceptions import RedisError
+
+        self.url = url
+        self.client: Redis = redis.asyncio.Redis.from_url(
+            url,
+            socket_timeout=TIMEOUT_SECONDS,
+            socket_connect_timeout=TIMEOUT_SECONDS,
+            client_name=CLIENT_NAME,  # who is connected, in Redis' CLIENT LIST
+        )
+        self._errors = RedisError
+        self._breaker = CircuitBreaker(1, retry_seconds)
+        self._down = False
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """What `operation` (which uses Redis) returns, or RedisUnavailable."""
+        if not self._breaker.allow():
+            raise RedisUnavailable(self._breaker.retry_after())
+        try:
+            result = await operation()
+        except self._errors as error:
+            self._lost(error)
+            raise RedisUnavailable(self._breaker.retry_after()) from error
+        except BaseException:
+            self._breaker.released()  # cancelled, or a bug: nothing said of Redis
+            raise
+        self._answered()
+        return result
+
+    def _lost(self, error: Exception) -> None:
+        self._breaker.failed()
+        if self._down:
+            return  # said once per outage, not once per probe
+        self._down = True
+        metrics.REDIS_OUTAGES.inc()
+        metrics.REDIS_DOWN.set(1)
+        logger.warning(
+            "redis unreachable; rate limits follow their outage policy, the "
+            "response cache and persisted queries do without it",
+            extra={
+                "error": f"{type(error).__name__}: {error}",
+                "retry_in_s": self._breaker.reset_seconds,
+            },
+        )
+
+    def _answered(self) -> None:
+        self._breaker.succeeded()
+        if self._down:
+            self._down = False
+            metrics.REDIS_DOWN.set(0)
+            logger.info("redis reachable again")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()  # and its connection pool, which limits shares

@@ -1,0 +1,75 @@
+"""One Redis client per app, and one view of whether Redis is up: a Redis of
+the test's own, watched from outside (CLIENT LIST) and taken down mid-test."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from gptmini_graphql.logging import configure_logging
+from gptmini_graphql.shared_redis import CLIENT_NAME, RedisUnavailable, SharedRedis
+from tests.redis_server import RedisServer
+from tests.test_persisted_queries import extensions
+
+HELLO = "query Hello { __typename }"
+
+
+def _connections(server: RedisServer) -> list[str]:
+    """The names of the clients connected to `server`, besides the one asking."""
+    import redis
+
+    client = redis.Redis(port=server.port, socket_timeout=1, client_name="test")
+    try:
+        return [c["name"] for c in client.client_list() if c["name"] != "test"]
+    finally:
+        client.close()
+
+
+def test_limits_cache_and_persisted_queries_share_one_connection(
+    make_api, redis_server: RedisServer
+) -> None:
+    user = {"fake_username": f"user-{uuid.uuid4().hex[:8]}", "fake_password": "pw"}
+    api = make_api(redis_url=redis_server.url, cache_ttl_seconds=60, **user)
+    token = api.login(user["fake_username"], "pw")  # the login limits
+    for _ in range(2):  # the rate limit, and the cache: a miss, then a hit
+        result = api.post('{ summarize(text: "one pool") { cached } }', token=token)
+        assert "errors" not in result, result
+    body = {"query": HELLO, "extensions": extensions(HELLO)}  # a registration
+    headers = {"Authorization": f"Bearer {token}"}
+    assert api.client.post("/graphql", json=body, headers=headers).status_code == 200
+
+    stored = [key.decode() for key in list(redis_server.keys())]
+    for prefix in ("gptmini:cache:", "gptmini:apq:", "gptmini:{LIMITER/"):  # all
+        assert any(key.startswith(prefix) for key in stored), (prefix, stored)
+    # Every connection is from the app's one pool (limits makes none of its own)...
+    assert set(_connections(redis_server)) == {CLIENT_NAME}
+    api.stop()
+    assert _connections(redis_server) == []  # ... and closed with the app
+
+
+def test_a_bug_is_not_an_outage(redis_server: RedisServer, capfd) -> None:
+    configure_logging("INFO")  # writing to this test's stderr
+
+    async def scenario() -> None:
+        redis = SharedRedis(redis_server.url)
+        try:
+
+            async def bug() -> None:
+                raise TypeError("not Redis' fault")
+
+            with pytest.raises(TypeError):
+                await redis.call(bug)
+            assert await redis.call(redis.client.ping)  # still in use
+            redis_server.kill()
+            for _ in range(3):
+                with pytest.raises(RedisUnavailable):
+                    await redis.call(redis.client.ping)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+    log = capfd.readouterr().err
+    assert log.count("redis unreachable") == 1  # once per outage
+    assert "not Redis' fault" not in log
