@@ -284,6 +284,7 @@ def micro_rows(calls: int = 3000) -> list[dict]:
 
     from gptmini_graphql.db.database import Database
     from gptmini_graphql.llm.answers import TokenUsage
+    from gptmini_graphql.metrics import Metrics
     from gptmini_graphql.settings import Settings
     from gptmini_graphql.spend.ledger import Ledger
     from gptmini_graphql.spend.meter import Caller, Left, Meter, Spend
@@ -307,6 +308,7 @@ def micro_rows(calls: int = 3000) -> list[dict]:
         )
         db = Database(settings.database_url)
         await db.migrate()
+        metrics = Metrics()
         client = None
         if store_kind == "redis":
             import redis.asyncio
@@ -315,9 +317,9 @@ def micro_rows(calls: int = 3000) -> list[dict]:
             store = RedisReservations(client)
         else:
             store = MemoryReservations()
-        ledger = Ledger(db)
+        ledger = Ledger(db, metrics)
         ledger.start()
-        spend = Spend(settings, store, ledger, db)
+        spend = Spend(settings, store, ledger, db, metrics)
         caller = Caller(uuid_.uuid4(), None, {}, None)
         price = settings.model_prices["gpt-4o-mini"]
 

@@ -16,13 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from gptmini_graphql import __version__, metrics, tracing
+from gptmini_graphql import __version__
 from gptmini_graphql.drain import on_shutdown_signals
 from gptmini_graphql.graphiql import graphiql_static_route
 from gptmini_graphql.http import GraphQLEndpoint
 from gptmini_graphql.llm.client import NOT_CONFIGURED
 from gptmini_graphql.llm.probe import without_credentials
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
+from gptmini_graphql.metrics import Metrics, MetricsMiddleware
 from gptmini_graphql.middleware import (
     BodySizeLimit,
     CancelOnDisconnect,
@@ -30,9 +31,10 @@ from gptmini_graphql.middleware import (
     SecurityHeaders,
 )
 from gptmini_graphql.persisted_queries import PersistedQueries
-from gptmini_graphql.schema import build_schema
+from gptmini_graphql.schema import build_schema, root_field_names
 from gptmini_graphql.services import Services
 from gptmini_graphql.settings import Settings
+from gptmini_graphql.tracing import Tracing
 
 logger = logging.getLogger("gptmini_graphql")
 
@@ -43,10 +45,12 @@ def create_app(
     llm_http_client: httpx2.AsyncClient | None = None,
     clock: Callable[[], float] = time.time,
     timer: Callable[[], float] = time.monotonic,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """`llm_http_client` replaces the SDK's HTTP client: how tests reach a fake
     upstream; `clock` is the time tokens and keys expire by, `timer` the one
-    circuit breakers wait by (tests move them)."""
+    circuit breakers wait by (tests move them); `tracing` replaces the tracer
+    the environment asks for (tests read spans)."""
     settings = settings or Settings()
     settings.check()
     configure_logging(settings.log_level)
@@ -57,13 +61,21 @@ def create_app(
         graphiql=settings.graphiql_enabled,
         persisted_queries=persisted_queries,
     )
-    metrics.register_operations(graphql.schema)
-    tracing.setup()  # only if OTEL_EXPORTER_OTLP_ENDPOINT says where to
+    # The app's own, used by its Services, middleware and routes.
+    metrics = Metrics(root_field_names(graphql.schema))
+    if tracing is None:  # on only if OTEL_EXPORTER_OTLP_ENDPOINT says where to
+        tracing = Tracing.from_environment()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         services = await Services.start(
-            settings, llm_http_client, clock, timer, persisted_queries
+            settings,
+            llm_http_client,
+            clock,
+            timer,
+            persisted_queries,
+            metrics,
+            tracing,
         )
         # What start-up built (modules, schema, SQLAlchemy's and Alembic's
         # tables) lives as long as the app: kept out of the collector's sight,
@@ -113,7 +125,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics.metrics_endpoint),
+            Route("/metrics", metrics.endpoint),
             Route("/graphql", graphql),
             WebSocketRoute("/graphql", graphql),
             graphiql_static_route(),
@@ -121,7 +133,7 @@ def create_app(
         # Outermost first: every response gets its request id and headers, and
         # CORS answers preflights before CSRF prevention looks at a request.
         middleware=[
-            Middleware(metrics.MetricsMiddleware),
+            Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(RequestIdMiddleware),
             Middleware(CancelOnDisconnect),
             *tracing.middleware(),

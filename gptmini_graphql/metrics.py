@@ -35,6 +35,9 @@ grow the number of series.
 parse or validate), `other` for anything the schema does not have. The name
 a client gives its operation is in the log line, not in a label.
 
+Each app has metrics of its own (`Metrics`, made by create_app and held by
+its Services): two apps in one process count apart.
+
 Several worker processes: `serve --workers N` gives them one fresh
 PROMETHEUS_MULTIPROC_DIR. Running uvicorn yourself, set it to an empty
 directory that every worker can write, the same for all of them, emptied
@@ -53,7 +56,6 @@ the process_* and python_* metrics are left out in that mode).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import re
 import time
@@ -64,7 +66,9 @@ from typing import TYPE_CHECKING
 import openai
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
-    REGISTRY,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -91,264 +95,318 @@ UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30)
 
 # No `*_created` series: twice the series for a start time nobody charts (and
-# multiprocess mode has none anyway).
+# multiprocess mode has none anyway). A switch of prometheus_client's own,
+# for the whole process.
 disable_created_metrics()
-
-# In multiprocess mode (prometheus_client reads the variable at import) each
-# metric writes to a file there: the directory must exist by the first one.
-MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-if MULTIPROC_DIR:
-    os.makedirs(MULTIPROC_DIR, exist_ok=True)
-
-HTTP_REQUESTS = Counter(
-    "gptmini_http_requests",
-    "HTTP requests answered, by route template, method and status.",
-    ["method", "route", "status"],
-)
-HTTP_DURATION = Histogram(
-    "gptmini_http_request_duration_seconds",
-    "Time from a request's arrival to the end of its response (streams included).",
-    ["method", "route"],
-    buckets=REQUEST_BUCKETS,
-)
-HTTP_IN_FLIGHT = Gauge(
-    "gptmini_http_requests_in_flight",
-    "HTTP requests being answered now.",
-    multiprocess_mode="livesum",
-)
-OPERATIONS = Counter(
-    "gptmini_graphql_operations",
-    "GraphQL queries and mutations over HTTP, by root field and outcome "
-    "(OK or the first error's code).",
-    ["operation", "outcome"],
-)
-OPERATION_DURATION = Histogram(
-    "gptmini_graphql_operation_duration_seconds",
-    "Time to answer a GraphQL query or mutation.",
-    ["operation"],
-    buckets=REQUEST_BUCKETS,
-)
-SUBSCRIPTIONS = Counter(
-    "gptmini_graphql_subscriptions",
-    "GraphQL subscriptions ended, by field and outcome (OK, CANCELLED or a code).",
-    ["field", "outcome"],
-)
-SUBSCRIPTIONS_ACTIVE = Gauge(
-    "gptmini_graphql_subscriptions_active",
-    "GraphQL subscriptions streaming now.",
-    ["field"],
-    multiprocess_mode="livesum",
-)
-TIME_TO_FIRST_TOKEN = Histogram(
-    "gptmini_graphql_time_to_first_token_seconds",
-    "Time from a subscription's start to its first text delta.",
-    ["field"],
-    buckets=FIRST_TOKEN_BUCKETS,
-)
-UPSTREAM_DURATION = Histogram(
-    "gptmini_upstream_request_duration_seconds",
-    "One call to an LLM upstream, retries included: to the whole answer, or "
-    "for a stream (stream=true) to its start. outcome: ok, timeout, "
-    "connection_error, cancelled, error, or the upstream's HTTP status.",
-    ["upstream", "model", "outcome", "stream"],
-    buckets=UPSTREAM_BUCKETS,
-)
-UPSTREAM_IN_FLIGHT = Gauge(
-    "gptmini_upstream_requests_in_flight",
-    "Requests at an LLM upstream now, streams until their end. For "
-    'upstream="embedded" this is the embedded model\'s queue: the request '
-    "generating and those waiting.",
-    ["upstream"],
-    multiprocess_mode="livesum",
-)
-LLM_TOKENS = Counter(
-    "gptmini_llm_tokens",
-    "Tokens of upstream answers, by model and kind (input, output, and "
-    "cached_input: the part of input the provider had cached).",
-    ["model", "kind"],
-)
-LLM_COST = Counter(
-    "gptmini_llm_cost_usd",
-    "Cost of upstream answers in US dollars, by model (models with a price).",
-    ["model"],
-)
-CACHE_REQUESTS = Counter(
-    "gptmini_cache_requests",
-    "Response cache lookups: hit, coalesced (answered by an identical request "
-    "in flight) or miss.",
-    ["result"],
-)
-CACHE_ERRORS = Counter(
-    "gptmini_cache_errors",
-    "Response cache failures (Redis down or slow); the request went upstream.",
-    ["operation"],
-)
-CACHE_SAVED_COST = Counter(
-    "gptmini_cache_saved_cost_usd",
-    "What answers served from the response cache would have cost, in US dollars.",
-    ["model"],
-)
-RATE_LIMIT_REFUSALS = Counter(
-    "gptmini_rate_limit_refusals",
-    "Requests refused by a rate limit, by limit (user, login-address, login-user).",
-    ["limit"],
-)
-REDIS_OUTAGES = Counter(
-    "gptmini_redis_outages",
-    "Times this process lost its Redis; until it answered again, rate limits "
-    "followed their outage policy and the response cache and persisted "
-    "queries did without it.",
-)
-REDIS_DOWN = Gauge(
-    "gptmini_redis_down",
-    "1 while this process cannot reach Redis (summed over workers in "
-    "multiprocess mode).",
-    multiprocess_mode="livesum",
-)
-LEDGER_WRITTEN = Counter(
-    "gptmini_ledger_rows_written",
-    "Usage ledger rows written to the database.",
-)
-LEDGER_DROPPED = Counter(
-    "gptmini_ledger_rows_dropped",
-    "Usage ledger rows lost: the queue was full while the database was "
-    "unavailable, the database refused them, or shutdown could not write them.",
-)
-SPEND_REFUSALS = Counter(
-    "gptmini_budget_refusals",
-    "Model calls refused by a budget or the token rate limit, by budget "
-    "(user.usd_per_day, key.tokens_per_month, user.tokens_per_minute, ...).",
-    ["budget"],
-)
-SPEND_STORE_ERRORS = Counter(
-    "gptmini_budget_store_errors",
-    "Steps of the budget store (Redis) that failed; callers with budgets are "
-    "refused with BUDGET_UNAVAILABLE meanwhile.",
-)
-SPEND_SETTLE_FAILURES = Counter(
-    "gptmini_budget_settle_failures",
-    "Reservations that could not be settled and are left to expire (each "
-    "charged its worst case until then).",
-)
-BUILD_INFO = Gauge(
-    "gptmini_build_info",
-    "Always 1; the version is a label.",
-    ["version"],
-    multiprocess_mode="max",
-)
-BUILD_INFO.labels(__version__).set(1)
-
-CACHE_HIT = CACHE_REQUESTS.labels("hit")
-CACHE_COALESCED = CACHE_REQUESTS.labels("coalesced")
-CACHE_MISS = CACHE_REQUESTS.labels("miss")
-
-if MULTIPROC_DIR:
-    # A worker that exits cleanly takes its live gauges (in flight, active)
-    # with it; the counters it wrote still count.
-    atexit.register(lambda: multiprocess.mark_process_dead(os.getpid()))
-
-
-# --- bounded label values ------------------------------------------------------
 
 _METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 # Introspection's root fields are in every schema.
-_ROOT_FIELDS: set[str] = {"__schema", "__type", "__typename"}
+_INTROSPECTION_FIELDS = frozenset({"__schema", "__type", "__typename"})
 _MAX_MODELS = 32
-_models: set[str] = set()
 
 
-def register_operations(schema: object) -> None:
-    """The root fields of `schema` (a Strawberry schema): the values the
-    `operation` label may take besides multiple, none and other."""
-    graphql_schema = schema._schema  # type: ignore[attr-defined]
-    for root in (
-        graphql_schema.query_type,
-        graphql_schema.mutation_type,
-        graphql_schema.subscription_type,
-    ):
-        if root is not None:
-            _ROOT_FIELDS.update(root.fields)
+class Metrics:
+    """One app's metrics, in a registry of its own.
 
+    `root_fields`: the schema's, the values the `operation` label may take
+    besides multiple, none and other.
+    """
 
-def operation_label(root_fields: Iterable[str]) -> str:
-    fields = set(root_fields)
-    if not fields:
-        return "none"
-    if not fields <= _ROOT_FIELDS:
-        return "other"
-    return fields.pop() if len(fields) == 1 else "multiple"
+    def __init__(self, root_fields: Iterable[str] = ()) -> None:
+        # Multiprocess mode: prometheus_client reads the variable when it is
+        # imported; each metric then writes to a file there, so the directory
+        # must exist before the first one is made.
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self.registry = registry = CollectorRegistry()
+        if self.multiprocess_dir:
+            os.makedirs(self.multiprocess_dir, exist_ok=True)
+        else:
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                registry.register(collector)
+        self.root_fields = _INTROSPECTION_FIELDS | frozenset(root_fields)
+        self._models: set[str] = set()
+
+        self.http_requests = Counter(
+            "gptmini_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "gptmini_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response (streams "
+            "included).",
+            ["method", "route"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.http_in_flight = Gauge(
+            "gptmini_http_requests_in_flight",
+            "HTTP requests being answered now.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.operations = Counter(
+            "gptmini_graphql_operations",
+            "GraphQL queries and mutations over HTTP, by root field and outcome "
+            "(OK or the first error's code).",
+            ["operation", "outcome"],
+            registry=registry,
+        )
+        self.operation_duration = Histogram(
+            "gptmini_graphql_operation_duration_seconds",
+            "Time to answer a GraphQL query or mutation.",
+            ["operation"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.subscriptions = Counter(
+            "gptmini_graphql_subscriptions",
+            "GraphQL subscriptions ended, by field and outcome (OK, CANCELLED or "
+            "a code).",
+            ["field", "outcome"],
+            registry=registry,
+        )
+        self.subscriptions_active = Gauge(
+            "gptmini_graphql_subscriptions_active",
+            "GraphQL subscriptions streaming now.",
+            ["field"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.time_to_first_token = Histogram(
+            "gptmini_graphql_time_to_first_token_seconds",
+            "Time from a subscription's start to its first text delta.",
+            ["field"],
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_duration = Histogram(
+            "gptmini_upstream_request_duration_seconds",
+            "One call to an LLM upstream, retries included: to the whole answer, "
+            "or for a stream (stream=true) to its start. outcome: ok, timeout, "
+            "connection_error, cancelled, error, or the upstream's HTTP status.",
+            ["upstream", "model", "outcome", "stream"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_in_flight = Gauge(
+            "gptmini_upstream_requests_in_flight",
+            "Requests at an LLM upstream now, streams until their end. For "
+            'upstream="embedded" this is the embedded model\'s queue: the request '
+            "generating and those waiting.",
+            ["upstream"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.llm_tokens = Counter(
+            "gptmini_llm_tokens",
+            "Tokens of upstream answers, by model and kind (input, output, and "
+            "cached_input: the part of input the provider had cached).",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.llm_cost = Counter(
+            "gptmini_llm_cost_usd",
+            "Cost of upstream answers in US dollars, by model (models with a price).",
+            ["model"],
+            registry=registry,
+        )
+        cache_requests = Counter(
+            "gptmini_cache_requests",
+            "Response cache lookups: hit, coalesced (answered by an identical "
+            "request in flight) or miss.",
+            ["result"],
+            registry=registry,
+        )
+        self.cache_hit = cache_requests.labels("hit")
+        self.cache_coalesced = cache_requests.labels("coalesced")
+        self.cache_miss = cache_requests.labels("miss")
+        self.cache_errors = Counter(
+            "gptmini_cache_errors",
+            "Response cache reads and writes that went without it (Redis "
+            "unreachable, or an entry unreadable); the request went upstream.",
+            ["operation"],
+            registry=registry,
+        )
+        self.cache_saved_cost = Counter(
+            "gptmini_cache_saved_cost_usd",
+            "What answers served from the response cache would have cost, in US "
+            "dollars.",
+            ["model"],
+            registry=registry,
+        )
+        self.rate_limit_refusals = Counter(
+            "gptmini_rate_limit_refusals",
+            "Requests refused by a rate limit, by limit (user, login-address, "
+            "login-user).",
+            ["limit"],
+            registry=registry,
+        )
+        self.redis_outages = Counter(
+            "gptmini_redis_outages",
+            "Times this process lost its Redis; until it answered again, rate "
+            "limits followed their outage policy and the response cache and "
+            "persisted queries did without it.",
+            registry=registry,
+        )
+        self.redis_down = Gauge(
+            "gptmini_redis_down",
+            "1 while this process cannot reach Redis (summed over workers in "
+            "multiprocess mode).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.ledger_written = Counter(
+            "gptmini_ledger_rows_written",
+            "Usage ledger rows written to the database.",
+            registry=registry,
+        )
+        self.ledger_dropped = Counter(
+            "gptmini_ledger_rows_dropped",
+            "Usage ledger rows lost: the queue was full while the database was "
+            "unavailable, the database refused them, or shutdown could not "
+            "write them.",
+            registry=registry,
+        )
+        self.budget_refusals = Counter(
+            "gptmini_budget_refusals",
+            "Model calls refused by a budget or the token rate limit, by budget "
+            "(user.usd_per_day, key.tokens_per_month, user.tokens_per_minute, "
+            "...).",
+            ["budget"],
+            registry=registry,
+        )
+        self.budget_store_errors = Counter(
+            "gptmini_budget_store_errors",
+            "Steps of the budget store (Redis) that failed; callers with budgets "
+            "are refused with BUDGET_UNAVAILABLE meanwhile.",
+            registry=registry,
+        )
+        self.budget_settle_failures = Counter(
+            "gptmini_budget_settle_failures",
+            "Reservations that could not be settled and are left to expire (each "
+            "charged its worst case until then).",
+            registry=registry,
+        )
+        build_info = Gauge(
+            "gptmini_build_info",
+            "Always 1; the version is a label.",
+            ["version"],
+            multiprocess_mode="max",
+            registry=registry,
+        )
+        build_info.labels(__version__).set(1)
+
+    def close(self) -> None:
+        """This process stops answering: in multiprocess mode its live gauges
+        (in flight, active) go with it; the counters it wrote still count."""
+        if self.multiprocess_dir:
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+    # --- bounded label values ---------------------------------------------------
+
+    def operation_label(self, root_fields: Iterable[str]) -> str:
+        fields = set(root_fields)
+        if not fields:
+            return "none"
+        if not fields <= self.root_fields:
+            return "other"
+        return fields.pop() if len(fields) == 1 else "multiple"
+
+    def model_label(self, model: str) -> str:
+        """Model names come from settings and the upstream's answers: a few,
+        but an upstream could send anything, so past a few dozen they are
+        `other`."""
+        if model in self._models:
+            return model
+        if len(self._models) >= _MAX_MODELS or len(model) > 100:
+            return "other"
+        self._models.add(model)
+        return model
+
+    # --- what the hooks call ----------------------------------------------------
+
+    def count_operation(self, operation: str, outcome: str, started: float) -> None:
+        """One GraphQL query or mutation over HTTP (its `operation_label`),
+        answered now; `started` is its `time.perf_counter()` at arrival."""
+        self.operations.labels(operation, _outcome(outcome)).inc()
+        self.operation_duration.labels(operation).observe(time.perf_counter() - started)
+
+    def stream_started(self, field: str) -> None:
+        self.subscriptions_active.labels(field).inc()
+
+    def stream_ended(
+        self, field: str, outcome: str, first_token_seconds: float | None
+    ) -> None:
+        self.subscriptions_active.labels(field).dec()
+        self.subscriptions.labels(field, _outcome(outcome)).inc()
+        if first_token_seconds is not None:
+            self.time_to_first_token.labels(field).observe(first_token_seconds)
+
+    def count_usage(self, model: str, usage: TokenUsage) -> None:
+        """The usage of one upstream answer (not of one served from the cache)."""
+        model = self.model_label(model)
+        self.llm_tokens.labels(model, "input").inc(usage.prompt_tokens)
+        self.llm_tokens.labels(model, "output").inc(usage.completion_tokens)
+        self.llm_tokens.labels(model, "cached_input").inc(usage.cached_tokens)
+        if usage.cost_usd is not None:
+            self.llm_cost.labels(model).inc(usage.cost_usd)
+
+    def count_saved(self, model: str, saved_cost_usd: float | None) -> None:
+        """An answer served from the response cache, and what it saved."""
+        if saved_cost_usd is not None:
+            self.cache_saved_cost.labels(self.model_label(model)).inc(saved_cost_usd)
+
+    def upstream_call(self, upstream: str, model: str, stream: bool) -> UpstreamCall:
+        """Times one upstream call and counts it in flight while it runs:
+
+        with metrics.upstream_call(upstream.name, upstream.model, stream):
+            answer = await upstream.post(...)
+        """
+        return UpstreamCall(self, upstream, model, stream)
+
+    def streaming(self, upstream: str) -> Gauge:
+        """An upstream stream now being read: in flight until `.dec()`."""
+        gauge = self.upstream_in_flight.labels(upstream)
+        gauge.inc()
+        return gauge
+
+    def redis_lost(self) -> None:
+        self.redis_outages.inc()
+        self.redis_down.set(1)
+
+    def redis_back(self) -> None:
+        self.redis_down.set(0)
+
+    async def endpoint(self, request: Request) -> Response:
+        """GET /metrics: Prometheus' text format, of every worker in
+        multiprocess mode."""
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+            body = await run_in_threadpool(generate_latest, registry)
+        else:
+            body = generate_latest(self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _outcome(code: str) -> str:
     return code if _CODE.fullmatch(code) else "other"
 
 
-def model_label(model: str) -> str:
-    """Model names come from settings and the upstream's answers: a few, but
-    an upstream could send anything, so past a few dozen they are `other`."""
-    if model in _models:
-        return model
-    if len(_models) >= _MAX_MODELS or len(model) > 100:
-        return "other"
-    _models.add(model)
-    return model
+class UpstreamCall:
+    __slots__ = ("in_flight", "metrics", "model", "started", "stream", "upstream")
 
-
-# --- what the hooks call ---------------------------------------------------
-
-
-def count_operation(root_fields: Iterable[str], outcome: str, started: float) -> None:
-    """One GraphQL query or mutation over HTTP, answered now; `started` is
-    its `time.perf_counter()` at arrival."""
-    operation = operation_label(root_fields)
-    OPERATIONS.labels(operation, _outcome(outcome)).inc()
-    OPERATION_DURATION.labels(operation).observe(time.perf_counter() - started)
-
-
-def stream_started(field: str) -> None:
-    SUBSCRIPTIONS_ACTIVE.labels(field).inc()
-
-
-def stream_ended(field: str, outcome: str, first_token_seconds: float | None) -> None:
-    SUBSCRIPTIONS_ACTIVE.labels(field).dec()
-    SUBSCRIPTIONS.labels(field, _outcome(outcome)).inc()
-    if first_token_seconds is not None:
-        TIME_TO_FIRST_TOKEN.labels(field).observe(first_token_seconds)
-
-
-def count_usage(model: str, usage: TokenUsage) -> None:
-    """The usage of one upstream answer (not of one served from the cache)."""
-    model = model_label(model)
-    LLM_TOKENS.labels(model, "input").inc(usage.prompt_tokens)
-    LLM_TOKENS.labels(model, "output").inc(usage.completion_tokens)
-    LLM_TOKENS.labels(model, "cached_input").inc(usage.cached_tokens)
-    if usage.cost_usd is not None:
-        LLM_COST.labels(model).inc(usage.cost_usd)
-
-
-def count_saved(model: str, saved_cost_usd: float | None) -> None:
-    """An answer served from the response cache, and what it saved."""
-    if saved_cost_usd is not None:
-        CACHE_SAVED_COST.labels(model_label(model)).inc(saved_cost_usd)
-
-
-class upstream_call:
-    """Times one upstream call and counts it in flight while it runs:
-
-    with metrics.upstream_call(upstream.name, upstream.model, stream):
-        answer = await upstream.post(...)
-    """
-
-    __slots__ = ("in_flight", "model", "started", "stream", "upstream")
-
-    def __init__(self, upstream: str, model: str, stream: bool) -> None:
+    def __init__(self, metrics: Metrics, upstream: str, model: str, stream: bool):
+        self.metrics = metrics
         self.upstream = upstream
         self.model = model
         self.stream = "true" if stream else "false"
-        self.in_flight = UPSTREAM_IN_FLIGHT.labels(upstream)
+        self.in_flight = metrics.upstream_in_flight.labels(upstream)
 
-    def __enter__(self) -> upstream_call:
+    def __enter__(self) -> UpstreamCall:
         self.in_flight.inc()
         self.started = time.perf_counter()
         return self
@@ -361,8 +419,11 @@ class upstream_call:
     ) -> None:
         elapsed = time.perf_counter() - self.started
         self.in_flight.dec()
-        UPSTREAM_DURATION.labels(
-            self.upstream, model_label(self.model), upstream_outcome(error), self.stream
+        self.metrics.upstream_duration.labels(
+            self.upstream,
+            self.metrics.model_label(self.model),
+            upstream_outcome(error),
+            self.stream,
         ).observe(elapsed)
 
 
@@ -381,13 +442,6 @@ def upstream_outcome(error: BaseException | None) -> str:
     return "error"
 
 
-def streaming(upstream: str) -> Gauge:
-    """An upstream stream now being read: in flight until `.dec()`."""
-    gauge = UPSTREAM_IN_FLIGHT.labels(upstream)
-    gauge.inc()
-    return gauge
-
-
 # --- HTTP ------------------------------------------------------------------------
 
 
@@ -398,8 +452,9 @@ class MetricsMiddleware:
     CSRF) are counted too, and a streamed response is timed to its end.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -416,18 +471,21 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        HTTP_IN_FLIGHT.inc()
+        metrics = self.metrics
+        metrics.http_in_flight.inc()
         try:
             await self.app(scope, receive, send_with_status)
         except BaseException:
             status = 500 if status == 499 else status
             raise
         finally:
-            HTTP_IN_FLIGHT.dec()
+            metrics.http_in_flight.dec()
             method = scope["method"] if scope["method"] in _METHODS else "other"
             route = route_template(scope)
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
+            metrics.http_requests.labels(method, route, str(status)).inc()
+            metrics.http_duration.labels(method, route).observe(
+                time.perf_counter() - started
+            )
 
 
 def route_template(scope: Scope) -> str:
@@ -444,14 +502,3 @@ def route_template(scope: Scope) -> str:
                 break
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    """GET /metrics: Prometheus' text format, of every worker in multiprocess mode."""
-    if MULTIPROC_DIR:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)
-        body = await run_in_threadpool(generate_latest, registry)
-    else:
-        body = generate_latest(REGISTRY)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)

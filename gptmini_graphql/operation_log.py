@@ -1,4 +1,6 @@
-"""The JSON log line of each GraphQL operation, and of each subscription."""
+"""What each GraphQL operation, and each subscription, was: its JSON log
+line, its counts in /metrics and its trace span's name and attributes, all
+from one reading of the operation."""
 
 from __future__ import annotations
 
@@ -7,10 +9,10 @@ import logging
 import time
 from types import TracebackType
 
-from gptmini_graphql import metrics, tracing
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import INTERNAL_SERVER_ERROR, AppError
 from gptmini_graphql.llm.answers import ChatStreamEnd
+from gptmini_graphql.tracing import DetachedSpan
 
 logger = logging.getLogger("gptmini_graphql.graphql")
 
@@ -21,10 +23,31 @@ CANCELLED = "CANCELLED"
 def log_operation(context: RequestContext, codes: list[str]) -> None:
     """One line per query or mutation: who, what, which model, tokens, cost."""
     results = context.results
+    prompt_tokens = sum(r.usage.prompt_tokens for r in results)
+    completion_tokens = sum(r.usage.completion_tokens for r in results)
     costs = [r.usage.cost_usd for r in results]
+    cost_usd = None if None in costs else sum(costs)  # type: ignore[arg-type]
+    model = results[0].model if results else None
     outcome = codes[0] if codes else OK
-    metrics.count_operation(context.root_fields, outcome, context.started)
-    tracing.annotate_operation(context, outcome)
+    services = context.services
+    operation = services.metrics.operation_label(context.root_fields)
+    services.metrics.count_operation(operation, outcome, context.started)
+    if services.tracing.enabled:  # its attributes are not even gathered when off
+        services.tracing.describe_current(
+            f"graphql {operation}",
+            {
+                "gptmini.graphql.operation": operation,
+                "graphql.operation.name": (context.operation_name or "")[:100] or None,
+                "gptmini.graphql.fields": sorted(context.root_fields),
+                "gptmini.outcome": outcome,
+                "gen_ai.response.model": model,
+                "gen_ai.usage.input_tokens": prompt_tokens,
+                "gen_ai.usage.output_tokens": completion_tokens,
+                "gptmini.cost_usd": cost_usd,
+                "gptmini.cached": any(r.cached for r in results) if results else None,
+            },
+            error=None if outcome == OK else outcome,
+        )
     logger.log(
         logging.INFO if outcome == OK else logging.WARNING,
         "graphql operation",
@@ -33,10 +56,10 @@ def log_operation(context: RequestContext, codes: list[str]) -> None:
             "operation": context.operation_name,
             "fields": list(context.root_fields),
             "inputs": context.inputs,
-            "model": results[0].model if results else None,
-            "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
-            "completion_tokens": sum(r.usage.completion_tokens for r in results),
-            "cost_usd": None if None in costs else sum(costs),
+            "model": model,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cost_usd": cost_usd,
             "latency_ms": _ms_since(context.started),
             "outcome": outcome,
             "error_codes": codes,
@@ -65,8 +88,16 @@ class StreamLog:
             self.first_token = time.perf_counter()
 
     async def __aenter__(self) -> StreamLog:
-        metrics.stream_started(self.field)
-        self.span = tracing.start_subscription(self.context, self.field)
+        services = self.context.services
+        services.metrics.stream_started(self.field)
+        self.span: DetachedSpan | None = services.tracing.start_detached(
+            f"graphql subscription {self.field}",
+            {
+                "gptmini.graphql.operation": self.field,
+                "gptmini.request_id": self.context.request_id,
+                "gptmini.transport": self.context.connection.scope["type"],
+            },
+        )
         return self
 
     async def __aexit__(
@@ -84,17 +115,32 @@ class StreamLog:
         else:
             outcome = INTERNAL_SERVER_ERROR
         usage = self.end.usage if self.end else None
+        model = self.end.model if self.end else None
         ttft = self.first_token - self.started if self.first_token else None
-        metrics.stream_ended(self.field, outcome, ttft)
+        self.context.services.metrics.stream_ended(self.field, outcome, ttft)
         if self.span is not None:
-            self.span.end(outcome, self.end, ttft)
+            self.span.end(
+                {
+                    "gptmini.outcome": outcome,
+                    "gptmini.time_to_first_token_ms": round(ttft * 1000, 2)
+                    if ttft is not None
+                    else None,
+                    "gen_ai.response.model": model,
+                    "gen_ai.usage.input_tokens": usage.prompt_tokens if usage else None,
+                    "gen_ai.usage.output_tokens": usage.completion_tokens
+                    if usage
+                    else None,
+                    "gptmini.cost_usd": usage.cost_usd if usage else None,
+                },
+                error=None if outcome in (OK, CANCELLED) else outcome,
+            )
         logger.log(
             logging.INFO if outcome in (OK, CANCELLED) else logging.WARNING,
             "graphql subscription",
             extra={
                 "user": self.context.user,
                 "field": self.field,
-                "model": self.end.model if self.end else None,
+                "model": model,
                 "time_to_first_token_ms": _ms_since(self.started, self.first_token)
                 if self.first_token
                 else None,

@@ -21,8 +21,8 @@ from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from gptmini_graphql import metrics
 from gptmini_graphql.errors import RateLimited
+from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.shared_redis import RedisUnavailable, SharedRedis
 
 OutagePolicy = Literal["memory", "closed", "open"]
@@ -43,7 +43,8 @@ def _redis_storage(redis: SharedRedis) -> RedisStorage:
 
 
 class RateLimiter:
-    def __init__(self, redis: SharedRedis | None = None) -> None:
+    def __init__(self, metrics: Metrics, redis: SharedRedis | None = None) -> None:
+        self.metrics = metrics
         # Sliding window counter: no burst of twice the limit at a window edge,
         # and O(1) per key. (limits' moving window keeps every hit of a day's
         # window and, in memory, sweeps all keys on each hit.)
@@ -71,7 +72,7 @@ class RateLimiter:
         if refused is None:
             return
         item, wait = refused
-        metrics.RATE_LIMIT_REFUSALS.labels(refusal or identifiers[0]).inc()
+        self.metrics.rate_limit_refusals.labels(refusal or identifiers[0]).inc()
         if wait is None:
             raise RateLimited(
                 f"This operation needs {cost} requests but the limit is "

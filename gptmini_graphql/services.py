@@ -14,6 +14,7 @@ from gptmini_graphql.auth.login_throttle import LoginThrottle
 from gptmini_graphql.drain import Drain
 from gptmini_graphql.llm.client import LLM, build_llm
 from gptmini_graphql.llm.local.process import ModelProcess
+from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.persisted_queries import PersistedQueries
 from gptmini_graphql.rate_limits import RateLimiter
 from gptmini_graphql.settings import Settings
@@ -21,6 +22,7 @@ from gptmini_graphql.shared_redis import SharedRedis
 from gptmini_graphql.spend.ledger import Ledger
 from gptmini_graphql.spend.meter import Spend
 from gptmini_graphql.spend.reservations import MemoryReservations, RedisReservations
+from gptmini_graphql.tracing import Tracing
 
 
 @dataclass(slots=True)
@@ -31,6 +33,9 @@ class Services:
     limiter: RateLimiter
     login_throttle: LoginThrottle
     spend: Spend
+    # This app's own (never the process's): /metrics and the trace spans.
+    metrics: Metrics
+    tracing: Tracing
     # The one Redis client (REDIS_URL): rate limits, response cache and
     # persisted queries use it, and its one outage policy (shared_redis.py).
     redis: SharedRedis | None = None
@@ -49,16 +54,21 @@ class Services:
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
         persisted_queries: PersistedQueries | None = None,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> Services:
-        """`persisted_queries`: the endpoint's (built with the app, from
-        settings), to share through this app's Redis."""
+        """`persisted_queries`, `metrics` and `tracing`: the app's, made with
+        it (its endpoint, middleware and routes use them too); by default,
+        ones of these services' own."""
+        metrics = metrics or Metrics()
+        tracing = tracing or Tracing()
         # The database first: a bad DATABASE_URL fails the start before a
         # model process is spawned.
         accounts = await Accounts.start(settings, clock)
         model_process = None
         local_model_url = settings.local_model_url
         # Connects at its first command, on this event loop.
-        redis = SharedRedis(settings.redis_url) if settings.redis_url else None
+        redis = SharedRedis(settings.redis_url, metrics) if settings.redis_url else None
         try:
             if settings.backend == "local" and not local_model_url:
                 model_process = ModelProcess(settings)
@@ -73,6 +83,8 @@ class Services:
                 clock,
                 timer,
                 redis,
+                metrics,
+                tracing,
             )
         except BaseException:
             if model_process is not None:  # no child outlives a failed start
@@ -97,6 +109,8 @@ class Services:
         clock: Callable[[], float],
         timer: Callable[[], float],
         redis: SharedRedis | None,
+        metrics: Metrics,
+        tracing: Tracing,
     ) -> Services:
         llm = build_llm(
             settings,
@@ -104,12 +118,14 @@ class Services:
             local_model_url=local_model_url,
             timer=timer,
             redis=redis,
+            metrics=metrics,
+            tracing=tracing,
         )
         await llm.probes.log_at_start()
         if model_process is not None and llm.embedded is not None:
             llm.embedded.explain_outage = model_process.problem
-        limiter = RateLimiter(redis)
-        spend = _spend(settings, accounts, clock)
+        limiter = RateLimiter(metrics, redis)
+        spend = _spend(settings, accounts, clock, metrics)
         return cls(
             settings=settings,
             llm=llm,
@@ -118,6 +134,8 @@ class Services:
             limiter=limiter,
             login_throttle=LoginThrottle(limiter, settings),
             spend=spend,
+            metrics=metrics,
+            tracing=tracing,
             redis=redis,
         )
 
@@ -129,11 +147,18 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.accounts.aclose()
+        self.tracing.flush()
+        self.metrics.close()
         if self.model_process is not None:
             await asyncio.to_thread(self.model_process.stop)
 
 
-def _spend(settings: Settings, accounts: Accounts, clock: Callable[[], float]) -> Spend:
+def _spend(
+    settings: Settings,
+    accounts: Accounts,
+    clock: Callable[[], float],
+    metrics: Metrics,
+) -> Spend:
     """Budgets in Redis when REDIS_URL is set (every replica one budget),
     else in this process's memory; the ledger in the database."""
     if settings.redis_url:
@@ -145,6 +170,6 @@ def _spend(settings: Settings, accounts: Accounts, clock: Callable[[], float]) -
         store = RedisReservations(client)
     else:
         store = MemoryReservations()
-    ledger = Ledger(accounts.db)
+    ledger = Ledger(accounts.db, metrics)
     ledger.start()
-    return Spend(settings, store, ledger, accounts.db, clock)
+    return Spend(settings, store, ledger, accounts.db, metrics, clock)

@@ -23,8 +23,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from gptmini_graphql import metrics
 from gptmini_graphql.circuit_breaker import CircuitBreaker
+from gptmini_graphql.metrics import Metrics
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -49,7 +49,9 @@ class RedisUnavailable(Exception):
 
 
 class SharedRedis:
-    def __init__(self, url: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
+    def __init__(
+        self, url: str, metrics: Metrics, *, retry_seconds: float = RETRY_SECONDS
+    ) -> None:
         # Imported here: redis-py imports OpenTelemetry, which an app without
         # Redis (or tracing) need never load.
         import redis.asyncio
@@ -63,6 +65,7 @@ class SharedRedis:
             client_name=CLIENT_NAME,  # who is connected, in Redis' CLIENT LIST
         )
         self._errors = RedisError
+        self.metrics = metrics
         self._breaker = CircuitBreaker(1, retry_seconds)
         self._down = False
 
@@ -86,8 +89,7 @@ class SharedRedis:
         if self._down:
             return  # said once per outage, not once per probe
         self._down = True
-        metrics.REDIS_OUTAGES.inc()
-        metrics.REDIS_DOWN.set(1)
+        self.metrics.redis_lost()
         logger.warning(
             "redis unreachable; rate limits follow their outage policy, the "
             "response cache and persisted queries do without it",
@@ -101,7 +103,7 @@ class SharedRedis:
         self._breaker.succeeded()
         if self._down:
             self._down = False
-            metrics.REDIS_DOWN.set(0)
+            self.metrics.redis_back()
             logger.info("redis reachable again")
 
     async def aclose(self) -> None:

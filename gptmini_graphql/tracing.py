@@ -21,8 +21,14 @@ collector's port 4318), or gRPC when OTEL_EXPORTER_OTLP_PROTOCOL=grpc and
 opentelemetry-exporter-otlp-proto-grpc is installed. OTEL_SDK_DISABLED=true
 turns it off.
 
+Each app has a tracer of its own (`Tracing`, made by create_app and held by
+its Services), with its own provider: two apps in one process trace apart.
 Off, the opentelemetry packages are not even imported: `span()` hands out one
 shared no-op context manager and the middleware is not installed.
+
+This module knows spans, not GraphQL: what an operation was (its name, root
+fields, model, tokens, cost) is said by operation_log.py, the operation's own
+log and trace step.
 """
 
 from __future__ import annotations
@@ -37,14 +43,12 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptmini_graphql import __version__
+from gptmini_graphql.metrics import route_template
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import Span, Tracer
-
-    from gptmini_graphql.context import RequestContext
-    from gptmini_graphql.llm.answers import ChatStreamEnd
+    from opentelemetry.trace import Span
 
 logger = logging.getLogger("gptmini_graphql.tracing")
 
@@ -52,8 +56,6 @@ SERVICE_NAME = "gptmini-graphql"
 # Probes and scrapes would bury the requests worth looking at.
 UNTRACED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
-_tracer: Tracer | None = None
-_provider: TracerProvider | None = None
 _NO_SPAN = contextlib.nullcontext()
 
 
@@ -68,46 +70,139 @@ def configured() -> bool:
     )
 
 
-def enabled() -> bool:
-    return _tracer is not None
+class Tracing:
+    """One app's tracer, or none (off): `Tracing()` traces nothing."""
+
+    def __init__(self, provider: TracerProvider | None = None) -> None:
+        self._provider = provider
+        self._tracer = (
+            provider.get_tracer("gptmini_graphql", __version__) if provider else None
+        )
+
+    @classmethod
+    def from_environment(cls) -> Tracing:
+        """On if the environment asks for it: spans go out over OTLP."""
+        if not configured():
+            return cls()
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        return cls._with(BatchSpanProcessor(_otlp_exporter()))
+
+    @classmethod
+    def to(cls, exporter: SpanExporter) -> Tracing:
+        """On, each span handed to `exporter` as it ends: how tests read them."""
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        return cls._with(SimpleSpanProcessor(exporter))
+
+    @classmethod
+    def _with(cls, processor: Any) -> Tracing:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+
+        resource = Resource.create()
+        name = str(resource.attributes.get("service.name", ""))
+        if name.startswith("unknown_service"):
+            resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
+        # Not the global provider: this app's alone. It flushes its last spans
+        # when the process exits, and when the app stops (`flush`).
+        provider = TracerProvider(resource=resource)
+        provider.add_span_processor(processor)
+        logger.info(
+            "tracing on",
+            extra={"service_name": resource.attributes.get("service.name")},
+        )
+        return cls(provider)
+
+    @property
+    def enabled(self) -> bool:
+        return self._tracer is not None
+
+    def flush(self) -> None:
+        """Send what is left (the app stops)."""
+        if self._provider is not None:
+            self._provider.force_flush()
+
+    def middleware(self) -> list[Middleware]:
+        """The tracing middleware, when tracing is on: for the app's list."""
+        if self._tracer is None:
+            return []
+        return [Middleware(TracingMiddleware, tracing=self)]
+
+    def span(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        client: bool = False,
+    ) -> contextlib.AbstractContextManager[Span | None]:
+        """A child span of the current one for the block (None inside when off)."""
+        if self._tracer is None:
+            return _NO_SPAN
+        from opentelemetry.trace import SpanKind
+
+        return self._tracer.start_as_current_span(
+            name,
+            attributes=attributes,
+            kind=SpanKind.CLIENT if client else SpanKind.INTERNAL,
+        )
+
+    def upstream_span(
+        self, upstream: str, model: str, body: Mapping[str, Any]
+    ) -> contextlib.AbstractContextManager[Span | None]:
+        """One call to an LLM upstream, named and tagged as OpenTelemetry's
+        generative AI conventions say."""
+        if self._tracer is None:
+            return _NO_SPAN
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gptmini.upstream": upstream,
+            "gen_ai.request.max_tokens": body.get("max_tokens"),
+            "gen_ai.request.temperature": body.get("temperature"),
+            "gptmini.stream": bool(body.get("stream")),
+        }
+        return self.span(
+            f"chat {model}",
+            {name: value for name, value in attributes.items() if value is not None},
+            client=True,
+        )
+
+    def describe_current(
+        self, name: str, attributes: Mapping[str, Any], error: str | None
+    ) -> None:
+        """Rename the current span (the request's) and tag it; `error`: why
+        it failed, if it did."""
+        if self._tracer is None:
+            return
+        from opentelemetry import trace
+
+        current = trace.get_current_span()
+        if not current.is_recording():
+            return
+        current.update_name(name)
+        annotate(current, **attributes)
+        if error is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            current.set_status(Status(StatusCode.ERROR, error))
+
+    @staticmethod
+    def annotate(span: Span | None, **attributes: Any) -> None:
+        annotate(span, **attributes)
+
+    def start_detached(
+        self, name: str, attributes: Mapping[str, Any]
+    ) -> DetachedSpan | None:
+        """A span made current now and ended by hand (None when off)."""
+        return DetachedSpan(self, name, attributes) if self._tracer else None
 
 
-def setup(exporter: SpanExporter | None = None) -> bool:
-    """Start tracing if the environment asks for it, or to `exporter` (each
-    span as it ends: how tests read them); idempotent. True when on."""
-    global _tracer, _provider
-    if _tracer is not None:
-        return True
-    if exporter is None and not configured():
-        return False
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-
-    resource = Resource.create()
-    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
-    # Not the global provider: ours alone, so it can be stopped and replaced.
-    # It flushes its last spans when the process exits.
-    provider = TracerProvider(resource=resource)
-    if exporter is None:
-        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
-    else:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    _provider = provider
-    _tracer = provider.get_tracer("gptmini_graphql", __version__)
-    logger.info(
-        "tracing on", extra={"service_name": resource.attributes.get("service.name")}
-    )
-    return True
-
-
-def shutdown() -> None:
-    """Flush what is left and stop tracing."""
-    global _tracer, _provider
-    if _provider is not None:
-        _provider.shutdown()
-    _tracer = _provider = None
+def annotate(span: Span | None, **attributes: Any) -> None:
+    if span is not None:
+        span.set_attributes(
+            {name: value for name, value in attributes.items() if value is not None}
+        )
 
 
 def _otlp_exporter() -> SpanExporter:
@@ -134,151 +229,32 @@ def _otlp_exporter() -> SpanExporter:
     return OTLPSpanExporter()
 
 
-def middleware() -> list[Middleware]:
-    """The tracing middleware, when tracing is on: for the app's list."""
-    return [Middleware(TracingMiddleware)] if _tracer is not None else []
+class DetachedSpan:
+    """A span current from its start to `end`, across whoever resumes the
+    code in between (a subscription is an async generator): the context it
+    replaced is put back when it ends (not reset with a token, which would
+    fail if the two ran in different contexts)."""
 
-
-def span(
-    name: str, attributes: Mapping[str, Any] | None = None, *, client: bool = False
-) -> contextlib.AbstractContextManager[Span | None]:
-    """A child span of the current one for the block (None inside when off)."""
-    if _tracer is None:
-        return _NO_SPAN
-    from opentelemetry.trace import SpanKind
-
-    return _tracer.start_as_current_span(
-        name,
-        attributes=attributes,
-        kind=SpanKind.CLIENT if client else SpanKind.INTERNAL,
-    )
-
-
-def annotate(span: Span | None, **attributes: Any) -> None:
-    if span is not None:
-        span.set_attributes(
-            {name: value for name, value in attributes.items() if value is not None}
-        )
-
-
-def upstream_span(
-    upstream: str, model: str, body: Mapping[str, Any]
-) -> contextlib.AbstractContextManager[Span | None]:
-    """One call to an LLM upstream, named and tagged as OpenTelemetry's
-    generative AI conventions say."""
-    if _tracer is None:
-        return _NO_SPAN
-    attributes = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": model,
-        "gptmini.upstream": upstream,
-        "gen_ai.request.max_tokens": body.get("max_tokens"),
-        "gen_ai.request.temperature": body.get("temperature"),
-        "gptmini.stream": bool(body.get("stream")),
-    }
-    return span(
-        f"chat {model}",
-        {name: value for name, value in attributes.items() if value is not None},
-        client=True,
-    )
-
-
-# --- GraphQL ------------------------------------------------------------------
-
-
-def annotate_operation(context: RequestContext, outcome: str) -> None:
-    """What the operation of this HTTP request was, on its span."""
-    if _tracer is None:
-        return
-    from opentelemetry import trace
-
-    from gptmini_graphql.metrics import operation_label
-
-    current = trace.get_current_span()
-    if not current.is_recording():
-        return
-    results = context.results
-    costs = [r.usage.cost_usd for r in results]
-    operation = operation_label(context.root_fields)
-    current.update_name(f"graphql {operation}")
-    annotate(
-        current,
-        **{
-            "gptmini.graphql.operation": operation,
-            "graphql.operation.name": (context.operation_name or "")[:100] or None,
-            "gptmini.graphql.fields": sorted(context.root_fields),
-            "gptmini.outcome": outcome,
-            "gen_ai.response.model": results[0].model if results else None,
-            "gen_ai.usage.input_tokens": sum(r.usage.prompt_tokens for r in results),
-            "gen_ai.usage.output_tokens": sum(
-                r.usage.completion_tokens for r in results
-            ),
-            "gptmini.cost_usd": None if None in costs else sum(costs),
-            "gptmini.cached": any(r.cached for r in results) if results else None,
-        },
-    )
-    if outcome != "OK":
-        from opentelemetry.trace import Status, StatusCode
-
-        current.set_status(Status(StatusCode.ERROR, outcome))
-
-
-class SubscriptionSpan:
-    """The span of one subscription, current while it streams.
-
-    A subscription is an async generator, resumed by whoever reads it: the
-    span is made current when it starts and the context it replaced is put
-    back when it ends (not reset with a token, which would fail if the two
-    ran in different contexts).
-    """
-
-    def __init__(self, context: RequestContext, field: str) -> None:
+    def __init__(
+        self, tracing: Tracing, name: str, attributes: Mapping[str, Any]
+    ) -> None:
         from opentelemetry import context as otel_context
         from opentelemetry import trace
 
-        assert _tracer is not None
+        assert tracing._tracer is not None
         self._previous = otel_context.get_current()
-        self.span = _tracer.start_span(
-            f"graphql subscription {field}",
-            attributes={
-                "gptmini.graphql.operation": field,
-                "gptmini.request_id": context.request_id,
-                "gptmini.transport": context.connection.scope["type"],
-            },
-        )
+        self.span = tracing._tracer.start_span(name, attributes=attributes)
         otel_context.attach(trace.set_span_in_context(self.span))
 
-    def end(
-        self, outcome: str, stream_end: ChatStreamEnd | None, first_token: float | None
-    ) -> None:
-        """`first_token`: seconds to the first text delta, if one came."""
+    def end(self, attributes: Mapping[str, Any], error: str | None) -> None:
         from opentelemetry import context as otel_context
         from opentelemetry.trace import Status, StatusCode
 
-        usage = stream_end.usage if stream_end else None
-        annotate(
-            self.span,
-            **{
-                "gptmini.outcome": outcome,
-                "gptmini.time_to_first_token_ms": round(first_token * 1000, 2)
-                if first_token is not None
-                else None,
-                "gen_ai.response.model": stream_end.model if stream_end else None,
-                "gen_ai.usage.input_tokens": usage.prompt_tokens if usage else None,
-                "gen_ai.usage.output_tokens": usage.completion_tokens
-                if usage
-                else None,
-                "gptmini.cost_usd": usage.cost_usd if usage else None,
-            },
-        )
-        if outcome not in ("OK", "CANCELLED"):
-            self.span.set_status(Status(StatusCode.ERROR, outcome))
+        annotate(self.span, **attributes)
+        if error is not None:
+            self.span.set_status(Status(StatusCode.ERROR, error))
         self.span.end()
         otel_context.attach(self._previous)
-
-
-def start_subscription(context: RequestContext, field: str) -> SubscriptionSpan | None:
-    return SubscriptionSpan(context, field) if _tracer is not None else None
 
 
 # --- HTTP ------------------------------------------------------------------------
@@ -290,19 +266,18 @@ class TracingMiddleware:
     Inside RequestIdMiddleware, whose request id it records.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
         self.app = app
+        assert tracing._tracer is not None
+        self.tracer = tracing._tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tracer = _tracer
-        if tracer is None or scope["type"] != "http" or scope["path"] in UNTRACED_PATHS:
+        if scope["type"] != "http" or scope["path"] in UNTRACED_PATHS:
             await self.app(scope, receive, send)
             return
         from opentelemetry import context as otel_context
         from opentelemetry import propagate, trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
-
-        from gptmini_graphql.metrics import route_template
 
         headers = {
             name.decode("latin-1"): value.decode("latin-1")
@@ -310,7 +285,7 @@ class TracingMiddleware:
         }
         parent = propagate.extract(headers)
         method = scope["method"]
-        server = tracer.start_span(
+        server = self.tracer.start_span(
             f"{method}",
             context=parent,
             kind=SpanKind.SERVER,
@@ -340,9 +315,9 @@ class TracingMiddleware:
             server.set_attributes(
                 {"http.route": route, "http.response.status_code": status}
             )
-            # (A span the sampler dropped records nothing, attributes included.)
-            named = getattr(server, "attributes", None) or {}
-            if "gptmini.graphql.operation" not in named:
+            # Unless the operation step named it (a span the sampler dropped
+            # has no name, and records nothing anyway).
+            if getattr(server, "name", method) == method:
                 server.update_name(f"{method} {route}")
             if status >= 500:
                 server.set_status(Status(StatusCode.ERROR))

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from gptmini_graphql.app import create_app
 from gptmini_graphql.settings import Settings
+from gptmini_graphql.tracing import Tracing
 from tests.fake_upstream import FakeUpstream
 from tests.redis_server import RedisServer
 
@@ -90,6 +91,7 @@ def make_api(upstream: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., A
         *,
         clock: Callable[[], float] | None = None,
         timer: Callable[[], float] | None = None,
+        tracing: Tracing | None = None,
         **overrides: Any,
     ) -> API:
         overrides.setdefault(
@@ -100,6 +102,7 @@ def make_api(upstream: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., A
             make_settings(**overrides),
             llm_http_client=upstream.http_client(),
             **{name: value for name, value in clocks.items() if value is not None},
+            tracing=tracing,
         )
         client = TestClient(app).__enter__()
         clients.append(client)

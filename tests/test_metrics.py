@@ -1,8 +1,8 @@
 """GET /metrics after known sequences of requests: the counters moved by
 exactly what those requests did.
 
-The metrics are the process's own, shared by every app a test makes, so each
-test reads them before and after and checks the difference.
+Each app has its own metrics; the tests read them before and after a
+sequence all the same and check the difference.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gptmini_graphql import __version__, metrics
+from gptmini_graphql import __version__
+from gptmini_graphql.metrics import Metrics, upstream_outcome
 from tests.conftest import API, error_codes
 from tests.fake_upstream import MODEL_SNAPSHOT, Reply, api_error
 from tests.test_subscriptions import CHUNKS, stream_over_http
@@ -226,8 +227,8 @@ def test_login_refusals_are_counted_by_limit(make_api: Callable[..., API]) -> No
     assert delta.operations("login", "RATE_LIMITED") == 1
 
 
-def test_label_values_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "_models", set())  # the models other tests saw
+def test_label_values_stay_bounded() -> None:
+    metrics = Metrics(["summarize", "analyze"])
     # Root fields the schema does not have, a mix, and nothing at all.
     assert metrics.operation_label({"summarize": 2}) == "summarize"
     assert metrics.operation_label({"summarize": 1, "analyze": 1}) == "multiple"
@@ -237,8 +238,25 @@ def test_label_values_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     labels = {metrics.model_label(f"model-{n}") for n in range(100)}
     assert "other" in labels and len(labels) <= 33
     # Methods are a fixed set; outcomes look like codes.
-    assert metrics.upstream_outcome(None) == "ok"
-    assert metrics.upstream_outcome(TimeoutError()) == "timeout"
+    assert upstream_outcome(None) == "ok"
+    assert upstream_outcome(TimeoutError()) == "timeout"
+
+
+def test_two_apps_in_one_process_count_apart(make_api: Callable[..., API]) -> None:
+    one, two = make_api(), make_api()
+    one.login()
+    assert (
+        scrape(one).value(
+            "gptmini_graphql_operations_total", operation="login", outcome="OK"
+        )
+        == 1
+    )
+    assert (
+        scrape(two).value(
+            "gptmini_graphql_operations_total", operation="login", outcome="OK"
+        )
+        == 0
+    )
 
 
 def test_metrics_carry_no_user(api: API) -> None:
@@ -291,10 +309,11 @@ def test_the_dashboard_charts_only_metrics_that_exist() -> None:
 
 
 def _exposed_names() -> set[str]:
-    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client import generate_latest
 
     names = set()
-    for family in text_string_to_metric_families(generate_latest(REGISTRY).decode()):
+    exposed = generate_latest(Metrics().registry).decode()
+    for family in text_string_to_metric_families(exposed):
         if family.name.startswith("gptmini_"):
             base = family.name
             names.add(base)

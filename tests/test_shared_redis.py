@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from gptmini_graphql.logging import configure_logging
+from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.shared_redis import CLIENT_NAME, RedisUnavailable, SharedRedis
 from tests.redis_server import RedisServer
 from tests.test_persisted_queries import extensions
@@ -53,7 +54,7 @@ def test_a_bug_is_not_an_outage(redis_server: RedisServer, capfd) -> None:
     configure_logging("INFO")  # writing to this test's stderr
 
     async def scenario() -> None:
-        redis = SharedRedis(redis_server.url)
+        redis = SharedRedis(redis_server.url, Metrics())
         try:
 
             async def bug() -> None:

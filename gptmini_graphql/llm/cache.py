@@ -20,10 +20,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from gptmini_graphql import metrics, tracing
 from gptmini_graphql.shared_redis import RedisUnavailable, SharedRedis
+
+if TYPE_CHECKING:
+    from gptmini_graphql.metrics import Metrics
+    from gptmini_graphql.tracing import Tracing
 
 logger = logging.getLogger("gptmini_graphql.cache")
 
@@ -44,8 +47,16 @@ class CachePolicy:
 
 class ResponseCache:
     def __init__(
-        self, *, ttl_seconds: float, max_entries: int, redis: SharedRedis | None = None
+        self,
+        *,
+        ttl_seconds: float,
+        max_entries: int,
+        redis: SharedRedis | None = None,
+        metrics: Metrics,
+        tracing: Tracing,
     ) -> None:
+        self.metrics = metrics
+        self.tracing = tracing
         self.ttl_seconds = ttl_seconds
         self.max_entries = max_entries
         self._memory: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
@@ -79,12 +90,12 @@ class ResponseCache:
         try:
             raw = await self._redis.call(lambda: client.get(REDIS_PREFIX + key))
         except RedisUnavailable:
-            metrics.CACHE_ERRORS.labels("read").inc()
+            self.metrics.cache_errors.labels("read").inc()
             return None
         try:
             return json.loads(raw) if raw else None
         except ValueError:
-            metrics.CACHE_ERRORS.labels("decode").inc()
+            self.metrics.cache_errors.labels("decode").inc()
             logger.warning("response cache entry unreadable; answering without it")
             return None
 
@@ -100,7 +111,7 @@ class ResponseCache:
         try:
             await self._redis.call(lambda: client.set(REDIS_PREFIX + key, raw, ex=ttl))
         except RedisUnavailable:
-            metrics.CACHE_ERRORS.labels("write").inc()
+            self.metrics.cache_errors.labels("write").inc()
 
     async def fetch(
         self,
@@ -111,12 +122,12 @@ class ResponseCache:
         """The entry for `key` and whether it was served without asking
         upstream (from the cache, or from another request's call in flight)."""
         if mode == "use" and (found := await self._lookup(key)) is not None:
-            metrics.CACHE_HIT.inc()
+            self.metrics.cache_hit.inc()
             return found, True
         if (running := self._in_flight.get(key)) is not None:
-            metrics.CACHE_COALESCED.inc()
+            self.metrics.cache_coalesced.inc()
             return await self._share(running), True
-        metrics.CACHE_MISS.inc()
+        self.metrics.cache_miss.inc()
         # A task of its own: a leader that gives up must not fail its followers.
         call = asyncio.ensure_future(self._produce_and_store(key, produce))
         self._in_flight[key] = call
@@ -151,7 +162,8 @@ class ResponseCache:
 
     async def _lookup(self, key: str) -> dict[str, Any] | None:
         backend = "memory" if self._redis is None else "redis"
-        with tracing.span("cache lookup", {"gptmini.cache.backend": backend}) as span:
+        attributes = {"gptmini.cache.backend": backend}
+        with self.tracing.span("cache lookup", attributes) as span:
             found = await self.get(key)
-            tracing.annotate(span, **{"gptmini.cache.hit": found is not None})
+            self.tracing.annotate(span, **{"gptmini.cache.hit": found is not None})
         return found

@@ -24,7 +24,6 @@ from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
-from gptmini_graphql import metrics, tracing
 from gptmini_graphql.circuit_breaker import CircuitBreaker, NeverOpen
 from gptmini_graphql.errors import (
     AppError,
@@ -45,8 +44,10 @@ from gptmini_graphql.llm.probe import ModelsProbe, UpstreamProbes
 from gptmini_graphql.llm.resilience import is_outage
 from gptmini_graphql.llm.structured import FormatNegotiation, StructuredOutput
 from gptmini_graphql.llm.upstream import Kind, Upstream
+from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.settings import ModelPrice, Settings
 from gptmini_graphql.shared_redis import SharedRedis
+from gptmini_graphql.tracing import Tracing
 
 if TYPE_CHECKING:
     from gptmini_graphql.spend.meter import Hold, Meter
@@ -75,11 +76,15 @@ class LLM:
         embedded: EmbeddedServer | None = None,
         cache: ResponseCache | None = None,
         probes: UpstreamProbes | None = None,
+        metrics: Metrics,
+        tracing: Tracing,
     ) -> None:
         self.upstreams = upstreams
         self.settings = settings
         self.embedded = embedded
         self.cache = cache
+        self.metrics = metrics
+        self.tracing = tracing
         # What each remote upstream serves: logged at start, shown by /readyz.
         self.probes = probes or UpstreamProbes([], settings.model_prices)
 
@@ -193,7 +198,7 @@ class LLM:
         )
         answer = ChatAnswer.from_entry(entry, served=served)
         if served:
-            metrics.count_saved(answer.model, answer.usage.saved_cost_usd)
+            self.metrics.count_saved(answer.model, answer.usage.saved_cost_usd)
             if meter is not None:
                 meter.free(started, answer.model, answer.usage)
         return answer
@@ -269,7 +274,7 @@ class LLM:
         wait = self.settings.llm_timeout_seconds
         model, finish_reason, usage = upstream.model, None, None
         wrote = False
-        reading = metrics.streaming(upstream.name)
+        reading = self.metrics.streaming(upstream.name)
         try:
             async with stream:
                 chunks = aiter(stream)
@@ -365,8 +370,8 @@ class LLM:
                 continue
             try:
                 with (
-                    metrics.upstream_call(upstream.name, upstream.model, stream),
-                    tracing.upstream_span(upstream.name, upstream.model, body),
+                    self.metrics.upstream_call(upstream.name, upstream.model, stream),
+                    self.tracing.upstream_span(upstream.name, upstream.model, body),
                 ):
                     async with asyncio.timeout_at(deadline):
                         answer = await upstream.ask(
@@ -427,7 +432,7 @@ class LLM:
                 cached_tokens=cached,
             ),
         )
-        metrics.count_usage(model, priced)  # each upstream answer passes here once
+        self.metrics.count_usage(model, priced)  # each upstream answer passes here once
         return priced
 
 
@@ -489,6 +494,8 @@ def build_llm(
     local_model_url: str | None = None,
     timer: Callable[[], float] = time.monotonic,
     redis: SharedRedis | None = None,
+    metrics: Metrics,
+    tracing: Tracing,
 ) -> LLM:
     """The shared clients, built once at start-up from settings.
 
@@ -496,9 +503,10 @@ def build_llm(
     a fake upstream there). `local_model_url` is where the embedded model's
     server answers (default: LOCAL_MODEL_URL). `timer` measures the circuit
     breakers' reset period. `redis`, the app's, keeps the response cache when
-    given.
+    given; `metrics` and `tracing` are the app's.
     """
-    cache = response_cache(settings, redis)
+    cache = response_cache(settings, redis, metrics, tracing)
+    instruments = {"metrics": metrics, "tracing": tracing}
 
     def breaker() -> CircuitBreaker:
         return CircuitBreaker(
@@ -537,7 +545,7 @@ def build_llm(
             breaker=NeverOpen,
             describe_error=embedded_error,
         )
-        return LLM([upstream], settings, embedded=embedded, cache=cache)
+        return LLM([upstream], settings, embedded=embedded, cache=cache, **instruments)
 
     def remote(
         name: str, base_url: str | None, key: SecretStr | None, model: str
@@ -578,11 +586,11 @@ def build_llm(
         ],
         settings.model_prices,
     )
-    return LLM(upstreams, settings, cache=cache, probes=probes)
+    return LLM(upstreams, settings, cache=cache, probes=probes, **instruments)
 
 
 def response_cache(
-    settings: Settings, redis: SharedRedis | None
+    settings: Settings, redis: SharedRedis | None, metrics: Metrics, tracing: Tracing
 ) -> ResponseCache | None:
     if settings.cache_ttl_seconds <= 0:
         return None
@@ -590,6 +598,8 @@ def response_cache(
         ttl_seconds=settings.cache_ttl_seconds,
         max_entries=settings.cache_max_entries,
         redis=redis,
+        metrics=metrics,
+        tracing=tracing,
     )
 
 

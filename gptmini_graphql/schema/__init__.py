@@ -94,3 +94,15 @@ def build_schema(settings: Settings | None = None) -> Schema:
             lambda: ValidationCache(maxsize=cache_size),
         ],
     )
+
+
+def root_field_names(schema: strawberry.Schema) -> frozenset[str]:
+    """The GraphQL names of the root fields of `schema`'s queries, mutations
+    and subscriptions."""
+    roots = (schema.query, schema.mutation, schema.subscription)
+    return frozenset(
+        schema.config.name_converter.from_field(field)
+        for root in roots
+        if root is not None
+        for field in root.__strawberry_definition__.fields  # type: ignore[attr-defined]
+    )

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import insert
 
-from gptmini_graphql import metrics
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import LedgerRow
 from gptmini_graphql.errors import DatabaseUnavailable
+from gptmini_graphql.metrics import Metrics
 
 logger = logging.getLogger("gptmini_graphql.ledger")
 
@@ -65,8 +65,11 @@ _FIELDS = tuple(field.name for field in fields(Entry))
 
 
 class Ledger:
-    def __init__(self, db: Database, *, flush_seconds: float = FLUSH_SECONDS) -> None:
+    def __init__(
+        self, db: Database, metrics: Metrics, *, flush_seconds: float = FLUSH_SECONDS
+    ) -> None:
         self._db = db
+        self._metrics = metrics
         self._flush_seconds = flush_seconds
         self._queued: list[Entry] = []
         self._writer: asyncio.Task[None] | None = None
@@ -77,7 +80,7 @@ class Ledger:
 
     def record(self, entry: Entry) -> None:
         if len(self._queued) >= MAX_QUEUED:
-            metrics.LEDGER_DROPPED.inc()
+            self._metrics.ledger_dropped.inc()
             return
         self._queued.append(entry)
 
@@ -99,9 +102,9 @@ class Ledger:
                     logger.exception(
                         "usage ledger rows refused", extra={"rows": len(batch)}
                     )
-                    metrics.LEDGER_DROPPED.inc(len(batch))
+                    self._metrics.ledger_dropped.inc(len(batch))
                 else:
-                    metrics.LEDGER_WRITTEN.inc(len(batch))
+                    self._metrics.ledger_written.inc(len(batch))
                 del self._queued[: len(batch)]
 
     async def _write_forever(self) -> None:
@@ -123,7 +126,7 @@ class Ledger:
         try:
             await self.flush()
         except Exception:
-            metrics.LEDGER_DROPPED.inc(len(self._queued))
+            self._metrics.ledger_dropped.inc(len(self._queued))
             logger.exception(
                 "usage ledger rows lost at shutdown", extra={"rows": len(self._queued)}
             )

@@ -28,7 +28,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gptmini_graphql import metrics
 from gptmini_graphql.circuit_breaker import CircuitBreaker
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import LedgerRow
@@ -38,6 +37,7 @@ from gptmini_graphql.errors import (
     TokenRateLimited,
 )
 from gptmini_graphql.llm.answers import TokenUsage
+from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.settings import ModelPrice, Settings
 from gptmini_graphql.spend import budgets as budgets_
 from gptmini_graphql.spend.budgets import Budget, to_nano
@@ -123,9 +123,11 @@ class Spend:
         store: ReservationStore,
         ledger: Ledger,
         db: Database,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.defaults = budgets_.defaults(settings)
         self.store = store
         self.ledger = ledger
@@ -186,7 +188,7 @@ class Spend:
             )
         except BudgetUnavailable:
             # Its reservation stays until it expires: charged more, never less.
-            metrics.SPEND_SETTLE_FAILURES.inc()
+            self.metrics.budget_settle_failures.inc()
             logger.warning("could not settle a reservation; it will expire")
             return
         for budget, spent in zip(hold.budgets, used, strict=True):
@@ -235,7 +237,7 @@ class Spend:
             result = await step
         except self.store.errors as error:
             self._breaker.failed()
-            metrics.SPEND_STORE_ERRORS.inc()
+            self.metrics.budget_store_errors.inc()
             logger.warning("budget store unreachable: %s", error)
             raise self._unavailable() from error
         except BaseException:
@@ -261,7 +263,7 @@ class Spend:
             "resets_at": _iso(budget.end),
         }
         what = "USD" if budget.unit == "usd" else "tokens"
-        metrics.SPEND_REFUSALS.labels(budget.label).inc()
+        self.metrics.budget_refusals.labels(budget.label).inc()
         if budget.period == "minute":
             return TokenRateLimited(
                 f"This call may use up to {budget.shown(amount)} tokens; "
