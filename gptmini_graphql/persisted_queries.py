@@ -24,11 +24,12 @@ import contextlib
 import hashlib
 import json
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from cachetools import LRUCache
 
 from gptmini_graphql.errors import (
     BAD_REQUEST,
@@ -91,31 +92,24 @@ class Resolved:
 
 
 class MemoryStore:
-    """An LRU of query texts by hash, bounded in count and in total length."""
+    """An LRU of query texts by hash, bounded in count and in total length:
+    each entry weighs its length, and at least a `max_entries`-th of the
+    whole, so short ones cannot make the count grow without end."""
 
     def __init__(
         self, max_entries: int = 1024, max_chars: int = MEMORY_STORE_MAX_CHARS
     ) -> None:
-        self.max_entries = max_entries
-        self.max_chars = max_chars
-        self._queries: OrderedDict[str, str] = OrderedDict()
-        self._chars = 0
+        least = max_chars / max_entries
+        self._queries: LRUCache[str, str] = LRUCache(
+            max_chars, getsizeof=lambda query: max(len(query), least)
+        )
 
     async def get(self, sha256: str) -> str | None:
-        query = self._queries.get(sha256)
-        if query is not None:
-            self._queries.move_to_end(sha256)
-        return query
+        return self._queries.get(sha256)
 
     async def set(self, sha256: str, query: str) -> None:
-        if len(query) > self.max_chars:
-            return
-        previous = self._queries.pop(sha256, None)
-        self._chars += len(query) - len(previous or "")
-        self._queries[sha256] = query
-        while len(self._queries) > self.max_entries or self._chars > self.max_chars:
-            _, evicted = self._queries.popitem(last=False)
-            self._chars -= len(evicted)
+        if len(query) <= self._queries.maxsize:  # longer: not kept at all
+            self._queries[sha256] = query
 
 
 class RedisStore:

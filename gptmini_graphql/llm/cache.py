@@ -17,10 +17,11 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from cachetools import TTLCache
 
 from gptmini_graphql.shared_redis import RedisUnavailable, SharedRedis
 
@@ -58,8 +59,10 @@ class ResponseCache:
         self.metrics = metrics
         self.tracing = tracing
         self.ttl_seconds = ttl_seconds
-        self.max_entries = max_entries
-        self._memory: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        # In memory (no Redis): the most recently used, each for its TTL.
+        self._memory: TTLCache[str, dict[str, Any]] = TTLCache(
+            max_entries, ttl_seconds, timer=time.monotonic
+        )
         self._redis = redis
         self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._waiters: dict[asyncio.Future[dict[str, Any]], int] = {}
@@ -80,12 +83,7 @@ class ResponseCache:
 
     async def get(self, key: str) -> dict[str, Any] | None:
         if self._redis is None:
-            entry = self._memory.get(key)
-            if entry is None or entry[0] < time.monotonic():
-                self._memory.pop(key, None)
-                return None
-            self._memory.move_to_end(key)
-            return entry[1]
+            return self._memory.get(key)
         client = self._redis.client
         try:
             raw = await self._redis.call(lambda: client.get(REDIS_PREFIX + key))
@@ -101,10 +99,7 @@ class ResponseCache:
 
     async def set(self, key: str, value: dict[str, Any]) -> None:
         if self._redis is None:
-            self._memory[key] = (time.monotonic() + self.ttl_seconds, value)
-            self._memory.move_to_end(key)
-            while len(self._memory) > self.max_entries:
-                self._memory.popitem(last=False)
+            self._memory[key] = value
             return
         client, raw = self._redis.client, json.dumps(value)
         ttl = max(1, int(self.ttl_seconds))
