@@ -3,7 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
+
+
+class FinishReason(Enum):
+    """Why the model stopped, in the Chat Completions protocol's words (OTHER:
+    any it has besides these, such as tool calls)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    CONTENT_FILTER = "content_filter"
+    OTHER = "other"
+
+    @classmethod
+    def of(cls, reason: str) -> FinishReason:
+        try:
+            return cls(reason)
+        except ValueError:
+            return cls.OTHER
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +70,7 @@ TokenLogprob = tuple[str, float, list[tuple[str, float]]]
 @dataclass(frozen=True, slots=True)
 class ChatAnswer:
     text: str
-    finish_reason: str
+    finish_reason: FinishReason
     model: str
     usage: TokenUsage
     cached: bool = False
@@ -64,7 +82,7 @@ class ChatAnswer:
         usage = self.usage
         return {
             "text": self.text,
-            "finish_reason": self.finish_reason,
+            "finish_reason": self.finish_reason.value,
             "model": self.model,
             "usage": [
                 usage.prompt_tokens,
@@ -81,7 +99,7 @@ class ChatAnswer:
         usage = TokenUsage(*entry["usage"])
         return cls(
             text=entry["text"],
-            finish_reason=entry["finish_reason"],
+            finish_reason=FinishReason.of(entry["finish_reason"]),
             model=entry["model"],
             usage=usage.served_from_cache() if served else usage,
             cached=served,
@@ -100,6 +118,6 @@ def _logprobs(raw: Any) -> list[TokenLogprob] | None:
 class ChatStreamEnd:
     """The last event of a stream; `usage` is None when the upstream sent none."""
 
-    finish_reason: str
+    finish_reason: FinishReason
     model: str
     usage: TokenUsage | None

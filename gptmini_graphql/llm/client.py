@@ -34,6 +34,7 @@ from gptmini_graphql.errors import (
 from gptmini_graphql.llm.answers import (
     ChatAnswer,
     ChatStreamEnd,
+    FinishReason,
     TokenLogprob,
     TokenUsage,
 )
@@ -328,7 +329,7 @@ class LLM:
             if not wrote:
                 raise UpstreamError(EMPTY_ANSWER)
             end = ChatStreamEnd(
-                finish_reason=finish_reason,
+                finish_reason=FinishReason.of(finish_reason),
                 model=model,
                 usage=self._usage(model, _stream_usage(usage))
                 if usage is not None
@@ -412,7 +413,7 @@ class LLM:
         model = completion.model or upstream.model
         return ChatAnswer(
             text=choice.message.content or "",
-            finish_reason=choice.finish_reason or "stop",
+            finish_reason=FinishReason.of(choice.finish_reason or "stop"),
             model=model,
             usage=self._usage(model, completion.usage),
             logprobs=_token_logprobs(choice),

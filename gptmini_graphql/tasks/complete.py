@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from gptmini_graphql.llm.answers import ChatStreamEnd
 from gptmini_graphql.llm.client import CallerLLM
 from gptmini_graphql.tasks.base import require_range, require_text
-from gptmini_graphql.tasks.results import Completion, FinishReason, answer_fields
+from gptmini_graphql.tasks.results import Completion, answer_fields
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_TEMPERATURE = 0.7
@@ -25,7 +25,7 @@ async def complete(
     answer = await llm.chat(messages, max_tokens=max_tokens, temperature=temperature)
     return Completion(
         text=answer.text,
-        finish_reason=FinishReason.of(answer.finish_reason),
+        finish_reason=answer.finish_reason,
         **answer_fields(answer),
     )
 

@@ -6,7 +6,12 @@ from enum import Enum
 
 import strawberry
 
-from gptmini_graphql.llm.answers import ChatAnswer, ChatStreamEnd, TokenUsage
+from gptmini_graphql.llm.answers import (
+    ChatAnswer,
+    ChatStreamEnd,
+    FinishReason,
+    TokenUsage,
+)
 
 
 @strawberry.type(description="Tokens used by one answer and what they cost.")
@@ -62,19 +67,8 @@ class Translation(TaskResult):
     target_language: str = strawberry.field(description="ISO 639-1 code.")
 
 
-@strawberry.enum
-class FinishReason(Enum):
-    STOP = "stop"
-    LENGTH = "length"
-    CONTENT_FILTER = "content_filter"
-    OTHER = "other"
-
-    @classmethod
-    def of(cls, reason: str) -> FinishReason:
-        try:
-            return cls(reason)
-        except ValueError:
-            return cls.OTHER
+# The LLM seam's own, shown as it is.
+strawberry.enum(FinishReason)
 
 
 @strawberry.type
@@ -105,7 +99,7 @@ class CompletionChunk:
         return cls(
             text="",
             done=True,
-            finish_reason=FinishReason.of(end.finish_reason),
+            finish_reason=end.finish_reason,
             model=end.model,
             usage=Usage.of(end.usage) if end.usage else None,
             notice=None if end.usage else USAGE_MISSING,
