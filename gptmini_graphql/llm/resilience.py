@@ -1,23 +1,30 @@
-"""Which upstream errors are worth a retry, and how long to wait first."""
+"""Which upstream errors are worth a retry, and how long to wait first.
+
+Ours, because the SDK's retries (turned off: see llm/client.py) cannot say
+them: an exhausted quota (a 429 like any other to the SDK) and a 500 that
+blames the request are not retried, a garbled 200 is, and no wait may
+outlast the request's deadline (llm/upstream.py). The loop and the backoff
+are tenacity's.
+"""
 
 from __future__ import annotations
 
 import math
-import random
 import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx2
 import openai
+from tenacity import RetryCallState, wait_random_exponential
 
 from gptmini_graphql.llm.malformed import MalformedAnswer
 
-# Longest backoff between two attempts when the upstream names no wait.
-MAX_BACKOFF_SECONDS = 8.0
 # The longest wait an upstream may ask of us (and of our callers).
 MAX_RETRY_AFTER_SECONDS = 3600.0
-BASE_BACKOFF_SECONDS = 0.5
+# When the upstream names no wait: exponential from 0.5 s up to 8 s, with
+# full jitter (so retrying replicas don't arrive in step).
+_BACKOFF = wait_random_exponential(multiplier=0.5, max=8.0)
 
 
 def is_outage(exc: Exception) -> bool:
@@ -78,9 +85,11 @@ def about_the_request(exc: Exception) -> bool:
     return bool(_ABOUT_THE_REQUEST.search(str(getattr(exc, "message", "") or "")))
 
 
-def is_retryable(exc: Exception) -> bool:
+def is_retryable(exc: BaseException) -> bool:
     """Outages, 408, 409, 429 and garbled bodies, but never an exhausted
     quota or an empty answer."""
+    if not isinstance(exc, openai.APIError):
+        return False  # cancelled, or a bug
     if isinstance(exc, MalformedAnswer):
         return exc.transient
     if is_outage(exc):
@@ -90,14 +99,13 @@ def is_retryable(exc: Exception) -> bool:
     return getattr(exc, "status_code", None) in (408, 409)
 
 
-def retry_delay(exc: Exception, attempt: int) -> float:
-    """The upstream's Retry-After when it gave one, else exponential backoff
-    with full jitter (so retrying replicas don't arrive in step)."""
-    response = getattr(exc, "response", None)
+def retry_wait(attempt: RetryCallState) -> float:
+    """The upstream's Retry-After when it gave one, else the backoff."""
+    error = attempt.outcome.exception() if attempt.outcome else None
+    response = getattr(error, "response", None)
     if response is not None and (told := retry_after_seconds(response.headers)):
         return told
-    ceiling = min(MAX_BACKOFF_SECONDS, BASE_BACKOFF_SECONDS * 2**attempt)
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+    return _BACKOFF(attempt)
 
 
 def retry_after_seconds(headers: httpx2.Headers) -> float | None:
