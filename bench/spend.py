@@ -286,6 +286,7 @@ def micro_rows(calls: int = 3000) -> list[dict]:
     from gptmini_graphql.llm.answers import TokenUsage
     from gptmini_graphql.metrics import Metrics
     from gptmini_graphql.settings import Settings
+    from gptmini_graphql.shared_redis import SharedRedis
     from gptmini_graphql.spend.ledger import Ledger
     from gptmini_graphql.spend.meter import Caller, Left, Meter, Spend
     from gptmini_graphql.spend.reservations import MemoryReservations, RedisReservations
@@ -309,12 +310,10 @@ def micro_rows(calls: int = 3000) -> list[dict]:
         db = Database(settings.database_url)
         await db.migrate()
         metrics = Metrics()
-        client = None
+        shared = None
         if store_kind == "redis":
-            import redis.asyncio
-
-            client = redis.asyncio.from_url(os.environ["REDIS_URL"])
-            store = RedisReservations(client)
+            shared = SharedRedis(os.environ["REDIS_URL"], metrics)  # the app's kind
+            store = RedisReservations(shared)
         else:
             store = MemoryReservations()
         ledger = Ledger(db, metrics)
@@ -348,6 +347,8 @@ def micro_rows(calls: int = 3000) -> list[dict]:
         await ledger.flush()
         cpu = time.process_time() - started
         await spend.aclose()
+        if shared is not None:
+            await shared.aclose()
         await db.aclose()
         return {
             "variant": f"micro-{name}",

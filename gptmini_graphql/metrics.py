@@ -26,7 +26,7 @@ grow the number of series.
     gptmini_ledger_rows_written_total                usage ledger rows in the database
     gptmini_ledger_rows_dropped_total                rows lost: queue full, refused, or shutdown without a database
     gptmini_budget_refusals_total{budget}            calls refused by a budget or the token rate limit
-    gptmini_budget_store_errors_total                the budgets' Redis failed a step
+    gptmini_budget_store_errors_total                budget steps Redis could not do
     gptmini_budget_settle_failures_total             reservations left to expire (charged their worst case)
     gptmini_build_info{version}
 
@@ -280,8 +280,9 @@ class Metrics:
         )
         self.budget_store_errors = Counter(
             "gptmini_budget_store_errors",
-            "Steps of the budget store (Redis) that failed; callers with budgets "
-            "are refused with BUDGET_UNAVAILABLE meanwhile.",
+            "Steps of the budget store that Redis could not do (it failed, or "
+            "was down); callers with budgets are refused with BUDGET_UNAVAILABLE "
+            "meanwhile.",
             registry=registry,
         )
         self.budget_settle_failures = Counter(

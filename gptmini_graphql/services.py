@@ -36,8 +36,9 @@ class Services:
     # This app's own (never the process's): /metrics and the trace spans.
     metrics: Metrics
     tracing: Tracing
-    # The one Redis client (REDIS_URL): rate limits, response cache and
-    # persisted queries use it, and its one outage policy (shared_redis.py).
+    # The one Redis client (REDIS_URL): rate limits, response cache,
+    # persisted queries and budgets use it, and its one outage policy
+    # (shared_redis.py).
     redis: SharedRedis | None = None
     # The endpoint's persisted queries, kept in `redis` while the app runs.
     persisted_queries: PersistedQueries = field(default_factory=PersistedQueries)
@@ -125,7 +126,7 @@ class Services:
         if model_process is not None and llm.embedded is not None:
             llm.embedded.explain_outage = model_process.problem
         limiter = RateLimiter(metrics, redis)
-        spend = _spend(settings, accounts, clock, metrics)
+        spend = _spend(settings, accounts, clock, metrics, redis)
         return cls(
             settings=settings,
             llm=llm,
@@ -158,18 +159,11 @@ def _spend(
     accounts: Accounts,
     clock: Callable[[], float],
     metrics: Metrics,
+    redis: SharedRedis | None,
 ) -> Spend:
-    """Budgets in Redis when REDIS_URL is set (every replica one budget),
-    else in this process's memory; the ledger in the database."""
-    if settings.redis_url:
-        import redis.asyncio
-
-        client = redis.asyncio.from_url(
-            settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
-        store = RedisReservations(client)
-    else:
-        store = MemoryReservations()
+    """Budgets in the app's Redis when REDIS_URL is set (every replica one
+    budget), else in this process's memory; the ledger in the database."""
+    store = RedisReservations(redis) if redis is not None else MemoryReservations()
     ledger = Ledger(accounts.db, metrics)
     ledger.start()
     return Spend(settings, store, ledger, accounts.db, metrics, clock)

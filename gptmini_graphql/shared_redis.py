@@ -1,15 +1,17 @@
 """The app's one Redis client, and its one policy for when Redis is unreachable.
 
-Built by `Services` when REDIS_URL is set and closed with it. The rate limits
-(through its connection pool: see rate_limits.py), the response cache and
-persisted queries all call Redis through `SharedRedis.call`, so one circuit
-knows whether Redis is up:
+Built by `Services` when REDIS_URL is set and closed with it (by nothing
+else). The rate limits (through its connection pool: see rate_limits.py),
+the response cache, persisted queries and the budgets' reservations
+(spend/reservations.py) all call Redis through `SharedRedis.call`, so one
+circuit knows whether Redis is up:
 
 * the first failure opens it: logged once per outage and counted in /metrics
   (`gptmini_redis_outages_total`; `gptmini_redis_down` is 1 meanwhile);
 * while it is open, calls raise `RedisUnavailable` at once, and each caller
   does without Redis as it says (limits count in memory, refuse or let
-  through; the cache and persisted queries miss);
+  through; the cache and persisted queries miss; callers with budgets are
+  refused with BUDGET_UNAVAILABLE);
 * every RETRY_SECONDS one call probes Redis (the others do not wait for it),
   and the first answer closes it, logged.
 
@@ -92,7 +94,8 @@ class SharedRedis:
         self.metrics.redis_lost()
         logger.warning(
             "redis unreachable; rate limits follow their outage policy, the "
-            "response cache and persisted queries do without it",
+            "response cache and persisted queries do without it, callers with "
+            "budgets are refused",
             extra={
                 "error": f"{type(error).__name__}: {error}",
                 "retry_in_s": self._breaker.reset_seconds,

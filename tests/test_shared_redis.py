@@ -1,5 +1,6 @@
 """One Redis client per app, and one view of whether Redis is up: a Redis of
-the test's own, watched from outside (CLIENT LIST) and taken down mid-test."""
+the test's own, watched from outside (CLIENT LIST) and taken down mid-test.
+Rate limits, the response cache, persisted queries and budgets all use it."""
 
 from __future__ import annotations
 
@@ -28,11 +29,16 @@ def _connections(server: RedisServer) -> list[str]:
         client.close()
 
 
-def test_limits_cache_and_persisted_queries_share_one_connection(
+def test_limits_cache_persisted_queries_and_budgets_share_one_connection(
     make_api, redis_server: RedisServer
 ) -> None:
     user = {"fake_username": f"user-{uuid.uuid4().hex[:8]}", "fake_password": "pw"}
-    api = make_api(redis_url=redis_server.url, cache_ttl_seconds=60, **user)
+    api = make_api(
+        redis_url=redis_server.url,
+        cache_ttl_seconds=60,
+        budget_usd_per_day=1.0,  # every call reserved in Redis
+        **user,
+    )
     token = api.login(user["fake_username"], "pw")  # the login limits
     for _ in range(2):  # the rate limit, and the cache: a miss, then a hit
         result = api.post('{ summarize(text: "one pool") { cached } }', token=token)
@@ -42,7 +48,8 @@ def test_limits_cache_and_persisted_queries_share_one_connection(
     assert api.client.post("/graphql", json=body, headers=headers).status_code == 200
 
     stored = [key.decode() for key in list(redis_server.keys())]
-    for prefix in ("gptmini:cache:", "gptmini:apq:", "gptmini:{LIMITER/"):  # all
+    prefixes = ("gptmini:cache:", "gptmini:apq:", "gptmini:{LIMITER/", "gptmini:spend:")
+    for prefix in prefixes:  # all
         assert any(key.startswith(prefix) for key in stored), (prefix, stored)
     # Every connection is from the app's one pool (limits makes none of its own)...
     assert set(_connections(redis_server)) == {CLIENT_NAME}
@@ -74,3 +81,34 @@ def test_a_bug_is_not_an_outage(redis_server: RedisServer, capfd) -> None:
     log = capfd.readouterr().err
     assert log.count("redis unreachable") == 1  # once per outage
     assert "not Redis' fault" not in log
+
+
+def test_budgets_use_the_apps_client_and_leave_it_open(
+    redis_server: RedisServer, tmp_path
+) -> None:
+    from gptmini_graphql.db.database import Database
+    from gptmini_graphql.settings import Settings
+    from gptmini_graphql.spend.ledger import Ledger
+    from gptmini_graphql.spend.meter import Spend
+    from gptmini_graphql.spend.reservations import RedisReservations
+
+    async def scenario() -> None:
+        settings = Settings(
+            _env_file=None, database_url=f"sqlite:///{tmp_path}/spend.sqlite3"
+        )
+        db = Database(settings.database_url)
+        metrics = Metrics()
+        redis = SharedRedis(redis_server.url, metrics)
+        try:
+            spend = Spend(
+                settings, RedisReservations(redis), Ledger(db, metrics), db, metrics
+            )
+            await spend.aclose()
+            assert await redis.call(redis.client.ping)  # the app's, still open
+            assert set(_connections(redis_server)) == {CLIENT_NAME}
+        finally:
+            await redis.aclose()
+            await db.aclose()
+
+    asyncio.run(scenario())
+    assert _connections(redis_server) == []

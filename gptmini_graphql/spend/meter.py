@@ -10,9 +10,10 @@ and one ledger row either way. An answer served from the response cache
 writes its row at cost 0.
 
 `Spend` is what the app shares: the reservation store, the ledger, the
-clock, and the outage policy: while the store is unreachable, a caller with
-budgets is refused with BUDGET_UNAVAILABLE (nothing is spent unseen); a
-caller without any goes on.
+clock, and the outage policy: while the store's Redis is unreachable (the
+app's one client says so: shared_redis.py), a caller with budgets is
+refused with BUDGET_UNAVAILABLE (nothing is spent unseen); a caller without
+any goes on.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gptmini_graphql.circuit_breaker import CircuitBreaker
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import LedgerRow
 from gptmini_graphql.errors import (
@@ -39,6 +39,7 @@ from gptmini_graphql.errors import (
 from gptmini_graphql.llm.answers import TokenUsage
 from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.settings import ModelPrice, Settings
+from gptmini_graphql.shared_redis import RedisUnavailable
 from gptmini_graphql.spend import budgets as budgets_
 from gptmini_graphql.spend.budgets import Budget, to_nano
 from gptmini_graphql.spend.ledger import Entry, Ledger
@@ -46,7 +47,6 @@ from gptmini_graphql.spend.reservations import ReservationStore
 
 logger = logging.getLogger("gptmini_graphql.spend")
 
-STORE_RETRY_SECONDS = 5.0
 # Tokens a chat message costs beyond its text (role, separators), generously.
 MESSAGE_OVERHEAD = 8
 # Structured output asks with instructions or a schema we do not see here.
@@ -136,11 +136,9 @@ class Spend:
         # A reservation outlives any call it covers: a call is bounded by the
         # timeout; a stream pushes its expiry on while it runs.
         self.hold_seconds = 2 * settings.llm_timeout_seconds + 10
-        self._breaker = CircuitBreaker(1, STORE_RETRY_SECONDS)
 
     async def aclose(self) -> None:
-        await self.ledger.aclose()
-        await self.store.aclose()
+        await self.ledger.aclose()  # the store's Redis is the app's to close
 
     def budgets(self, caller: Caller, now: float) -> list[Budget]:
         limits = budgets_.effective(caller.user_budgets, self.defaults)
@@ -230,27 +228,16 @@ class Spend:
             return int(await session.scalar(query) or 0)
 
     async def _guarded(self, step):
-        if not self._breaker.allow():
-            step.close()
-            raise self._unavailable()
+        """`step`'s result, or BUDGET_UNAVAILABLE while the store's Redis is
+        unreachable (SharedRedis logs the outage and says when to retry)."""
         try:
-            result = await step
-        except self.store.errors as error:
-            self._breaker.failed()
+            return await step
+        except RedisUnavailable as error:
             self.metrics.budget_store_errors.inc()
-            logger.warning("budget store unreachable: %s", error)
-            raise self._unavailable() from error
-        except BaseException:
-            self._breaker.released()
-            raise
-        self._breaker.succeeded()
-        return result
-
-    def _unavailable(self) -> BudgetUnavailable:
-        return BudgetUnavailable(
-            "Budgets cannot be checked right now; retry shortly.",
-            retry_after=self._breaker.retry_after(),
-        )
+            raise BudgetUnavailable(
+                "Budgets cannot be checked right now; retry shortly.",
+                retry_after=error.retry_after,
+            ) from error
 
     def _refusal(self, hold: tuple[Budget, int], used: int, now: float):
         budget, amount = hold

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gptmini_graphql.spend.budgets import Budget
+
+if TYPE_CHECKING:
+    from gptmini_graphql.shared_redis import SharedRedis
 
 # Counters outlive their period by this much (then Redis forgets them).
 KEEP_SECONDS = 3600
@@ -40,8 +43,7 @@ class Verdict:
 
 
 class ReservationStore(Protocol):
-    # What a step raises when the store cannot be reached.
-    errors: tuple[type[BaseException], ...]
+    """A step that cannot reach the store raises RedisUnavailable."""
 
     async def reserve(
         self,
@@ -66,8 +68,6 @@ class ReservationStore(Protocol):
 
     async def seed(self, tag: str, budget: Budget, spent: int, now: float) -> None: ...
 
-    async def aclose(self) -> None: ...
-
 
 class _Counter:
     __slots__ = ("end", "reservations", "spent")
@@ -87,8 +87,6 @@ class _Counter:
 class MemoryReservations:
     """The same semantics in this process's memory (no await inside a step,
     so each step is atomic on the event loop)."""
-
-    errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self) -> None:
         self._counters: dict[str, _Counter] = {}
@@ -135,9 +133,6 @@ class MemoryReservations:
         self._counters.setdefault(
             budget.counter, _Counter(spent, budget.end.timestamp())
         )
-
-    async def aclose(self) -> None:
-        pass
 
     def _sweep(self, now: float) -> None:
         """Forget counters of periods long over (once a minute at most)."""
@@ -227,16 +222,15 @@ return 1
 
 
 class RedisReservations:
-    """The same semantics in Redis, one Lua script per step. Every key of a
-    user shares the hash tag `{user id}`, so a script's keys stay in one slot
-    of a Redis Cluster."""
+    """The same semantics in Redis, one Lua script per step, through the
+    app's one client and its outage policy (`SharedRedis.call`: a step that
+    cannot reach Redis raises RedisUnavailable). Every key of a user shares
+    the hash tag `{user id}`, so a script's keys stay in one slot of a Redis
+    Cluster. The client is the app's: closed with it, never here."""
 
-    def __init__(self, client) -> None:  # a redis.asyncio.Redis
-        # Imported here: redis-py imports OpenTelemetry, which a server
-        # without REDIS_URL (and without tracing) must not load.
-        from redis.exceptions import RedisError
-
-        self.errors = (RedisError, OSError)
+    def __init__(self, redis: SharedRedis) -> None:
+        self._redis = redis
+        client = redis.client
         self._client = client
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
@@ -257,7 +251,8 @@ class RedisReservations:
         for budget, amount in holds:
             keys += self._keys(tag, budget)
             args += [amount, budget.limit, self._keep(budget, now)]
-        answer = [_text(part) for part in await self._reserve(keys=keys, args=args)]
+        found = await self._redis.call(lambda: self._reserve(keys=keys, args=args))
+        answer = [_text(part) for part in found]
         if answer[0] == "missing":
             return Verdict(False, missing=[int(i) for i in answer[1:]])
         if answer[0] == "refused":
@@ -270,20 +265,17 @@ class RedisReservations:
         for budget, charge in charges:
             keys += self._keys(tag, budget)
             args += [charge, self._keep(budget, now)]
-        answer = [_text(part) for part in await self._settle(keys=keys, args=args)]
-        return [int(u) if u else None for u in answer]
+        found = await self._redis.call(lambda: self._settle(keys=keys, args=args))
+        return [int(u) if u else None for u in map(_text, found)]
 
     async def extend(self, tag, reservation, budgets, expires) -> None:
         keys = [self._keys(tag, budget)[1] for budget in budgets]
-        await self._extend(keys=keys, args=[repr(expires), reservation])
+        args = [repr(expires), reservation]
+        await self._redis.call(lambda: self._extend(keys=keys, args=args))
 
     async def seed(self, tag, budget, spent, now) -> None:
-        await self._client.set(
-            self._keys(tag, budget)[0], spent, nx=True, ex=self._keep(budget, now)
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+        key, keep = self._keys(tag, budget)[0], self._keep(budget, now)
+        await self._redis.call(lambda: self._client.set(key, spent, nx=True, ex=keep))
 
 
 def _text(value: object) -> str:
