@@ -69,7 +69,11 @@ class Services:
         model_process = None
         local_model_url = settings.local_model_url
         # Connects at its first command, on this event loop.
-        redis = SharedRedis(settings.redis_url, metrics) if settings.redis_url else None
+        redis = (
+            SharedRedis(settings.redis_url, metrics, timer=timer)
+            if settings.redis_url
+            else None
+        )
         try:
             if settings.backend == "local" and not local_model_url:
                 model_process = ModelProcess(settings)

@@ -22,6 +22,7 @@ outage; any other exception is a bug and propagates as it is.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -52,7 +53,12 @@ class RedisUnavailable(Exception):
 
 class SharedRedis:
     def __init__(
-        self, url: str, metrics: Metrics, *, retry_seconds: float = RETRY_SECONDS
+        self,
+        url: str,
+        metrics: Metrics,
+        *,
+        retry_seconds: float = RETRY_SECONDS,
+        timer: Callable[[], float] = time.monotonic,  # what the circuit waits by
     ) -> None:
         # Imported here: redis-py imports OpenTelemetry, which an app without
         # Redis (or tracing) need never load.
@@ -68,7 +74,7 @@ class SharedRedis:
         )
         self._errors = RedisError
         self.metrics = metrics
-        self._breaker = CircuitBreaker(1, retry_seconds)
+        self._breaker = CircuitBreaker(1, retry_seconds, timer)
         self._down = False
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
