@@ -96,6 +96,10 @@ class Hold:
     usd_nano: int
     tokens: int
     prompt_tokens: int  # of `tokens`, the prompt's bound
+    # Clock time of the reservation: the ledger dates the call by it, so its
+    # row falls in the period whose counters it was charged to (a counter
+    # seeded from the ledger then never counts it a second time).
+    at: float
     started: float  # perf_counter, for the ledger's latency
     extended: float = 0.0  # clock time of the last expiry push
 
@@ -152,7 +156,13 @@ class Spend:
         now = self.clock()
         budgets = self.budgets(caller, now)
         hold = Hold(
-            uuid.uuid4().hex, budgets, usd_nano, tokens, prompt, time.perf_counter()
+            uuid.uuid4().hex,
+            budgets,
+            usd_nano,
+            tokens,
+            prompt,
+            now,
+            time.perf_counter(),
         )
         if not budgets:
             return hold
@@ -322,19 +332,23 @@ class Meter:
             tokens = usage.total_tokens
             estimated = False
         await self.spend.settle(self.caller, hold, usd_nano, tokens, self.left)
-        self._row(hold.started, model, upstream, usage, outcome, estimated=estimated)
+        self._row(
+            hold.at, hold.started, model, upstream, usage, outcome, estimated=estimated
+        )
 
     async def release(self, hold: Hold, *, model: str, outcome: str) -> None:
         """A call that failed before the model answered: nothing charged."""
         await self.spend.settle(self.caller, hold, 0, 0, self.left)
-        self._row(hold.started, model, None, TokenUsage(0, 0, 0, 0.0), outcome)
+        self._row(hold.at, hold.started, model, None, TokenUsage(0, 0, 0, 0.0), outcome)
 
     def free(self, started: float, model: str, usage: TokenUsage) -> None:
         """An answer served without a call of ours: cost 0, `cached`."""
-        self._row(started, model, None, usage, "OK", cached=True)
+        at = self.spend.clock()
+        self._row(at, started, model, None, usage, "OK", cached=True)
 
     def _row(
         self,
+        at: float,
         started: float,
         model: str,
         upstream: str | None,
@@ -347,7 +361,7 @@ class Meter:
         cost = usage.cost_usd
         self.spend.ledger.record(
             Entry(
-                at=datetime.fromtimestamp(self.spend.clock(), UTC),
+                at=datetime.fromtimestamp(at, UTC),
                 user_id=self.caller.user_id,
                 api_key_id=self.caller.api_key_id,
                 request_id=self.request_id[:64],

@@ -15,7 +15,7 @@ import pytest
 
 from gptmini_graphql.__main__ import main
 from tests.conftest import API, MEMORY_AND_REDIS, Clock, error_codes, redis_url
-from tests.fake_upstream import FakeUpstream, api_error
+from tests.fake_upstream import FakeUpstream, Reply, api_error
 from tests.redis_server import RedisServer
 from tests.spend.helpers import SET_BUDGETS
 
@@ -98,6 +98,28 @@ def test_the_token_rate_limit_is_rate_limited_until_the_minute_ends(budget_api) 
     assert 1 <= details["retryAfter"] <= 60
     clock.advance(60)
     assert "errors" not in api.post(CALL, token=token)
+
+
+def test_a_call_across_a_minute_counts_in_the_minute_it_was_reserved_in(
+    budget_api, upstream: FakeUpstream
+) -> None:
+    """Its row is dated when it was reserved: the next minute's counter,
+    seeded from the ledger, does not count it a second time."""
+    clock = Clock()
+    clock.now = clock.now // 60 * 60 - 0.5  # half a second to a minute
+    api = budget_api(token_rate_limit=REAL_TOKENS + WORST_TOKENS, clock=clock)
+    token = api.login()
+    answer = upstream.default
+
+    def across_the_minute(body: dict[str, Any]) -> Reply:
+        clock.advance(1)  # the model answers in the next minute
+        upstream.default = answer
+        return answer(body)
+
+    upstream.default = across_the_minute
+    assert "errors" not in api.post(CALL, token=token)  # charged to minute M
+    assert "errors" not in api.post(CALL, token=token)  # M + 1: 120 used
+    assert "errors" not in api.post(CALL, token=token)  # 120 + 23 fit in M + 1
 
 
 def test_a_reservation_is_released_when_the_upstream_fails(
