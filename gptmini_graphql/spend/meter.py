@@ -18,6 +18,7 @@ any goes on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -190,10 +191,11 @@ class Spend:
         if not hold.budgets:
             return
         charges = [(b, b.amount(usd_nano, tokens)) for b in hold.budgets]
+        step = self.store.settle(str(caller.user_id), hold.id, charges, self.clock())
         try:
-            used = await self._guarded(
-                self.store.settle(str(caller.user_id), hold.id, charges, self.clock())
-            )
+            # Shielded: a caller cancelled meanwhile still settles (else its
+            # reservation would be held, and charged, until it expires).
+            used = await asyncio.shield(self._guarded(step))
         except BudgetUnavailable:
             # Its reservation stays until it expires: charged more, never less.
             self.metrics.budget_settle_failures.inc()
@@ -331,15 +333,17 @@ class Meter:
             usd_nano = to_nano(usage.cost_usd) if usage.cost_usd is not None else 0
             tokens = usage.total_tokens
             estimated = False
-        await self.spend.settle(self.caller, hold, usd_nano, tokens, self.left)
+        # The row first: the settle below awaits the store, and a call being
+        # cancelled (again) there must still leave its row.
         self._row(
             hold.at, hold.started, model, upstream, usage, outcome, estimated=estimated
         )
+        await self.spend.settle(self.caller, hold, usd_nano, tokens, self.left)
 
     async def release(self, hold: Hold, *, model: str, outcome: str) -> None:
         """A call that failed before the model answered: nothing charged."""
-        await self.spend.settle(self.caller, hold, 0, 0, self.left)
         self._row(hold.at, hold.started, model, None, TokenUsage(0, 0, 0, 0.0), outcome)
+        await self.spend.settle(self.caller, hold, 0, 0, self.left)
 
     def free(self, started: float, model: str, usage: TokenUsage) -> None:
         """An answer served without a call of ours: cost 0, `cached`."""
