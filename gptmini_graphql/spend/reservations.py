@@ -154,8 +154,11 @@ local used, missing = {}, {}
 for i = 1, n do
   local spent_key, zkey, hkey = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
   local stale = redis.call('ZRANGEBYSCORE', zkey, '-inf', now)
+  -- In slices: unpack() of more than ~8000 values fails the whole script.
+  for j = 1, #stale, 1000 do
+    redis.call('HDEL', hkey, unpack(stale, j, math.min(j + 999, #stale)))
+  end
   if #stale > 0 then
-    redis.call('HDEL', hkey, unpack(stale))
     redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
   end
   local spent = redis.call('GET', spent_key)
