@@ -103,6 +103,7 @@ class Hold:
     at: float
     started: float  # perf_counter, for the ledger's latency
     extended: float = 0.0  # clock time of the last expiry push
+    priced: bool = True  # False: no upstream's model has a price
 
 
 @dataclass(slots=True)
@@ -302,9 +303,11 @@ class Meter:
     async def reserve(self, body: Mapping[str, Any], price: ModelPrice | None) -> Hold:
         usd_nano, tokens = worst_case(body, price)
         prompt = tokens - int(body["max_tokens"])
-        return await self.spend.reserve(
+        hold = await self.spend.reserve(
             self.caller, usd_nano, tokens, prompt, self.left
         )
+        hold.priced = price is not None
+        return hold
 
     async def keep(self, hold: Hold) -> None:
         await self.spend.keep(self.caller, hold)
@@ -326,7 +329,8 @@ class Meter:
                 hold.prompt_tokens,
                 hold.tokens - hold.prompt_tokens,
                 0,
-                hold.usd_nano / budgets_.NANO,
+                # An unknown price stays unknown (unpricedRequests), not $0.
+                hold.usd_nano / budgets_.NANO if hold.priced else None,
             )
             estimated = True
         else:

@@ -130,6 +130,29 @@ def test_a_stream_without_a_usage_chunk_is_charged_its_reservation(
     assert report["costUsd"] > 0
 
 
+def test_an_unpriced_stream_without_usage_is_an_unpriced_row(
+    make_api: Callable[..., API], upstream: FakeUpstream
+) -> None:
+    api = make_api(openai_model="a-model-without-a-price")
+    token = api.login()
+    upstream.queue(Reply(stream_usage=False))
+    with transport_ws(api, token) as ws:
+        ws.subscribe("1", {"prompt": "Tell me a story.", "maxTokens": 50})
+        while ws.receive()["type"] != "complete":
+            pass
+    report = api.post(
+        "{ me { usage { requests unpricedRequests costUsd completionTokens } } }",
+        token=token,
+    )["data"]["me"]["usage"]
+    # Its tokens are the reservation's; its cost unknown, not a priced $0.
+    assert report == {
+        "requests": 1,
+        "unpricedRequests": 1,
+        "costUsd": 0,
+        "completionTokens": 50,
+    }
+
+
 BREAKDOWN = """
 query Usage($by: UsageGroup!) {
   usage { requests costUsd breakdown(by: $by) { key requests costUsd } }
