@@ -40,6 +40,7 @@ from gptmini_graphql.llm.answers import (
 )
 from gptmini_graphql.llm.cache import CachePolicy, ResponseCache
 from gptmini_graphql.llm.local.connection import EmbeddedServer, embedded_error
+from gptmini_graphql.llm.malformed import MalformedAnswer
 from gptmini_graphql.llm.pricing import cost_usd, find_price
 from gptmini_graphql.llm.probe import ModelsProbe, UpstreamProbes
 from gptmini_graphql.llm.resilience import is_outage
@@ -454,8 +455,9 @@ async def _unanswered(
     meter: Meter, hold: Hold, model: str, error: BaseException
 ) -> None:
     """A call that got no answer: nothing charged if the upstream refused or
-    failed; the reservation if we stopped waiting (it may have billed)."""
-    if isinstance(error, _CALLER_LEFT):
+    failed; the reservation if we stopped waiting (it may have billed), or
+    if it answered in a shape we cannot use (it billed, only did not say)."""
+    if isinstance(error, _CALLER_LEFT) or isinstance(error.__cause__, MalformedAnswer):
         await meter.settle(
             hold, model=model, upstream=None, usage=None, outcome=_outcome(error)
         )

@@ -15,7 +15,7 @@ import pytest
 
 from gptmini_graphql.__main__ import main
 from tests.conftest import API, MEMORY_AND_REDIS, Clock, error_codes, redis_url
-from tests.fake_upstream import FakeUpstream, Reply, api_error
+from tests.fake_upstream import FakeUpstream, Reply, api_error, chat_completion
 from tests.redis_server import RedisServer
 from tests.spend.helpers import SET_BUDGETS
 
@@ -131,6 +131,20 @@ def test_a_reservation_is_released_when_the_upstream_fails(
     assert error_codes(api.post(CALL, token=token)) == ["UPSTREAM_UNAVAILABLE"]
     assert "errors" not in api.post(CALL, token=token)  # its reservation is back
     assert error_codes(api.post(CALL, token=token)) == ["BUDGET_EXCEEDED"]
+
+
+def test_an_answer_without_usage_is_charged_its_reservation(
+    budget_api, upstream: FakeUpstream
+) -> None:
+    """The upstream answered (and billed), only without saying what it used:
+    charged the worst case, never nothing."""
+    api = budget_api(budget_tokens_per_day=WORST_TOKENS)  # room for one worst case
+    token = api.login()
+    answer = chat_completion("An answer.")
+    del answer["usage"]
+    upstream.queue(Reply(body=answer))
+    assert error_codes(api.post(CALL, token=token)) == ["UPSTREAM_ERROR"]
+    assert refusal(api.post(CALL, token=token))["remaining"] == 0
 
 
 def test_a_call_larger_than_the_whole_budget_is_refused_before_the_upstream(
