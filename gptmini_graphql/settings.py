@@ -143,8 +143,9 @@ class Settings(BaseSettings):
     budget_tokens_per_month: int | None = Field(default=None, ge=0)
     # Tokens per minute per user, kept like a budget (RATE_LIMITED past it).
     token_rate_limit: int | None = Field(default=None, ge=0)
-    # How long the usage ledger keeps rows (`usage prune` deletes older ones).
-    ledger_retention_days: int | None = Field(default=400, ge=1)
+    # How long the usage ledger keeps rows (`usage prune` deletes older ones):
+    # at least a month, since a month's budgets are seeded from its rows.
+    ledger_retention_days: int | None = Field(default=400, ge=31)
     max_input_chars: int = Field(default=20_000, ge=1)
     max_completion_tokens: int = Field(default=4096, ge=1)
 

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import csv
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
@@ -15,6 +16,7 @@ from sqlalchemy import delete, select
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import LedgerRow
 from gptmini_graphql.settings import Settings
+from gptmini_graphql.spend.budgets import window
 
 COLUMNS = [
     "at", "user_id", "api_key_id", "request_id", "operation", "field", "model",
@@ -57,6 +59,16 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             days = settings.ledger_retention_days
             before = datetime.now(UTC) - timedelta(days=days)
+        month_start, _ = window("month", time.time())
+        if before > month_start:
+            # This month's budgets are seeded from its rows (a restarted
+            # Redis, a new replica): without them they would start again.
+            print(
+                f"--before must not be later than {month_start:%Y-%m-%d}: this "
+                "month's budgets are counted from its rows",
+                file=sys.stderr,
+            )
+            return 2
         deleted = asyncio.run(_prune(settings, before))
         print(f"deleted {deleted} ledger rows from before {before:%Y-%m-%d %H:%M} UTC")
         return 0

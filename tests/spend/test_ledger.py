@@ -7,11 +7,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gptmini_graphql.__main__ import main
-from tests.conftest import API, error_codes
+from tests.conftest import API, Clock, error_codes
 from tests.fake_upstream import FakeUpstream, Reply, api_error
 from tests.spend.helpers import by_key, usage
 from tests.test_subscriptions import SLOW, eventually, transport_ws
@@ -213,7 +214,9 @@ def test_rows_export_as_csv_and_prune_by_retention(
     capsys: pytest.CaptureFixture,
 ) -> None:
     url = f"sqlite:///{tmp_path}/ledger.sqlite3"
-    api = make_api(database_url=url, cache_ttl_seconds=60)
+    clock = Clock()
+    clock.advance(-100 * 24 * 3600)  # rows of a past month, which prune may delete
+    api = make_api(database_url=url, cache_ttl_seconds=60, clock=clock)
     token = api.login()
     api.post(TASKS[0], token=token)
     api.post(TASKS[0], token=token)
@@ -230,9 +233,20 @@ def test_rows_export_as_csv_and_prune_by_retention(
 
     assert main(["usage", "prune"]) == 0  # 400 days: nothing that old
     assert "deleted 0" in capsys.readouterr().out
-    assert main(["usage", "prune", "--before", "2100-01-01"]) == 0
+    # Not this month's rows: its budgets are counted from them.
+    assert main(["usage", "prune", "--before", "2100-01-01"]) == 2
+    assert "--before must not be later than" in capsys.readouterr().err
+    month_ago = datetime.now(UTC) - timedelta(days=31)
+    assert main(["usage", "prune", "--before", f"{month_ago:%Y-%m-%d}"]) == 0
     assert "deleted 2" in capsys.readouterr().out
     assert main(["usage", "export", "--from", "2100-01-01", "--to", "2000-01-01"]) == 2
+
+
+def test_retention_keeps_at_least_a_month(make_api: Callable[..., API]) -> None:
+    """A month's budgets are seeded from its rows: pruning them would start
+    those budgets again."""
+    with pytest.raises(ValueError, match="ledger_retention_days"):
+        make_api(ledger_retention_days=30)
 
 
 def _metric(api: API, name: str) -> float:
