@@ -27,6 +27,9 @@ from pydantic import SecretStr
 from gptmini_graphql.circuit_breaker import CircuitBreaker, NeverOpen
 from gptmini_graphql.errors import (
     AppError,
+    BudgetExceeded,
+    BudgetUnavailable,
+    TokenRateLimited,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -158,7 +161,11 @@ class LLM:
         if stop:
             body["stop"] = stop
 
+        asked = False  # whether this request's own call was made (not shared)
+
         async def ask_upstream() -> ChatAnswer:
+            nonlocal asked
+            asked = True
             hold = await meter.reserve(body, self.worst_price) if meter else None
             try:
                 completion, upstream = await self._call(
@@ -193,11 +200,18 @@ class LLM:
         started = time.perf_counter()
         primary = self.upstreams[0] if self.upstreams else None
         identity = f"{primary.client.base_url}|{primary.model}" if primary else ""
-        entry, served = await self.cache.fetch(
-            self.cache.key(cache, identity, body),
-            cache.mode,
-            lambda: _as_entry(ask_upstream()),
-        )
+        try:
+            entry, served = await self.cache.fetch(
+                self.cache.key(cache, identity, body),
+                cache.mode,
+                lambda: _as_entry(ask_upstream()),
+            )
+        except (BudgetExceeded, BudgetUnavailable, TokenRateLimited):
+            if asked:
+                raise
+            # The shared call was refused by its first caller's budgets, not
+            # ours (nor may we see theirs): our own call, against our own.
+            return await ask_upstream()
         answer = ChatAnswer.from_entry(entry, served=served)
         if served:
             self.metrics.count_saved(answer.model, answer.usage.saved_cost_usd)
