@@ -137,12 +137,13 @@ class Settings(BaseSettings):
     login_rate_limit_redis_outage: Literal["memory", "closed"] = "memory"
     # Budgets per user (an admin can override them per user, and set a key's
     # own); unset: unlimited. USD, or tokens (prompt + completion).
-    budget_usd_per_day: float | None = Field(default=None, ge=0)
-    budget_usd_per_month: float | None = Field(default=None, ge=0)
-    budget_tokens_per_day: int | None = Field(default=None, ge=0)
-    budget_tokens_per_month: int | None = Field(default=None, ge=0)
+    # Bounded as spend/budgets.py says (MAX_USD, MAX_TOKENS).
+    budget_usd_per_day: float | None = Field(default=None, ge=0, le=1_000_000)
+    budget_usd_per_month: float | None = Field(default=None, ge=0, le=1_000_000)
+    budget_tokens_per_day: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    budget_tokens_per_month: int | None = Field(default=None, ge=0, le=2**31 - 1)
     # Tokens per minute per user, kept like a budget (RATE_LIMITED past it).
-    token_rate_limit: int | None = Field(default=None, ge=0)
+    token_rate_limit: int | None = Field(default=None, ge=0, le=2**31 - 1)
     # How long the usage ledger keeps rows (`usage prune` deletes older ones):
     # at least a month, since a month's budgets are seeded from its rows.
     ledger_retention_days: int | None = Field(default=400, ge=31)

@@ -18,6 +18,12 @@ from typing import Literal
 from gptmini_graphql.settings import Settings
 
 NANO = 10**9
+# The largest budgets we take. Above $1M a period the nano-dollar counters
+# would pass 2**53, where Redis's Lua numbers stop being exact integers; a
+# token budget is a GraphQL Int (32 bits). A larger budget means "unlimited":
+# leave it unset.
+MAX_USD = 1_000_000
+MAX_TOKENS = 2**31 - 1
 
 Unit = Literal["usd", "tokens"]
 Period = Literal["minute", "day", "month"]
@@ -147,5 +153,11 @@ def check_overrides(values: Mapping[str, object]) -> dict[str, float | int]:
         if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
             raise BadUserInput("A budget is a number of 0 or more.")
         unit = BUDGETS[name][0]
+        if value > (MAX_USD if unit == "usd" else MAX_TOKENS):
+            raise BadUserInput(
+                f"A budget in {unit.upper() if unit == 'usd' else unit} is at most "
+                f"{MAX_USD if unit == 'usd' else MAX_TOKENS:,}; "
+                "null removes it (unlimited)."
+            )
         checked[name] = float(value) if unit == "usd" else int(value)
     return checked

@@ -210,6 +210,10 @@ def test_admins_override_a_users_budgets_and_users_cannot(api: API, token: str) 
     )
     assert "errors" not in api.post(CALL, token=token)
     assert error_codes(set_budgets({"tokensPerDay": -1})) == ["BAD_USER_INPUT"]
+    # Past what the counters hold exactly: refused, not an internal error later.
+    assert error_codes(set_budgets({"usdPerDay": 1e300})) == ["BAD_USER_INPUT"]
+    assert error_codes(set_budgets({"usdPerMonth": 1_000_001})) == ["BAD_USER_INPUT"]
+    assert "errors" not in api.post(CALL, token=token)  # nothing was stored
 
     api.post(
         'mutation { createUser(username: "bo", password: "long enough pw") { id } }',
