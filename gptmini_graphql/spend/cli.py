@@ -115,8 +115,9 @@ async def _export(
                 writer.writerow(
                     [
                         row.at.isoformat(), row.user_id, row.api_key_id or "",
-                        row.request_id, row.operation or "", row.field, row.model,
-                        row.upstream or "", row.prompt_tokens, row.completion_tokens,
+                        _text(row.request_id), _text(row.operation or ""),
+                        _text(row.field), _text(row.model),
+                        _text(row.upstream or ""), row.prompt_tokens, row.completion_tokens,
                         row.cached_tokens, "" if cost is None else f"{cost / 1e9:.9f}",
                         row.cached, row.estimated, row.latency_ms, row.outcome,
                     ]
@@ -125,3 +126,9 @@ async def _export(
     finally:
         await db.aclose()
     return count
+
+
+def _text(value: str) -> str:
+    """A text cell a spreadsheet will not run as a formula: request ids come
+    from clients and model names from upstreams (OWASP's CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

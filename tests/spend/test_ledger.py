@@ -219,7 +219,8 @@ def test_rows_export_as_csv_and_prune_by_retention(
     api = make_api(database_url=url, cache_ttl_seconds=60, clock=clock)
     token = api.login()
     api.post(TASKS[0], token=token)
-    api.post(TASKS[0], token=token)
+    # A request id a spreadsheet would read as a formula (it is a valid id).
+    api.post(TASKS[0], token=token, headers={"X-Request-ID": "-1-1"})
     api.stop()  # a clean shutdown writes the queued rows
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_URL", url)
@@ -230,6 +231,7 @@ def test_rows_export_as_csv_and_prune_by_retention(
     assert rows[0]["cost_usd"] == f"{CALL_USD:.9f}"
     assert rows[1]["cost_usd"] == "0.000000000"
     assert {row["field"] for row in rows} == {"summarize"}
+    assert rows[1]["request_id"] == "'-1-1"  # shown as text, never run
 
     assert main(["usage", "prune"]) == 0  # 400 days: nothing that old
     assert "deleted 0" in capsys.readouterr().out
