@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     Uuid,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Constraint names fixed here, so migrations on SQLite and PostgreSQL agree.
@@ -42,14 +43,18 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime")
         return value.astimezone(UTC)
 
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value
@@ -70,7 +75,7 @@ class User(Base):
     # Replaces RATE_LIMIT for this user when set ("100/minute;5000/day").
     rate_limit: Mapped[str | None] = mapped_column(String(200))
     # Overrides of the BUDGET_* defaults for this user: {"usd_per_day": 5, ...}.
-    budgets: Mapped[dict | None] = mapped_column(JSON)
+    budgets: Mapped[dict[str, float | int] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -121,7 +126,7 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # This key's own budgets, within its user's: {"usd_per_day": 1, ...}.
-    budgets: Mapped[dict | None] = mapped_column(JSON)
+    budgets: Mapped[dict[str, float | int] | None] = mapped_column(JSON)
 
 
 class LedgerRow(Base):
