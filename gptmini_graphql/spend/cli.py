@@ -9,9 +9,9 @@ import csv
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import TextIO, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import LedgerRow
@@ -36,7 +36,9 @@ def _day(value: str) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
+def add_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     usage = commands.add_parser("usage", help="the usage ledger")
     actions = usage.add_subparsers(dest="usage_command", required=True)
     prune = actions.add_parser(
@@ -88,8 +90,11 @@ async def _prune(settings: Settings, before: datetime) -> int:
     db = Database(settings.database_url)
     try:
         async with db.session() as session:
-            result = await session.execute(
-                delete(LedgerRow).where(LedgerRow.at < before)
+            # A DELETE's result is a CursorResult (it has the rowcount), but
+            # AsyncSession.execute is typed as returning the base Result.
+            result = cast(
+                "CursorResult[()]",
+                await session.execute(delete(LedgerRow).where(LedgerRow.at < before)),
             )
             return result.rowcount or 0
     finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, case, func, select
 
 from gptmini_graphql.db.database import Database
 from gptmini_graphql.db.models import LedgerRow
@@ -21,7 +21,7 @@ from gptmini_graphql.spend.budgets import from_nano
 
 By = Literal["day", "model", "field", "operation", "api_key", "user"]
 
-_GROUPS: dict[str, ColumnElement] = {
+_GROUPS: dict[str, SQLColumnExpression[object]] = {
     "day": LedgerRow.day,
     "model": LedgerRow.model,
     "field": LedgerRow.field,
@@ -46,7 +46,7 @@ class Totals:
         return from_nano(self.cost_nano_usd)
 
 
-def _uncached(column: ColumnElement) -> ColumnElement:
+def _uncached(column: SQLColumnExpression[int]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((LedgerRow.cached, 0), else_=column)), 0)
 
 
@@ -61,7 +61,9 @@ _SUMS = (
 )
 
 
-def _where(user_id: uuid.UUID | None, start: datetime, end: datetime) -> list:
+def _where(
+    user_id: uuid.UUID | None, start: datetime, end: datetime
+) -> list[ColumnElement[bool]]:
     conditions = [LedgerRow.at >= start, LedgerRow.at < end]
     if user_id is not None:
         conditions.append(LedgerRow.user_id == user_id)
