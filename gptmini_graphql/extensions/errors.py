@@ -50,7 +50,7 @@ def coded(error: GraphQLError) -> GraphQLError:
     """Our errors as they are, GraphQL's own with a code, anything else masked."""
     if error.extensions and "code" in error.extensions:
         return error  # already coded (a stream's last result is seen twice)
-    original = error.original_error
+    original: BaseException | None = error.original_error
     if isinstance(original, BaseExceptionGroup):
         # Concurrent calls fail as a group; the client sees the failure itself.
         original = first_failure(original)

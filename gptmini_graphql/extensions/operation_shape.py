@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 from graphql import (
     FieldNode,
@@ -16,22 +17,28 @@ from graphql import (
 )
 
 Fragments = Callable[[str], FragmentDefinitionNode | None]
+Measure = TypeVar("Measure")
 
 
-def root_field_counts(selection_set: SelectionSetNode, fragments: Fragments) -> Counter:
+def root_field_counts(
+    selection_set: SelectionSetNode, fragments: Fragments
+) -> Counter[str]:
     """How many times each root field is asked for (five aliased `summarize`
     fields are five)."""
-    memo: dict[str, Counter] = {}
+    memo: dict[str, Counter[str]] = {}
 
-    def count(selections: SelectionSetNode) -> Counter:
-        total: Counter = Counter()
+    def count(selections: SelectionSetNode) -> Counter[str]:
+        total: Counter[str] = Counter()
         for selection in selections.selections:
             if isinstance(selection, FieldNode):
                 total[selection.name.value] += 1
             elif isinstance(selection, InlineFragmentNode):
                 total += count(selection.selection_set)
             elif isinstance(selection, FragmentSpreadNode):
-                total += _through(selection, fragments, memo, count, Counter())
+                spread: Counter[str] = _through(
+                    selection, fragments, memo, count, Counter()
+                )
+                total += spread
         return total
 
     return count(selection_set)
@@ -61,7 +68,13 @@ def depth(selection_set: SelectionSetNode, fragments: Fragments) -> int:
     return measure(selection_set)
 
 
-def _through(spread, fragments, memo, measure, empty):
+def _through(
+    spread: FragmentSpreadNode,
+    fragments: Fragments,
+    memo: dict[str, Measure],
+    measure: Callable[[SelectionSetNode], Measure],
+    empty: Measure,
+) -> Measure:
     """A fragment's measure, computed once; a cycle (which validation refuses
     anyway) counts as empty instead of recursing forever."""
     name = spread.name.value

@@ -24,6 +24,7 @@ from strawberry.types.graphql import OperationType
 
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import RateLimited
+from gptmini_graphql.rate_limits import OutagePolicy
 
 
 class RateLimitExtension(SchemaExtension):
@@ -62,7 +63,7 @@ class RateLimitExtension(SchemaExtension):
         return {"budgets": left} if left else {}
 
 
-async def _headers(context: RequestContext, outage) -> None:
+async def _headers(context: RequestContext, outage: OutagePolicy) -> None:
     windows = await context.services.limiter.windows(
         context.rate_limits, "user", context.user or "", outage=outage
     )
