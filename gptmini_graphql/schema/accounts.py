@@ -10,16 +10,16 @@ import strawberry
 from strawberry.types import Info
 
 from gptmini_graphql.auth.api_keys import KeyInfo
-from gptmini_graphql.auth.principal import Role as RoleValue
+from gptmini_graphql.auth.principal import Role
 from gptmini_graphql.auth.users import UserInfo
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import BadUserInput, Forbidden
 from gptmini_graphql.schema.usage import Budgets, UsageReport, usage_report
 from gptmini_graphql.spend.budgets import effective
 
-Role = strawberry.enum(
-    RoleValue, description="What a user may do: admins manage users."
-)
+# The accounts' own Role in the schema: strawberry.enum registers the class in
+# place (and returns it), so resolvers and the type checker see one type.
+strawberry.enum(Role, description="What a user may do: admins manage users.")
 
 
 @strawberry.type

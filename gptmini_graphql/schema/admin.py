@@ -8,9 +8,10 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
+from gptmini_graphql.auth.principal import Role
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import BadUserInput
-from gptmini_graphql.schema.accounts import Role, User
+from gptmini_graphql.schema.accounts import User
 from gptmini_graphql.schema.usage import BudgetsInput, UsageReport, usage_report
 
 Context = Info[RequestContext, None]
@@ -46,7 +47,7 @@ class AdminMutation:
         info: Context,
         username: str,
         password: str,
-        role: Role = Role.USER,  # type: ignore[assignment]
+        role: Role = Role.USER,
     ) -> User:
         info.context.require_admin()
         users = info.context.services.accounts.users
