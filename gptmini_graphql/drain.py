@@ -15,7 +15,7 @@ import asyncio
 import math
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import TypeVar
@@ -68,7 +68,7 @@ class Drain:
                 stream.cut = True
                 stream.task.cancel()  # interrupts the wait for the next event
 
-    async def guard(self, events: AsyncIterator[T]) -> AsyncIterator[T]:
+    async def guard(self, events: AsyncIterator[T]) -> AsyncGenerator[T, None]:
         """`events` until they end, or SERVER_SHUTTING_DOWN once streams close.
 
         Only the wait for the next event is interrupted, never the consumer
