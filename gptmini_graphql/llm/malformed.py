@@ -9,8 +9,6 @@ a 5xx: the caller sees UPSTREAM_ERROR, never a crash of ours.
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx2
 import openai
 from openai.types.chat import ChatCompletion
@@ -26,7 +24,7 @@ class MalformedAnswer(openai.APIError):
         self.transient = transient
 
 
-def checked(completion: Any, url: httpx2.URL) -> ChatCompletion:
+def checked(completion: object, url: httpx2.URL) -> ChatCompletion:
     """`completion` if it is a usable answer, else MalformedAnswer."""
     if not isinstance(completion, ChatCompletion):
         # The SDK hands back the body as text when it is not JSON.

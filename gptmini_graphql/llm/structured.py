@@ -26,6 +26,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import openai
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from gptmini_graphql.errors import UpstreamError
 from gptmini_graphql.llm.resilience import is_refusal
@@ -144,7 +145,7 @@ def _json_part(text: str) -> str:
     return match.group(0)
 
 
-def _problem(error: Any) -> str:
+def _problem(error: ErrorDetails) -> str:
     where = ".".join(map(str, error["loc"])) or "answer"
     if error["type"] == "literal_error":
         # Not pydantic's list of every allowed value (184 language codes).
