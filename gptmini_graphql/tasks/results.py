@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import TypedDict
 
 import strawberry
 
@@ -131,7 +132,15 @@ class SentimentAnalysis(TaskResult):
     )
 
 
-def answer_fields(answer: ChatAnswer) -> dict[str, object]:
+class AnswerFields(TypedDict):
+    """TaskResult's fields, as keyword arguments to any of its types."""
+
+    model: str
+    usage: Usage
+    cached: bool
+
+
+def answer_fields(answer: ChatAnswer) -> AnswerFields:
     """The fields every result shares."""
     return {
         "model": answer.model,
