@@ -14,9 +14,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx2
 import openai
@@ -226,7 +226,7 @@ class LLM:
         max_tokens: int,
         temperature: float,
         meter: Meter | None = None,
-    ) -> AsyncIterator[str | ChatStreamEnd]:
+    ) -> AsyncGenerator[str | ChatStreamEnd, None]:
         """Text deltas as the model writes them, then one `ChatStreamEnd`.
 
         The usage is the upstream's own final chunk, never a count of ours.
@@ -279,7 +279,7 @@ class LLM:
 
     async def _stream(
         self, body: dict[str, Any]
-    ) -> AsyncIterator[str | ChatStreamEnd | tuple[str, str]]:
+    ) -> AsyncGenerator[str | ChatStreamEnd | tuple[str, str], None]:
         """stream_chat's events, first of all (model, upstream name)."""
         stream, upstream = await self._call(body, stream=True)
         yield upstream.model, upstream.name
@@ -428,7 +428,10 @@ class LLM:
         model = completion.model or upstream.model
         return ChatAnswer(
             text=choice.message.content or "",
-            finish_reason=FinishReason.of(choice.finish_reason or "stop"),
+            # The SDK types it as always set; OpenAI-compatible servers send null.
+            finish_reason=FinishReason.of(
+                cast("str | None", choice.finish_reason) or "stop"
+            ),
             model=model,
             usage=self._usage(model, completion.usage),
             logprobs=_token_logprobs(choice),
@@ -523,7 +526,6 @@ def build_llm(
     given; `metrics` and `tracing` are the app's.
     """
     cache = response_cache(settings, redis, metrics, tracing)
-    instruments = {"metrics": metrics, "tracing": tracing}
 
     def breaker() -> CircuitBreaker:
         return CircuitBreaker(
@@ -562,7 +564,14 @@ def build_llm(
             breaker=NeverOpen,
             describe_error=embedded_error,
         )
-        return LLM([upstream], settings, embedded=embedded, cache=cache, **instruments)
+        return LLM(
+            [upstream],
+            settings,
+            embedded=embedded,
+            cache=cache,
+            metrics=metrics,
+            tracing=tracing,
+        )
 
     def remote(
         name: str, base_url: str | None, key: SecretStr | None, model: str
@@ -603,7 +612,14 @@ def build_llm(
         ],
         settings.model_prices,
     )
-    return LLM(upstreams, settings, cache=cache, probes=probes, **instruments)
+    return LLM(
+        upstreams,
+        settings,
+        cache=cache,
+        probes=probes,
+        metrics=metrics,
+        tracing=tracing,
+    )
 
 
 def response_cache(
@@ -642,5 +658,5 @@ class CallerLLM:
 
     def stream_chat(
         self, messages: list[dict[str, str]], **options: Any
-    ) -> AsyncIterator[str | ChatStreamEnd]:
+    ) -> AsyncGenerator[str | ChatStreamEnd, None]:
         return self.llm.stream_chat(messages, meter=self.meter, **options)

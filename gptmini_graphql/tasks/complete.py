@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from gptmini_graphql.llm.answers import ChatStreamEnd
 from gptmini_graphql.llm.client import CallerLLM
@@ -36,7 +36,7 @@ def complete_stream(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     temperature: float = DEFAULT_TEMPERATURE,
     system: str | None = None,
-) -> AsyncIterator[str | ChatStreamEnd]:
+) -> AsyncGenerator[str | ChatStreamEnd, None]:
     """The same completion as text deltas; arguments are checked before it starts."""
     messages = _messages(llm, prompt, max_tokens, temperature, system)
     return llm.stream_chat(messages, max_tokens=max_tokens, temperature=temperature)
