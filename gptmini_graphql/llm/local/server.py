@@ -89,11 +89,13 @@ class _EmbeddedServer:
         try:
             yield
         finally:
-            await asyncio.shield(loading)
-            if self.model is not None:
-                await asyncio.to_thread(self.model.close)
+            loaded = await asyncio.shield(loading)
+            if loaded is not None:
+                await asyncio.to_thread(loaded.close)
 
-    def _load(self) -> None:
+    def _load(self) -> LocalModel | None:
+        """The model, loaded and warm (None when it failed: `load_error` says
+        why), and `self.model` once it can answer."""
         settings = self.settings
         try:
             model = LocalModel.load(
@@ -107,8 +109,9 @@ class _EmbeddedServer:
         except Exception as exc:
             logger.exception("local model failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
-            return
+            return None
         self.model = model
+        return model
 
     async def chat_completions(self, request: Request) -> Response:
         try:
