@@ -42,7 +42,7 @@ def is_outage(exc: Exception) -> bool:
         # An error event in a stream that had begun (the SDK gives it no
         # status): the server failed its answer, unless it blames the request.
         return not about_the_request(exc)
-    status = getattr(exc, "status_code", None)
+    status: int | None = getattr(exc, "status_code", None)
     if status in (502, 503, 504):
         return True
     return status is not None and status >= 500 and not about_the_request(exc)
@@ -51,7 +51,7 @@ def is_outage(exc: Exception) -> bool:
 def is_refusal(exc: Exception) -> bool:
     """The upstream answered, and refused this request's shape or parameters:
     retrying it unchanged would be refused again, and says nothing of its health."""
-    status = getattr(exc, "status_code", None)
+    status: int | None = getattr(exc, "status_code", None)
     if status is None or is_outage(exc) or status in NOT_REFUSALS:
         return False
     return status >= 400
@@ -79,7 +79,7 @@ def about_the_request(exc: Exception) -> bool:
             return True
         if body.get("code") == "context_length_exceeded":
             return True
-    status = getattr(exc, "status_code", None)
+    status: int | None = getattr(exc, "status_code", None)
     if status == 501:  # Not Implemented: a capability, not a failure
         return True
     return bool(_ABOUT_THE_REQUEST.search(str(getattr(exc, "message", "") or "")))

@@ -125,13 +125,16 @@ class Upstream:
         by our deadline."""
         loop = asyncio.get_running_loop()
 
-        def outlasts_the_request(attempt: RetryCallState) -> bool:
-            return loop.time() + attempt.upcoming_sleep >= deadline
+        attempts = stop_after_attempt(self.retries + 1)
+
+        def stop(attempt: RetryCallState) -> bool:
+            # The attempts are spent, or the next would outlast the request.
+            return attempts(attempt) or loop.time() + attempt.upcoming_sleep >= deadline
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
             wait=retry_wait,
-            stop=stop_after_attempt(self.retries + 1) | outlasts_the_request,
+            stop=stop,
             before_sleep=self._retrying,
             reraise=True,  # the upstream's own error, not tenacity's
         )
