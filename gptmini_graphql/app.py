@@ -55,14 +55,15 @@ def create_app(
     settings.check()
     configure_logging(settings.log_level)
     persisted_queries = PersistedQueries.from_settings(settings)
+    schema = build_schema(settings)
     graphql = GraphQLEndpoint(
-        build_schema(settings),
+        schema,
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         graphiql=settings.graphiql_enabled,
         persisted_queries=persisted_queries,
     )
     # The app's own, used by its Services, middleware and routes.
-    metrics = Metrics(root_field_names(graphql.schema))
+    metrics = Metrics(root_field_names(schema))
     if tracing is None:  # on only if OTEL_EXPORTER_OTLP_ENDPOINT says where to
         tracing = Tracing.from_environment()
 

@@ -223,7 +223,8 @@ def _otlp_exporter() -> SpanExporter:
                 "opentelemetry-exporter-otlp-proto-grpc; sending OTLP over HTTP"
             )
         else:
-            return GrpcExporter()
+            exporter: SpanExporter = GrpcExporter()
+            return exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
