@@ -23,10 +23,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
 from sqlalchemy import func, select
 
@@ -47,6 +47,7 @@ from gptmini_graphql.spend.ledger import Entry, Ledger
 from gptmini_graphql.spend.reservations import ReservationStore
 
 logger = logging.getLogger("gptmini_graphql.spend")
+T = TypeVar("T")
 
 # Tokens a chat message costs beyond its text (role, separators), generously.
 MESSAGE_OVERHEAD = 8
@@ -120,6 +121,16 @@ class Left:
             "remaining": budget.shown(max(budget.limit - used, 0)),
             "resetsAt": _iso(budget.end),
         }
+
+
+class _Refused(TypedDict):
+    """What a refusal says of the budget, in its error's extensions."""
+
+    budget: str
+    limit: float
+    remaining: float
+    requested: float
+    resets_at: str
 
 
 class Spend:
@@ -240,7 +251,7 @@ class Spend:
         async with self.db.session() as session:
             return int(await session.scalar(query) or 0)
 
-    async def _guarded(self, step):
+    async def _guarded(self, step: Awaitable[T]) -> T:
         """`step`'s result, or BUDGET_UNAVAILABLE while the store's Redis is
         unreachable (SharedRedis logs the outage and says when to retry)."""
         try:
@@ -252,10 +263,12 @@ class Spend:
                 retry_after=error.retry_after,
             ) from error
 
-    def _refusal(self, hold: tuple[Budget, int], used: int, now: float):
+    def _refusal(
+        self, hold: tuple[Budget, int], used: int, now: float
+    ) -> TokenRateLimited | BudgetExceeded:
         budget, amount = hold
         remaining = max(budget.limit - used, 0)
-        details = {
+        details: _Refused = {
             "budget": budget.label,
             "limit": budget.shown(budget.limit),
             "remaining": budget.shown(remaining),

@@ -92,25 +92,39 @@ class MemoryReservations:
         self._counters: dict[str, _Counter] = {}
         self._next_sweep = 0.0
 
-    async def reserve(self, tag, reservation, holds, now, expires) -> Verdict:
+    async def reserve(
+        self,
+        tag: str,
+        reservation: str,
+        holds: Sequence[tuple[Budget, int]],
+        now: float,
+        expires: float,
+    ) -> Verdict:
         self._sweep(now)
         counters = [self._counters.get(b.counter) for b, _ in holds]
         missing = [i for i, c in enumerate(counters) if c is None]
         if missing:
             return Verdict(False, missing=missing)
-        used = [c.used(now) for c in counters]  # type: ignore[union-attr]
+        present = [c for c in counters if c is not None]  # all of them, now
+        used = [c.used(now) for c in present]
         for index, ((budget, amount), before) in enumerate(
             zip(holds, used, strict=True)
         ):
             if before + amount > budget.limit:
                 return Verdict(False, used=[before], refused=index)
-        for (_, amount), counter in zip(holds, counters, strict=True):
-            counter.reservations[reservation] = (amount, expires)  # type: ignore[union-attr]
+        for (_, amount), counter in zip(holds, present, strict=True):
+            counter.reservations[reservation] = (amount, expires)
         return Verdict(
             True, used=[u + a for u, (_, a) in zip(used, holds, strict=True)]
         )
 
-    async def settle(self, tag, reservation, charges, now) -> list[int | None]:
+    async def settle(
+        self,
+        tag: str,
+        reservation: str,
+        charges: Sequence[tuple[Budget, int]],
+        now: float,
+    ) -> list[int | None]:
         used: list[int | None] = []
         for budget, charge in charges:
             counter = self._counters.get(budget.counter)
@@ -122,14 +136,16 @@ class MemoryReservations:
             used.append(counter.used(now))
         return used
 
-    async def extend(self, tag, reservation, budgets, expires) -> None:
+    async def extend(
+        self, tag: str, reservation: str, budgets: Sequence[Budget], expires: float
+    ) -> None:
         for budget in budgets:
             counter = self._counters.get(budget.counter)
             if counter is not None and reservation in counter.reservations:
                 amount, _ = counter.reservations[reservation]
                 counter.reservations[reservation] = (amount, expires)
 
-    async def seed(self, tag, budget, spent, now) -> None:
+    async def seed(self, tag: str, budget: Budget, spent: int, now: float) -> None:
         self._counters.setdefault(
             budget.counter, _Counter(spent, budget.end.timestamp())
         )
@@ -248,9 +264,16 @@ class RedisReservations:
     def _keep(budget: Budget, now: float) -> int:
         return max(1, int(budget.end.timestamp() - now) + KEEP_SECONDS)
 
-    async def reserve(self, tag, reservation, holds, now, expires) -> Verdict:
+    async def reserve(
+        self,
+        tag: str,
+        reservation: str,
+        holds: Sequence[tuple[Budget, int]],
+        now: float,
+        expires: float,
+    ) -> Verdict:
         keys: list[str] = []
-        args: list[object] = [repr(now), repr(expires), reservation]
+        args: list[str | int] = [repr(now), repr(expires), reservation]
         for budget, amount in holds:
             keys += self._keys(tag, budget)
             args += [amount, budget.limit, self._keep(budget, now)]
@@ -262,21 +285,29 @@ class RedisReservations:
             return Verdict(False, used=[int(answer[2])], refused=int(answer[1]))
         return Verdict(True, used=[int(u) for u in answer[1:]])
 
-    async def settle(self, tag, reservation, charges, now) -> list[int | None]:
+    async def settle(
+        self,
+        tag: str,
+        reservation: str,
+        charges: Sequence[tuple[Budget, int]],
+        now: float,
+    ) -> list[int | None]:
         keys: list[str] = []
-        args: list[object] = [repr(now), reservation]
+        args: list[str | int] = [repr(now), reservation]
         for budget, charge in charges:
             keys += self._keys(tag, budget)
             args += [charge, self._keep(budget, now)]
         found = await self._redis.call(lambda: self._settle(keys=keys, args=args))
         return [int(u) if u else None for u in map(_text, found)]
 
-    async def extend(self, tag, reservation, budgets, expires) -> None:
+    async def extend(
+        self, tag: str, reservation: str, budgets: Sequence[Budget], expires: float
+    ) -> None:
         keys = [self._keys(tag, budget)[1] for budget in budgets]
         args = [repr(expires), reservation]
         await self._redis.call(lambda: self._extend(keys=keys, args=args))
 
-    async def seed(self, tag, budget, spent, now) -> None:
+    async def seed(self, tag: str, budget: Budget, spent: int, now: float) -> None:
         key, keep = self._keys(tag, budget)[0], self._keep(budget, now)
         await self._redis.call(lambda: self._client.set(key, spent, nx=True, ex=keep))
 
