@@ -26,7 +26,8 @@ def log_operation(context: RequestContext, codes: list[str]) -> None:
     prompt_tokens = sum(r.usage.prompt_tokens for r in results)
     completion_tokens = sum(r.usage.completion_tokens for r in results)
     costs = [r.usage.cost_usd for r in results]
-    cost_usd = None if None in costs else sum(costs)  # type: ignore[arg-type]
+    known = [cost for cost in costs if cost is not None]
+    cost_usd = sum(known) if len(known) == len(costs) else None
     model = results[0].model if results else None
     outcome = codes[0] if codes else OK
     services = context.services

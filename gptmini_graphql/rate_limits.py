@@ -38,6 +38,8 @@ def _redis_storage(redis: SharedRedis) -> RedisStorage:
         "async+" + redis.url,
         implementation="redispy",
         key_prefix="gptmini",
+        # limits types its options as float | str | bool, yet documents and
+        # passes on `connection_pool` (to redis' asyncio client) as it is.
         connection_pool=pool,  # type: ignore[arg-type]
     )
 

@@ -9,6 +9,7 @@ import strawberry
 from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules, ValidationCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types.base import get_object_definition
 
 from gptmini_graphql.extensions.auth import AuthExtension
 from gptmini_graphql.extensions.errors import ErrorCodesExtension
@@ -104,5 +105,5 @@ def root_field_names(schema: strawberry.Schema) -> frozenset[str]:
         schema.config.name_converter.from_field(field)
         for root in roots
         if root is not None
-        for field in root.__strawberry_definition__.fields  # type: ignore[attr-defined]
+        for field in get_object_definition(root, strict=True).fields
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types.base import get_object_definition
 
 CALLS_MODEL = "calls_model"
 
@@ -32,6 +33,6 @@ def llm_field_names(*roots: type, config: StrawberryConfig) -> frozenset[str]:
     return frozenset(
         config.name_converter.from_field(field)
         for root in roots
-        for field in root.__strawberry_definition__.fields  # type: ignore[attr-defined]
+        for field in get_object_definition(root, strict=True).fields
         if field.metadata.get(CALLS_MODEL)
     )

@@ -123,6 +123,7 @@ class Budgets:
 
     @classmethod
     def of(cls, values: dict[str, float | int]) -> Budgets:
+        # The names are BUDGETS' (checked where they are set), each a field here.
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -128,17 +128,18 @@ def budgets_of(
 ) -> list[Budget]:
     """Every budget a call by this caller counts against, right now."""
     found = []
-    for scope, owner, limits in (
+    callers: tuple[tuple[Scope, uuid.UUID | None, Mapping[str, float | int]], ...] = (
         ("user", user_id, user_limits),
         ("key", key_id, key_limits or {}),
-    ):
+    )
+    for scope, owner, limits in callers:
         if owner is None:
             continue
         for name, value in limits.items():
             unit, period = BUDGETS[name]
             start, end = window(period, now)
             limit = to_nano(value) if unit == "usd" else int(value)
-            found.append(Budget(scope, owner, name, limit, start, end))  # type: ignore[arg-type]
+            found.append(Budget(scope, owner, name, limit, start, end))
     return found
 
 
