@@ -53,9 +53,10 @@ run: install  ## serve on 127.0.0.1:8000 (the embedded model unless a key or URL
 test: install  ## the whole test suite (Redis tests need REDIS_URL)
 	$(BIN)/python -m pytest
 
-lint: install  ## ruff check and format check
+lint: install  ## ruff check, format check, and mypy (strict, config in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
