@@ -48,7 +48,7 @@ from gptmini_graphql.llm.pricing import cost_usd, find_price
 from gptmini_graphql.llm.probe import ModelsProbe, UpstreamProbes
 from gptmini_graphql.llm.resilience import is_outage
 from gptmini_graphql.llm.structured import FormatNegotiation, StructuredOutput
-from gptmini_graphql.llm.upstream import Kind, Upstream
+from gptmini_graphql.llm.upstream import Kind, Reply, Upstream
 from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.settings import ModelPrice, Settings
 from gptmini_graphql.shared_redis import SharedRedis
@@ -171,6 +171,7 @@ class LLM:
                 completion, upstream = await self._call(
                     body, stream=False, output=output
                 )
+                assert isinstance(completion, ChatCompletion)  # stream=False
                 answer = self._answer(completion, upstream)
             except BaseException as error:
                 if meter and hold:
@@ -282,6 +283,7 @@ class LLM:
     ) -> AsyncGenerator[str | ChatStreamEnd | tuple[str, str], None]:
         """stream_chat's events, first of all (model, upstream name)."""
         stream, upstream = await self._call(body, stream=True)
+        assert isinstance(stream, openai.AsyncStream)  # stream=True
         yield upstream.model, upstream.name
         # The stream's circuit hears how the stream ended, not that it began:
         # most streams that break do so after their HTTP 200.
@@ -304,6 +306,8 @@ class LLM:
                         raise UpstreamError(MALFORMED_CHUNK) from exc
                     # Raw dicts: building the SDK's typed chunk for every token
                     # was a quarter of a stream's CPU.
+                    if not isinstance(chunk, dict):
+                        raise UpstreamError(MALFORMED_CHUNK)
                     try:
                         model = chunk.get("model") or model
                         usage = chunk.get("usage") or usage
@@ -362,7 +366,7 @@ class LLM:
         *,
         stream: bool,
         output: StructuredOutput[Any] | None = None,
-    ) -> tuple[Any, Upstream]:
+    ) -> tuple[Reply, Upstream]:
         """The first upstream that answers, in order, within one deadline.
 
         The next upstream is tried only while the one before is unavailable

@@ -49,6 +49,11 @@ Kind = Literal["text", "structured", "stream"]
 KINDS: tuple[Kind, ...] = ("text", "structured", "stream")
 
 
+# What an upstream answers: a checked completion, or (`stream`) its chunks as
+# parsed JSON, unchecked (LLM._stream reads them as raw dicts, for speed).
+Reply = ChatCompletion | openai.AsyncStream[object]
+
+
 class Upstream:
     """One OpenAI-compatible endpoint: its client, model, retries, breakers
     (one per kind of request) and structured-output mode."""
@@ -91,7 +96,7 @@ class Upstream:
         *,
         deadline: float,
         stream: bool,
-    ) -> Any:
+    ) -> Reply:
         """`post`, in the structured-output mode this upstream takes; a mode it
         refuses is replaced by the next one, here and for every later request."""
         while True:
@@ -106,7 +111,9 @@ class Upstream:
                 if output is None or not self.formats.refused(mode, exc):
                     raise
 
-    async def post(self, body: dict[str, Any], *, deadline: float, stream: bool) -> Any:
+    async def post(
+        self, body: dict[str, Any], *, deadline: float, stream: bool
+    ) -> Reply:
         """The request, retried with backoff while the deadline leaves room."""
         body = {**body, "model": self.model}
         try:
@@ -119,7 +126,7 @@ class Upstream:
 
     async def _retried(
         self, body: dict[str, Any], stream: bool, deadline: float, failed: Exception
-    ) -> Any:
+    ) -> Reply:
         """The retries after a first attempt that `failed`: tenacity's loop and
         backoff (paid for only here: some 30 µs of CPU per call), stopped
         by our deadline."""
@@ -147,7 +154,7 @@ class Upstream:
                 return await self._send(body, stream)
         raise AssertionError("unreachable")
 
-    async def _send(self, body: dict[str, Any], stream: bool) -> Any:
+    async def _send(self, body: dict[str, Any], stream: bool) -> Reply:
         if stream:
             return await self.client.post(
                 CHAT_COMPLETIONS,
