@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from gptmini_graphql.auth.sessions import SessionStore
 from gptmini_graphql.auth.tokens import TokenService
 from gptmini_graphql.auth.users import UserStore
 from gptmini_graphql.db.database import Database
+from gptmini_graphql.db.flush_loop import FlushLoop
 from gptmini_graphql.errors import DatabaseUnavailable
 from gptmini_graphql.settings import Settings
 
@@ -36,7 +35,7 @@ class Accounts:
     api_keys: ApiKeyStore
     identities: Identities
     tokens: TokenService
-    _flusher: asyncio.Task[None] | None = field(default=None, repr=False)
+    _last_use_writes: FlushLoop | None = field(default=None, repr=False)
 
     @classmethod
     async def start(cls, settings: Settings, clock: Callable[[], float]) -> Accounts:
@@ -75,24 +74,21 @@ class Accounts:
         )
         if seeded is not None:
             logger.info("created the first user, an admin, from FAKE_USERNAME")
-        accounts._flusher = asyncio.create_task(accounts._flush_last_used())
+        accounts._last_use_writes = FlushLoop(
+            identities.last_used.flush, FLUSH_SECONDS, _last_use_not_recorded
+        )
+        accounts._last_use_writes.start()
         return accounts
 
-    async def _flush_last_used(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            try:
-                await self.identities.last_used.flush()
-            except DatabaseUnavailable:
-                logger.warning("could not record API keys' last use", exc_info=True)
-
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        if self._last_use_writes is not None:
+            await self._last_use_writes.stop()
         try:
             await self.identities.last_used.flush()
         except DatabaseUnavailable:
-            logger.warning("could not record API keys' last use", exc_info=True)
+            _last_use_not_recorded()
         await self.db.aclose()
+
+
+def _last_use_not_recorded() -> None:
+    logger.warning("could not record API keys' last use", exc_info=True)

@@ -13,7 +13,6 @@ are dropped and counted (gptmini_ledger_rows_dropped_total).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, fields
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 from sqlalchemy import insert
 
 from gptmini_graphql.db.database import Database
+from gptmini_graphql.db.flush_loop import FlushLoop
 from gptmini_graphql.db.models import LedgerRow
 from gptmini_graphql.errors import DatabaseUnavailable
 from gptmini_graphql.metrics import Metrics
@@ -70,13 +70,12 @@ class Ledger:
     ) -> None:
         self._db = db
         self._metrics = metrics
-        self._flush_seconds = flush_seconds
         self._queued: list[Entry] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writes = FlushLoop(self.flush, flush_seconds, self._waiting)
         self._flushing = asyncio.Lock()
 
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_forever())
+        self._writes.start()
 
     def record(self, entry: Entry) -> None:
         if len(self._queued) >= MAX_QUEUED:
@@ -107,22 +106,14 @@ class Ledger:
                     self._metrics.ledger_written.inc(len(batch))
                 del self._queued[: len(batch)]
 
-    async def _write_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_seconds)
-            try:
-                await self.flush()
-            except DatabaseUnavailable:
-                logger.warning(
-                    "could not write the usage ledger; rows wait in memory",
-                    extra={"queued": len(self._queued)},
-                )
+    def _waiting(self) -> None:
+        logger.warning(
+            "could not write the usage ledger; rows wait in memory",
+            extra={"queued": len(self._queued)},
+        )
 
     async def aclose(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await self._writes.stop()
         try:
             await self.flush()
         except Exception:
