@@ -20,7 +20,7 @@ from gptmini_graphql import __version__
 from gptmini_graphql.drain import on_shutdown_signals
 from gptmini_graphql.graphiql import graphiql_static_route
 from gptmini_graphql.http import GraphQLEndpoint
-from gptmini_graphql.llm.client import NOT_CONFIGURED
+from gptmini_graphql.llm.calls import NOT_CONFIGURED
 from gptmini_graphql.llm.probe import without_credentials
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
 from gptmini_graphql.metrics import Metrics, MetricsMiddleware

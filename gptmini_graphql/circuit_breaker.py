@@ -1,6 +1,6 @@
 """A circuit breaker: stop calling what keeps failing, and try it again later.
 
-Guards the LLM upstreams (llm/client.py), and the Redis behind the response
+Guards the LLM upstreams (llm/calls.py), and the Redis behind the response
 cache and the rate limits, so a dependency that is down costs one failure
 per reset period rather than one timeout per request.
 """

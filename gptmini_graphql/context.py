@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from gptmini_graphql.auth.principal import Principal
 from gptmini_graphql.errors import AppError, Forbidden, Unauthenticated
 from gptmini_graphql.llm.cache import CachePolicy, Mode
-from gptmini_graphql.llm.client import CallerLLM
+from gptmini_graphql.llm.caller import CallerLLM
 from gptmini_graphql.services import Services
 from gptmini_graphql.spend.meter import Caller, Left, Meter
 from gptmini_graphql.tasks.results import TaskResult

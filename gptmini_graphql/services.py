@@ -12,7 +12,8 @@ import httpx2
 from gptmini_graphql.auth.accounts import Accounts
 from gptmini_graphql.auth.login_throttle import LoginThrottle
 from gptmini_graphql.drain import Drain
-from gptmini_graphql.llm.client import LLM, build_llm
+from gptmini_graphql.llm.building import build_llm
+from gptmini_graphql.llm.client import LLM
 from gptmini_graphql.llm.local.process import ModelProcess
 from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.persisted_queries import PersistedQueries

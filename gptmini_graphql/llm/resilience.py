@@ -1,6 +1,6 @@
 """Which upstream errors are worth a retry, and how long to wait first.
 
-Ours, because the SDK's retries (turned off: see llm/client.py) cannot say
+Ours, because the SDK's retries (turned off: see llm/building.py) cannot say
 them: an exhausted quota (a 429 like any other to the SDK) and a 500 that
 blames the request are not retried, a garbled 200 is, and no wait may
 outlast the request's deadline (llm/upstream.py). The loop and the backoff

@@ -50,7 +50,7 @@ KINDS: tuple[Kind, ...] = ("text", "structured", "stream")
 
 
 # What an upstream answers: a checked completion, or (`stream`) its chunks as
-# parsed JSON, unchecked (LLM._stream reads them as raw dicts, for speed).
+# parsed JSON, unchecked (llm/streaming.py reads them as raw dicts, for speed).
 Reply = ChatCompletion | openai.AsyncStream[object]
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from gptmini_graphql.llm.client import CallerLLM
+from gptmini_graphql.llm.caller import CallerLLM
 from gptmini_graphql.llm.structured import StructuredOutput
 from gptmini_graphql.tasks.base import delimited, require_text
 from gptmini_graphql.tasks.choice import label_shares

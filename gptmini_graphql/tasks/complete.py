@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from gptmini_graphql.llm.answers import ChatStreamEnd
-from gptmini_graphql.llm.client import CallerLLM
+from gptmini_graphql.llm.caller import CallerLLM
 from gptmini_graphql.tasks.base import require_range, require_text
 from gptmini_graphql.tasks.results import Completion, answer_fields
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gptmini_graphql.llm.client import CallerLLM
+from gptmini_graphql.llm.caller import CallerLLM
 from gptmini_graphql.tasks.base import (
     delimited,
     require_range,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict
 
 from gptmini_graphql.llm.answers import ChatAnswer
-from gptmini_graphql.llm.client import CallerLLM
+from gptmini_graphql.llm.caller import CallerLLM
 from gptmini_graphql.llm.structured import StructuredOutput
 from gptmini_graphql.tasks.base import both, delimited, require_text, without_envelope
 from gptmini_graphql.tasks.languages import CODES, resolve_language
