@@ -287,8 +287,9 @@ def micro_rows(calls: int = 3000) -> list[dict]:
     from gptmini_graphql.metrics import Metrics
     from gptmini_graphql.settings import Settings
     from gptmini_graphql.shared_redis import SharedRedis
+    from gptmini_graphql.spend.enforcement import Caller, Left, Spend
     from gptmini_graphql.spend.ledger import Ledger
-    from gptmini_graphql.spend.meter import Caller, Left, Meter, Spend
+    from gptmini_graphql.spend.meter import Meter
     from gptmini_graphql.spend.reservations import MemoryReservations, RedisReservations
 
     body = {"messages": [{"role": "user", "content": TEXT}], "max_tokens": 316}

@@ -14,7 +14,8 @@ from gptmini_graphql.errors import AppError, Forbidden, Unauthenticated
 from gptmini_graphql.llm.cache import CachePolicy, Mode
 from gptmini_graphql.llm.caller import CallerLLM
 from gptmini_graphql.services import Services
-from gptmini_graphql.spend.meter import Caller, Left, Meter
+from gptmini_graphql.spend.enforcement import Caller, Left
+from gptmini_graphql.spend.meter import Meter
 from gptmini_graphql.tasks.results import TaskResult
 
 

@@ -20,8 +20,8 @@ from gptmini_graphql.persisted_queries import PersistedQueries
 from gptmini_graphql.rate_limits import RateLimiter
 from gptmini_graphql.settings import Settings
 from gptmini_graphql.shared_redis import SharedRedis
+from gptmini_graphql.spend.enforcement import Spend
 from gptmini_graphql.spend.ledger import Ledger
-from gptmini_graphql.spend.meter import Spend
 from gptmini_graphql.spend.reservations import MemoryReservations, RedisReservations
 from gptmini_graphql.tracing import Tracing
 

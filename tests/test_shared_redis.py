@@ -88,8 +88,8 @@ def test_budgets_use_the_apps_client_and_leave_it_open(
 ) -> None:
     from gptmini_graphql.db.database import Database
     from gptmini_graphql.settings import Settings
+    from gptmini_graphql.spend.enforcement import Spend
     from gptmini_graphql.spend.ledger import Ledger
-    from gptmini_graphql.spend.meter import Spend
     from gptmini_graphql.spend.reservations import RedisReservations
 
     async def scenario() -> None:

@@ -15,7 +15,7 @@ from strawberry.extensions import SchemaExtension
 from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import INTERNAL_SERVER_ERROR
 from gptmini_graphql.operation_log import log_operation
-from gptmini_graphql.spend.meter import Left
+from gptmini_graphql.spend.enforcement import Left
 
 
 class OperationScopeExtension(SchemaExtension):

@@ -15,7 +15,8 @@ from gptmini_graphql.errors import AppError, UpstreamTimeout
 from gptmini_graphql.llm.malformed import MalformedAnswer
 
 if TYPE_CHECKING:
-    from gptmini_graphql.spend.meter import Hold, Meter
+    from gptmini_graphql.spend.enforcement import Hold
+    from gptmini_graphql.spend.meter import Meter
 
 # The caller went away, or our deadline passed: the upstream may have
 # generated (and billed) the answer all the same.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from gptmini_graphql.spend.meter import prompt_bound
+from gptmini_graphql.spend.worst_case import prompt_bound
 from tests.conftest import LOGIN
 from tests.fake_upstream import chat_completion
 

@@ -1,0 +1,261 @@
+"""Budgets enforced across replicas: a call's worst case reserved against
+every budget that binds its caller, or refused (BUDGET_EXCEEDED, or
+TOKEN_RATE_LIMITED for a per-minute token limit, saying which budget and what
+is left); then settled at its real cost, and a long stream's reservation kept
+alive.
+
+`Spend` is what the app shares: the reservation store, the ledger, the
+clock, and the outage policy: while the store's Redis is unreachable (the
+app's one client says so: shared_redis.py), a caller with budgets is
+refused with BUDGET_UNAVAILABLE (nothing is spent unseen); a caller without
+any goes on. A counter the store has not seen yet is seeded from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypedDict, TypeVar
+
+from sqlalchemy import func, select
+
+from gptmini_graphql.db.database import Database
+from gptmini_graphql.db.models import LedgerRow
+from gptmini_graphql.errors import (
+    BudgetExceeded,
+    BudgetUnavailable,
+    TokenRateLimited,
+)
+from gptmini_graphql.metrics import Metrics
+from gptmini_graphql.settings import Settings
+from gptmini_graphql.shared_redis import RedisUnavailable
+from gptmini_graphql.spend import budgets as budgets_
+from gptmini_graphql.spend.budgets import Budget
+from gptmini_graphql.spend.ledger import Ledger
+from gptmini_graphql.spend.reservations import ReservationStore
+
+logger = logging.getLogger("gptmini_graphql.spend")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user_id: uuid.UUID
+    api_key_id: uuid.UUID | None
+    user_budgets: Mapping[str, float | int]
+    key_budgets: Mapping[str, float | int] | None
+
+
+@dataclass(slots=True)
+class Hold:
+    """A granted reservation (budgets empty: the caller has none)."""
+
+    id: str
+    budgets: list[Budget]
+    usd_nano: int
+    tokens: int
+    prompt_tokens: int  # of `tokens`, the prompt's bound
+    # Clock time of the reservation: the ledger dates the call by it, so its
+    # row falls in the period whose counters it was charged to (a counter
+    # seeded from the ledger then never counts it a second time).
+    at: float
+    started: float  # perf_counter, for the ledger's latency
+    extended: float = 0.0  # clock time of the last expiry push
+    priced: bool = True  # False: no upstream's model has a price
+
+
+@dataclass(slots=True)
+class Left:
+    """What the operation's budgets have left, for the result's extensions."""
+
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def note(self, budget: Budget, used: int | None) -> None:
+        if used is None:
+            return
+        self.budgets[budget.label] = {
+            "limit": budget.shown(budget.limit),
+            "remaining": budget.shown(max(budget.limit - used, 0)),
+            "resetsAt": _iso(budget.end),
+        }
+
+
+class _Refused(TypedDict):
+    """What a refusal says of the budget, in its error's extensions."""
+
+    budget: str
+    limit: float
+    remaining: float
+    requested: float
+    resets_at: str
+
+
+class Spend:
+    """The app's budgets, enforced: see the module's docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ReservationStore,
+        ledger: Ledger,
+        db: Database,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.defaults = budgets_.defaults(settings)
+        self.store = store
+        self.ledger = ledger
+        self.db = db
+        self.clock = clock
+        # A reservation outlives any call it covers: a call is bounded by the
+        # timeout; a stream pushes its expiry on while it runs.
+        self.hold_seconds = 2 * settings.llm_timeout_seconds + 10
+
+    async def aclose(self) -> None:
+        await self.ledger.aclose()  # the store's Redis is the app's to close
+
+    def budgets(self, caller: Caller, now: float) -> list[Budget]:
+        limits = budgets_.effective(caller.user_budgets, self.defaults)
+        return budgets_.budgets_of(
+            caller.user_id, limits, caller.api_key_id, caller.key_budgets, now
+        )
+
+    async def reserve(
+        self, caller: Caller, usd_nano: int, tokens: int, prompt: int, left: Left
+    ) -> Hold:
+        now = self.clock()
+        budgets = self.budgets(caller, now)
+        hold = Hold(
+            uuid.uuid4().hex,
+            budgets,
+            usd_nano,
+            tokens,
+            prompt,
+            now,
+            time.perf_counter(),
+        )
+        if not budgets:
+            return hold
+        holds = [(b, b.amount(usd_nano, tokens)) for b in budgets]
+        tag = str(caller.user_id)
+        for _ in range(3):  # seeding races another replica at most briefly
+            verdict = await self._guarded(
+                self.store.reserve(tag, hold.id, holds, now, now + self.hold_seconds)
+            )
+            if verdict.granted:
+                hold.extended = now
+                for budget, used in zip(budgets, verdict.used, strict=True):
+                    left.note(budget, used)
+                return hold
+            if verdict.refused is not None:
+                raise self._refusal(holds[verdict.refused], verdict.used[0], now)
+            for index in verdict.missing:
+                spent = await self.spent_in_ledger(budgets[index])
+                await self._guarded(self.store.seed(tag, budgets[index], spent, now))
+        raise BudgetUnavailable("Budgets cannot be checked right now.", retry_after=1)
+
+    async def settle(
+        self, caller: Caller, hold: Hold, usd_nano: int, tokens: int, left: Left
+    ) -> None:
+        if not hold.budgets:
+            return
+        charges = [(b, b.amount(usd_nano, tokens)) for b in hold.budgets]
+        step = self.store.settle(str(caller.user_id), hold.id, charges, self.clock())
+        try:
+            # Shielded: a caller cancelled meanwhile still settles (else its
+            # reservation would be held, and charged, until it expires).
+            used = await asyncio.shield(self._guarded(step))
+        except BudgetUnavailable:
+            # Its reservation stays until it expires: charged more, never less.
+            self.metrics.budget_settle_failures.inc()
+            logger.warning("could not settle a reservation; it will expire")
+            return
+        for budget, spent in zip(hold.budgets, used, strict=True):
+            left.note(budget, spent)
+
+    async def keep(self, caller: Caller, hold: Hold) -> None:
+        """Push a long stream's reservation expiry on (every third of it)."""
+        now = self.clock()
+        if not hold.budgets or now - hold.extended < self.hold_seconds / 3:
+            return
+        hold.extended = now
+        try:
+            await self._guarded(
+                self.store.extend(
+                    str(caller.user_id), hold.id, hold.budgets, now + self.hold_seconds
+                )
+            )
+        except BudgetUnavailable:
+            logger.warning("could not extend a stream's reservation")
+
+    async def spent_in_ledger(self, budget: Budget) -> int:
+        """What the ledger says `budget`'s owner spent in its period (this
+        process's queued rows written first)."""
+        await self.ledger.flush()
+        owner = LedgerRow.user_id if budget.scope == "user" else LedgerRow.api_key_id
+        if budget.unit == "usd":
+            total = func.coalesce(func.sum(LedgerRow.cost_nano_usd), 0)
+        else:
+            total = func.coalesce(
+                func.sum(LedgerRow.prompt_tokens + LedgerRow.completion_tokens), 0
+            )
+        query = select(total).where(
+            owner == budget.owner,
+            LedgerRow.at >= budget.start,
+            LedgerRow.at < budget.end,
+            LedgerRow.cached.is_(False),
+        )
+        async with self.db.session() as session:
+            return int(await session.scalar(query) or 0)
+
+    async def _guarded(self, step: Awaitable[T]) -> T:
+        """`step`'s result, or BUDGET_UNAVAILABLE while the store's Redis is
+        unreachable (SharedRedis logs the outage and says when to retry)."""
+        try:
+            return await step
+        except RedisUnavailable as error:
+            self.metrics.budget_store_errors.inc()
+            raise BudgetUnavailable(
+                "Budgets cannot be checked right now; retry shortly.",
+                retry_after=error.retry_after,
+            ) from error
+
+    def _refusal(
+        self, hold: tuple[Budget, int], used: int, now: float
+    ) -> TokenRateLimited | BudgetExceeded:
+        budget, amount = hold
+        remaining = max(budget.limit - used, 0)
+        details: _Refused = {
+            "budget": budget.label,
+            "limit": budget.shown(budget.limit),
+            "remaining": budget.shown(remaining),
+            "requested": budget.shown(amount),
+            "resets_at": _iso(budget.end),
+        }
+        what = "USD" if budget.unit == "usd" else "tokens"
+        self.metrics.budget_refusals.labels(budget.label).inc()
+        if budget.period == "minute":
+            return TokenRateLimited(
+                f"This call may use up to {budget.shown(amount)} tokens; "
+                f"{budget.shown(remaining)} of {budget.shown(budget.limit)} are "
+                "left this minute.",
+                retry_after=budget.end.timestamp() - now,
+                **details,
+            )
+        return BudgetExceeded(
+            f"This call may cost up to {budget.shown(amount)} {what}; "
+            f"{budget.shown(remaining)} of the {budget.label} budget of "
+            f"{budget.shown(budget.limit)} are left.",
+            **details,
+        )
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
