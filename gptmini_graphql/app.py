@@ -23,7 +23,8 @@ from gptmini_graphql.http import GraphQLEndpoint
 from gptmini_graphql.llm.calls import NOT_CONFIGURED
 from gptmini_graphql.llm.probe import without_credentials
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
-from gptmini_graphql.metrics import Metrics, MetricsMiddleware
+from gptmini_graphql.metrics import Metrics
+from gptmini_graphql.metrics_middleware import MetricsMiddleware
 from gptmini_graphql.middleware import (
     BodySizeLimit,
     CancelOnDisconnect,

@@ -1,39 +1,7 @@
 """Prometheus metrics: everything the server counts, and `GET /metrics`.
 
-Every name starts with `gptmini_`. No label carries a user, a text or a raw
-path: label values come from small sets (route templates, the schema's root
-fields, error codes, configured upstreams and models), so a client cannot
-grow the number of series.
-
-    gptmini_http_requests_total{method,route,status}
-    gptmini_http_request_duration_seconds{method,route}          histogram
-    gptmini_http_requests_in_flight
-    gptmini_graphql_operations_total{operation,outcome}          queries, mutations
-    gptmini_graphql_operation_duration_seconds{operation}        histogram
-    gptmini_graphql_subscriptions_total{field,outcome}
-    gptmini_graphql_subscriptions_active{field}
-    gptmini_graphql_time_to_first_token_seconds{field}           histogram
-    gptmini_upstream_request_duration_seconds{upstream,model,outcome,stream}
-    gptmini_upstream_requests_in_flight{upstream}    the embedded model's queue
-    gptmini_llm_tokens_total{model,kind}             kind: input, output, cached_input
-    gptmini_llm_cost_usd_total{model}
-    gptmini_cache_requests_total{result}             hit, coalesced, miss
-    gptmini_cache_errors_total{operation}            read, write
-    gptmini_cache_saved_cost_usd_total{model}
-    gptmini_rate_limit_refusals_total{limit}         user, login-address, login-user
-    gptmini_redis_outages_total                      times Redis was lost
-    gptmini_redis_down                               1 while this process does without Redis
-    gptmini_ledger_rows_written_total                usage ledger rows in the database
-    gptmini_ledger_rows_dropped_total                rows lost: queue full, refused, or shutdown without a database
-    gptmini_budget_refusals_total{budget}            calls refused by a budget or the token rate limit
-    gptmini_budget_store_errors_total                budget steps Redis could not do
-    gptmini_budget_settle_failures_total             reservations left to expire (charged their worst case)
-    gptmini_build_info{version}
-
-`operation` is the operation's root field (`summarize`, `login`, ...):
-`multiple` for several, `none` when nothing ran (a document that did not
-parse or validate), `other` for anything the schema does not have. The name
-a client gives its operation is in the log line, not in a label.
+What is counted, and under which names and labels, is metrics_series.py;
+HTTP requests are counted by metrics_middleware.py.
 
 Each app has metrics of its own (`Metrics`, made by create_app and held by
 its Services): two apps in one process count apart.
@@ -70,43 +38,26 @@ from prometheus_client import (
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
-    Counter,
     Gauge,
-    Histogram,
-    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gptmini_graphql import __version__
+from gptmini_graphql.metrics_series import MetricSeries
 
 if TYPE_CHECKING:
     from gptmini_graphql.llm.answers import TokenUsage
 
-# Seconds. Requests and operations: from a cache hit (a millisecond) to a long
-# completion; upstream calls and first tokens start slower.
-REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
-FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30)
-
-# No `*_created` series: twice the series for a start time nobody charts (and
-# multiprocess mode has none anyway). A switch of prometheus_client's own,
-# for the whole process.
-disable_created_metrics()
-
-_METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 # Introspection's root fields are in every schema.
 _INTROSPECTION_FIELDS = frozenset({"__schema", "__type", "__typename"})
 _MAX_MODELS = 32
 
 
-class Metrics:
+class Metrics(MetricSeries):
     """One app's metrics, in a registry of its own.
 
     `root_fields`: the schema's, the values the `operation` label may take
@@ -126,179 +77,7 @@ class Metrics:
                 registry.register(collector)
         self.root_fields = _INTROSPECTION_FIELDS | frozenset(root_fields)
         self._models: set[str] = set()
-
-        self.http_requests = Counter(
-            "gptmini_http_requests",
-            "HTTP requests answered, by route template, method and status.",
-            ["method", "route", "status"],
-            registry=registry,
-        )
-        self.http_duration = Histogram(
-            "gptmini_http_request_duration_seconds",
-            "Time from a request's arrival to the end of its response (streams "
-            "included).",
-            ["method", "route"],
-            buckets=REQUEST_BUCKETS,
-            registry=registry,
-        )
-        self.http_in_flight = Gauge(
-            "gptmini_http_requests_in_flight",
-            "HTTP requests being answered now.",
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.operations = Counter(
-            "gptmini_graphql_operations",
-            "GraphQL queries and mutations over HTTP, by root field and outcome "
-            "(OK or the first error's code).",
-            ["operation", "outcome"],
-            registry=registry,
-        )
-        self.operation_duration = Histogram(
-            "gptmini_graphql_operation_duration_seconds",
-            "Time to answer a GraphQL query or mutation.",
-            ["operation"],
-            buckets=REQUEST_BUCKETS,
-            registry=registry,
-        )
-        self.subscriptions = Counter(
-            "gptmini_graphql_subscriptions",
-            "GraphQL subscriptions ended, by field and outcome (OK, CANCELLED or "
-            "a code).",
-            ["field", "outcome"],
-            registry=registry,
-        )
-        self.subscriptions_active = Gauge(
-            "gptmini_graphql_subscriptions_active",
-            "GraphQL subscriptions streaming now.",
-            ["field"],
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.time_to_first_token = Histogram(
-            "gptmini_graphql_time_to_first_token_seconds",
-            "Time from a subscription's start to its first text delta.",
-            ["field"],
-            buckets=FIRST_TOKEN_BUCKETS,
-            registry=registry,
-        )
-        self.upstream_duration = Histogram(
-            "gptmini_upstream_request_duration_seconds",
-            "One call to an LLM upstream, retries included: to the whole answer, "
-            "or for a stream (stream=true) to its start. outcome: ok, timeout, "
-            "connection_error, cancelled, error, or the upstream's HTTP status.",
-            ["upstream", "model", "outcome", "stream"],
-            buckets=UPSTREAM_BUCKETS,
-            registry=registry,
-        )
-        self.upstream_in_flight = Gauge(
-            "gptmini_upstream_requests_in_flight",
-            "Requests at an LLM upstream now, streams until their end. For "
-            'upstream="embedded" this is the embedded model\'s queue: the request '
-            "generating and those waiting.",
-            ["upstream"],
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.llm_tokens = Counter(
-            "gptmini_llm_tokens",
-            "Tokens of upstream answers, by model and kind (input, output, and "
-            "cached_input: the part of input the provider had cached).",
-            ["model", "kind"],
-            registry=registry,
-        )
-        self.llm_cost = Counter(
-            "gptmini_llm_cost_usd",
-            "Cost of upstream answers in US dollars, by model (models with a price).",
-            ["model"],
-            registry=registry,
-        )
-        cache_requests = Counter(
-            "gptmini_cache_requests",
-            "Response cache lookups: hit, coalesced (answered by an identical "
-            "request in flight) or miss.",
-            ["result"],
-            registry=registry,
-        )
-        self.cache_hit = cache_requests.labels("hit")
-        self.cache_coalesced = cache_requests.labels("coalesced")
-        self.cache_miss = cache_requests.labels("miss")
-        self.cache_errors = Counter(
-            "gptmini_cache_errors",
-            "Response cache reads and writes that went without it (Redis "
-            "unreachable, or an entry unreadable); the request went upstream.",
-            ["operation"],
-            registry=registry,
-        )
-        self.cache_saved_cost = Counter(
-            "gptmini_cache_saved_cost_usd",
-            "What answers served from the response cache would have cost, in US "
-            "dollars.",
-            ["model"],
-            registry=registry,
-        )
-        self.rate_limit_refusals = Counter(
-            "gptmini_rate_limit_refusals",
-            "Requests refused by a rate limit, by limit (user, login-address, "
-            "login-user).",
-            ["limit"],
-            registry=registry,
-        )
-        self.redis_outages = Counter(
-            "gptmini_redis_outages",
-            "Times this process lost its Redis; until it answered again, rate "
-            "limits followed their outage policy and the response cache and "
-            "persisted queries did without it.",
-            registry=registry,
-        )
-        self.redis_down = Gauge(
-            "gptmini_redis_down",
-            "1 while this process cannot reach Redis (summed over workers in "
-            "multiprocess mode).",
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
-        self.ledger_written = Counter(
-            "gptmini_ledger_rows_written",
-            "Usage ledger rows written to the database.",
-            registry=registry,
-        )
-        self.ledger_dropped = Counter(
-            "gptmini_ledger_rows_dropped",
-            "Usage ledger rows lost: the queue was full while the database was "
-            "unavailable, the database refused them, or shutdown could not "
-            "write them.",
-            registry=registry,
-        )
-        self.budget_refusals = Counter(
-            "gptmini_budget_refusals",
-            "Model calls refused by a budget or the token rate limit, by budget "
-            "(user.usd_per_day, key.tokens_per_month, user.tokens_per_minute, "
-            "...).",
-            ["budget"],
-            registry=registry,
-        )
-        self.budget_store_errors = Counter(
-            "gptmini_budget_store_errors",
-            "Steps of the budget store that Redis could not do (it failed, or "
-            "was down); callers with budgets are refused with BUDGET_UNAVAILABLE "
-            "meanwhile.",
-            registry=registry,
-        )
-        self.budget_settle_failures = Counter(
-            "gptmini_budget_settle_failures",
-            "Reservations that could not be settled and are left to expire (each "
-            "charged its worst case until then).",
-            registry=registry,
-        )
-        build_info = Gauge(
-            "gptmini_build_info",
-            "Always 1; the version is a label.",
-            ["version"],
-            multiprocess_mode="max",
-            registry=registry,
-        )
-        build_info.labels(__version__).set(1)
+        super().__init__(registry)  # the series, once the directory exists
 
     def close(self) -> None:
         """This process stops answering: in multiprocess mode its live gauges
@@ -441,65 +220,3 @@ def upstream_outcome(error: BaseException | None) -> str:
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"
     return "error"
-
-
-# --- HTTP ------------------------------------------------------------------------
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request by route template and status.
-
-    Pure ASGI, outermost: requests refused by the other middleware (413,
-    CSRF) are counted too, and a streamed response is timed to its end.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        # 499 (nginx's "client closed request") when the app ends without an
-        # answer because its client left; 500 when it raises before answering.
-        status = 499
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        metrics = self.metrics
-        metrics.http_in_flight.inc()
-        try:
-            await self.app(scope, receive, send_with_status)
-        except BaseException:
-            status = 500 if status == 499 else status
-            raise
-        finally:
-            metrics.http_in_flight.dec()
-            method = scope["method"] if scope["method"] in _METHODS else "other"
-            route = route_template(scope)
-            metrics.http_requests.labels(method, route, str(status)).inc()
-            metrics.http_duration.labels(method, route).observe(
-                time.perf_counter() - started
-            )
-
-
-def route_template(scope: Scope) -> str:
-    """`/graphql`, `/graphiql/static`: the route that served the request, or
-    the one that would have (a request refused before routing), or
-    `unmatched` (404s, whatever their path)."""
-    route = scope.get("route")
-    if route is None:
-        app = scope.get("app")
-        for candidate in getattr(app, "routes", ()):
-            match, _ = candidate.matches(scope)
-            if match is not Match.NONE:
-                route = candidate
-                break
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"

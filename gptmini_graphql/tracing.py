@@ -43,7 +43,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gptmini_graphql import __version__
-from gptmini_graphql.metrics import route_template
+from gptmini_graphql.metrics_middleware import route_template
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
