@@ -1,14 +1,19 @@
 """What a chat completion is to the embedded model: the request it takes,
 the completion it gives, and the errors it raises on purpose (the server
-maps each to an OpenAI-shaped status and body)."""
+maps each to an OpenAI-shaped status and body).
+
+Why it stopped, each token's log probabilities and the token counts are the
+LLM seam's own types (llm/answers.py): the same things the API reads back
+from the server's answer. On the wire they are OpenAI's JSON (replies.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-FinishReason = Literal["stop", "length"]
+from gptmini_graphql.llm.answers import FinishReason, TokenLogprob, TokenUsage
 
 
 class LocalModelError(Exception):
@@ -72,27 +77,8 @@ class ChatRequest:
 
 
 @dataclass(frozen=True)
-class TokenLogprob:
-    """One generated token as OpenAI's `logprobs.content` lists it."""
-
-    token: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
 class Completion:
     text: str
-    finish_reason: FinishReason
-    usage: Usage
+    finish_reason: FinishReason  # STOP or LENGTH: the engine has no other
+    usage: TokenUsage
     logprobs: tuple[TokenLogprob, ...] | None = None

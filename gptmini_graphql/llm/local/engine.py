@@ -36,15 +36,14 @@ from typing import Any
 
 import llama_cpp
 
+from gptmini_graphql.llm.answers import FinishReason, TokenLogprob
 from gptmini_graphql.llm.local.chat import (
     ChatRequest,
     Completion,
     ContextLengthExceededError,
-    FinishReason,
     LocalModelError,
     ModelUnavailableError,
     QueueFullError,
-    TokenLogprob,
 )
 from gptmini_graphql.llm.local.jobs import Finished, Generation, Job, Started
 from gptmini_graphql.llm.local.model_file import check_model_file
@@ -232,7 +231,7 @@ class LocalModel:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         held = ""  # decoded text not sent yet: it may be the start of a stop string
         count = 0
-        finish_reason: FinishReason = "length"
+        finish_reason = FinishReason.LENGTH
         self._llama.set_seed(
             llama_cpp.LLAMA_DEFAULT_SEED if request.seed is None else request.seed
         )
@@ -261,7 +260,7 @@ class LocalModel:
                 if self._closing.is_set():
                     raise ModelUnavailableError("The local model is shutting down.")
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    finish_reason = "stop"
+                    finish_reason = FinishReason.STOP
                     break
                 if recorder is not None:
                     logprobs.append(
@@ -273,7 +272,7 @@ class LocalModel:
                 if ready:
                     job.post(ready)
                 if hit_stop:
-                    return Finished("stop", count, kept(logprobs, recorder))
+                    return Finished(FinishReason.STOP, count, kept(logprobs, recorder))
                 if count >= max_tokens:
                     break
         finally:

@@ -8,12 +8,8 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 
-from gptmini_graphql.llm.local.chat import (
-    ChatRequest,
-    FinishReason,
-    TokenLogprob,
-    Usage,
-)
+from gptmini_graphql.llm.answers import FinishReason, TokenLogprob, TokenUsage
+from gptmini_graphql.llm.local.chat import ChatRequest
 
 
 @dataclass(frozen=True)
@@ -58,8 +54,9 @@ class Generation:
         self.logprobs: tuple[TokenLogprob, ...] | None = None
 
     @property
-    def usage(self) -> Usage:
-        return Usage(self.prompt_tokens, self.completion_tokens)
+    def usage(self) -> TokenUsage:
+        # No cost: the engine knows no prices (the API prices what it reads).
+        return TokenUsage(self.prompt_tokens, self.completion_tokens, 0, None)
 
     def __aiter__(self) -> Generation:
         return self

@@ -1,6 +1,11 @@
 """The embedded model's answers in OpenAI's shapes: a completion, stream
 chunks (as server-sent events) and errors, `{"error": {"message", "type",
-"param", "code"}}`."""
+"param", "code"}}`.
+
+The dicts here are the wire format, not types of ours: the API reads them
+back (llm/calls.py, llm/streaming.py) into the seam's ChatAnswer, as from
+any upstream.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
-from gptmini_graphql.llm.local.chat import Completion, TokenLogprob, Usage
+from gptmini_graphql.llm.answers import FinishReason, TokenLogprob, TokenUsage
+from gptmini_graphql.llm.local.chat import Completion
 
 
 @dataclass(frozen=True)
@@ -34,24 +40,24 @@ class Reply:
                     "index": 0,
                     "message": {"role": "assistant", "content": completion.text},
                     "logprobs": logprobs_body(completion.logprobs),
-                    "finish_reason": completion.finish_reason,
+                    "finish_reason": completion.finish_reason.value,
                 }
             ],
             "usage": usage_body(completion.usage),
         }
 
     def chunk(
-        self, delta: dict[str, str], finish_reason: str | None = None
+        self, delta: dict[str, str], finish_reason: FinishReason | None = None
     ) -> dict[str, Any]:
         choice = {
             "index": 0,
             "delta": delta,
             "logprobs": None,
-            "finish_reason": finish_reason,
+            "finish_reason": None if finish_reason is None else finish_reason.value,
         }
         return self._chunk([choice])
 
-    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+    def usage_chunk(self, usage: TokenUsage) -> dict[str, Any]:
         return self._chunk([]) | {"usage": usage_body(usage)}
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -73,19 +79,18 @@ def logprobs_body(entries: tuple[TokenLogprob, ...] | None) -> dict[str, Any] | 
 
     return {
         "content": [
-            token(e.token, e.logprob)
-            | {"top_logprobs": [token(t, lp) for t, lp in e.top]}
-            for e in entries
+            token(text, logprob) | {"top_logprobs": [token(t, lp) for t, lp in top]}
+            for text, logprob, top in entries
         ]
     }
 
 
-def usage_body(usage: Usage) -> dict[str, Any]:
+def usage_body(usage: TokenUsage) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gptmini_graphql.llm.local.chat import TokenLogprob
+from gptmini_graphql.llm.answers import TokenLogprob
 
 
 class LogitsRecorder:
@@ -29,10 +29,10 @@ class LogitsRecorder:
         log_probs = shifted - math.log(float(np.exp(shifted).sum()))
         best = np.argpartition(-log_probs, top)[:top] if top else np.array([], int)
         ranked = sorted(best.tolist(), key=lambda t: -log_probs[t])
-        return TokenLogprob(
+        return (
             piece(token),
             float(log_probs[token]),
-            tuple((piece(t), float(log_probs[t])) for t in ranked),
+            [(piece(t), float(log_probs[t])) for t in ranked],
         )
 
 

@@ -40,12 +40,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gptmini_graphql.llm.answers import FinishReason, TokenUsage
 from gptmini_graphql.llm.local.chat import (
     ChatRequest,
     InvalidRequestError,
     ModelUnavailableError,
     QueueFullError,
-    Usage,
 )
 from gptmini_graphql.llm.local.disconnect import unless_disconnected
 from gptmini_graphql.llm.local.engine import LocalModel
@@ -251,7 +251,7 @@ class _EmbeddedServer:
 
 
 def _log_completion(
-    usage: Usage, finish_reason: str, started: float, *, stream: bool
+    usage: TokenUsage, finish_reason: FinishReason, started: float, *, stream: bool
 ) -> None:
     seconds = time.perf_counter() - started
     logger.info(
@@ -259,7 +259,7 @@ def _log_completion(
         extra={
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
-            "finish_reason": finish_reason,
+            "finish_reason": finish_reason.value,
             "stream": stream,
             "latency_ms": round(seconds * 1000),
             "tokens_per_second": round(usage.completion_tokens / seconds, 1)
