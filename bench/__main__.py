@@ -1,5 +1,6 @@
 """`python -m bench [--quick] [--only NAME ...]`: start the servers, run the
-scenarios, print a table and write bench/results/latest.json."""
+scenarios, print a table, ratios, and issue 17's targets (bench/targets.py)
+last; write bench/results/latest.json."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from bench.scenarios import SCENARIOS, Options
-from bench.servers import Rig, ServerFailed
+from bench import targets
+from bench.registry import Options
+from bench.rig import Rig
+from bench.scenarios import SCENARIOS
+from bench.servers import ServerFailed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,6 +52,7 @@ FIGURES = [
     ("first_analyze_ms", "{:.0f}"),
     ("second_analyze_ms", "{:.0f}"),
     ("load_s", "{:.2f}"),
+    ("rss_start_mb", "{:.0f}"),
     ("rss_loaded_mb", "{:.0f}"),
     ("rss_loaded_anon_mb", "{:.0f}"),
     ("rss_loaded_file_mb", "{:.0f}"),
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         rig.close()
 
     ratios = compute_ratios(rows)
+    goals = targets.evaluate(rows)
     print(table(rows))
     print(figures(rows))
     for key, value in ratios.items():
@@ -154,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "ttft: time to the first text delta of a stream; tok/s: median of "
         "completion tokens / request time"
     )
+    print()
+    print(targets.block(goals, _load(info, rows)))
     report = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": info,
@@ -161,11 +169,28 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": {name: SCENARIOS[name].description for name in names},
         "results": rows,
         "ratios": ratios,
+        "targets": goals,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)
     return 1 if any(row.get("failures") for row in rows) else 0
+
+
+def _load(info: dict, rows: list[dict]) -> str:
+    """How busy the machine was: load averages, and the CPU the rest of the
+    machine took during the windows (in cores; 2 cores here)."""
+    other = [row["other_cpu_util"] for row in rows if row.get("other_cpu_util")]
+    spread = (
+        f", other processes {statistics.median(other):.2f} cores median, "
+        f"{max(other):.2f} max over the windows"
+        if other
+        else ""
+    )
+    return (
+        f"load average {info['loadavg_1m']:.2f} at start, "
+        f"{os.getloadavg()[0]:.2f} at end{spread}"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -176,6 +201,7 @@ def _interrupt(signum: int, frame: object) -> None:
 # the row keys compared, ours / direct.
 SIDE_BY_SIDE = {
     "stream": ["ttft_p50_ms", "p50_ms"],
+    "slow-upstream": ["rps", "p50_ms"],
     "embedded": ["tokens_per_s"],
 }
 

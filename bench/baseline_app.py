@@ -1,12 +1,15 @@
 """The reference for "CPU per request": the least a Python server must do for a
 summary — a bare Starlette route that parses JSON, calls the openai SDK through
 one shared client and answers JSON. No GraphQL, auth, rate limits or logging.
+And for a stream: `/stream` reads the SDK's stream and sends each text delta
+on as an SSE event, then one with the usage.
 
 Run: BENCH_UPSTREAM_URL=http://127.0.0.1:PORT/v1 python -m uvicorn bench.baseline_app:app
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,10 +17,10 @@ from contextlib import asynccontextmanager
 import openai
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from bench.workload import chat_arguments
+from bench.workload import chat_arguments, stream_chat_arguments
 
 
 @asynccontextmanager
@@ -49,6 +52,25 @@ async def summarize(request: Request) -> JSONResponse:
     )
 
 
+async def stream(request: Request) -> StreamingResponse:
+    body = await request.json()
+    client: openai.AsyncOpenAI = request.state.client
+    chunks = await client.chat.completions.create(
+        **stream_chat_arguments(body["prompt"])
+    )
+
+    async def events() -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            if chunk.choices and chunk.choices[0].delta.content:
+                text = chunk.choices[0].delta.content
+                yield b"data: " + json.dumps({"text": text}).encode() + b"\n\n"
+            if chunk.usage:
+                usage = {"completionTokens": chunk.usage.completion_tokens}
+                yield b"data: " + json.dumps({"usage": usage}).encode() + b"\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
@@ -56,6 +78,7 @@ async def healthz(request: Request) -> JSONResponse:
 app = Starlette(
     routes=[
         Route("/summarize", summarize, methods=["POST"]),
+        Route("/stream", stream, methods=["POST"]),
         Route("/healthz", healthz),
     ],
     lifespan=lifespan,

@@ -3,14 +3,20 @@ with one canned chat.completion, so the bench measures our server, not this.
 A request with `"stream": true` gets the same answer as SSE chunks, as OpenAI
 sends them: a role chunk, STREAM_DELTAS text deltas, the finish reason, the
 usage chunk (`stream_options.include_usage`) and `[DONE]`, with no delay.
+BENCH_UPSTREAM_DELAY_MS=200 makes it answer each chat completion 200 ms
+late, as a real model would (a stream's first chunk as late).
 
 Run: python -m uvicorn bench.fake_upstream:app --lifespan off --http httptools
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import os
+
+DELAY_SECONDS = float(os.environ.get("BENCH_UPSTREAM_DELAY_MS") or 0) / 1000
 
 COMPLETION = {
     "id": "chatcmpl-bench",
@@ -116,6 +122,8 @@ async def app(scope, receive, send) -> None:
         return
     body = await read_body(receive)
     if scope["method"] == "POST" and scope["path"].endswith("/chat/completions"):
+        if DELAY_SECONDS:
+            await asyncio.sleep(DELAY_SECONDS)
         if b'"stream": true' in body or b'"stream":true' in body:
             await send(STREAM_START)
             for event in STREAM_BODY:

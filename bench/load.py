@@ -11,8 +11,9 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -68,7 +69,8 @@ async def read_response(
 @dataclass
 class _Run:
     port: int
-    request: bytes
+    # Sent in turn when several (request n is requests[n % len(requests)]).
+    requests: Sequence[bytes]
     check: Callable[[bytes], str | None]
     max_requests: int
     first: Callable[[bytes], bool] | None = None  # a stream's first event
@@ -103,7 +105,7 @@ class _Run:
                 started = time.perf_counter()
                 try:
                     async with asyncio.timeout(REQUEST_TIMEOUT):
-                        writer.write(self.request)
+                        writer.write(self.requests[number % len(self.requests)])
                         status, body, close, first_at = await read_response(
                             reader, self.first
                         )
@@ -153,6 +155,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and of its children, live or waited for."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            fields = file.read().rpartition(b")")[2].split()
+    except OSError:  # it ended meanwhile
+        return 0.0
+    own = sum(int(field) for field in fields[11:15])  # utime stime cutime cstime
+    return own / os.sysconf("SC_CLK_TCK") + sum(map(tree_cpu_seconds, _children(pid)))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [
+            int(child)
+            for task in tasks
+            for child in (task / "children").read_text().split()
+        ]
+    except OSError:  # it ended meanwhile
+        return []
+
+
 def machine_cpu_seconds() -> float:
     """Busy CPU time of the whole machine, from /proc/stat (all cores)."""
     with open("/proc/stat", "rb") as file:
@@ -170,7 +195,7 @@ def own_cpu_seconds() -> float:
 async def measure(
     *,
     port: int,
-    request: bytes,
+    request: bytes | Sequence[bytes],
     concurrency: int,
     warmup: float,
     duration: float,
@@ -187,7 +212,8 @@ async def measure(
     makes a run noisy, and this says how noisy.
     """
     cpu = {**cpu, "machine": machine_cpu_seconds}
-    state = _Run(port, request, check, max_requests, first)
+    requests = [request] if isinstance(request, bytes) else request
+    state = _Run(port, requests, check, max_requests, first)
     tasks = [asyncio.create_task(state.worker()) for _ in range(concurrency)]
     try:
         await asyncio.wait(tasks, timeout=warmup)
@@ -244,4 +270,19 @@ def latency_stats(latencies: list[float]) -> dict:
         "p50_ms": percentile(50),
         "p99_ms": percentile(99),
         "max_ms": round(ordered[-1] * 1000, 3),
+    }
+
+
+def memory(pid: int, when: str) -> dict:
+    """Resident memory (MiB) from /proc: all, anonymous, and file-backed (an
+    mmap-ed model file's pages in use, say)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon", "RssFile"):
+            fields[name] = round(int(value.split()[0]) / 1024, 1)
+    return {
+        f"rss_{when}_mb": fields.get("VmRSS"),
+        f"rss_{when}_anon_mb": fields.get("RssAnon"),
+        f"rss_{when}_file_mb": fields.get("RssFile"),
     }

@@ -1,28 +1,20 @@
 """The servers under test, each a subprocess on a free 127.0.0.1 port, started
-the way it is run for real and always stopped (see `Rig.close`)."""
+the way it is run for real and always stopped (see `bench.rig.Rig.close`)."""
 
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
-from bench.load import cpu_seconds
-from bench.workload import (
-    LOCAL_CONTEXT_SIZE,
-    LOCAL_MODEL_PATH,
-    LOGIN_QUERY,
-    graphql_body,
-)
+from bench.load import cpu_seconds, tree_cpu_seconds
+from bench.workload import LOGIN_QUERY, graphql_body
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0  # seconds
@@ -58,9 +50,24 @@ def http_json(
 
 class Server:
     def __init__(
-        self, name: str, argv: list[str], log: Path, env=None, cwd: Path = ROOT
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        env=None,
+        cwd: Path = ROOT,
+        *,
+        health: str = "/healthz",
+        start_timeout: float = START_TIMEOUT,
+        with_children: bool = False,
     ) -> None:
         self.name, self.log, self.port = name, log, free_port()
+        self.health, self.start_timeout = health, start_timeout
+        # Count the CPU of its child processes too (a server whose workers
+        # are children); never for ours, whose child is the embedded model.
+        self.with_children = with_children
+        # Credentials of our API servers, once logged in (Rig.api).
+        self.token = self.api_key = ""
         argv = [arg.replace("{port}", str(self.port)) for arg in argv]
         with log.open("wb") as out:
             # Output (our server's JSON log lines) goes to a file: the cost of
@@ -89,22 +96,24 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def cpu_seconds(self) -> float:
+        if self.with_children:
+            return tree_cpu_seconds(self.process.pid)
         return cpu_seconds(self.process.pid)
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerFailed(
                     self._failure(f"exited with {self.process.returncode}")
                 )
             try:
-                if http_json(self.port, "GET", "/healthz")[0] == 200:
+                if http_json(self.port, "GET", self.health)[0] == 200:
                     return
             except (OSError, ValueError):
                 pass
             time.sleep(0.02)
-        raise ServerFailed(self._failure(f"not healthy after {START_TIMEOUT:g} s"))
+        raise ServerFailed(self._failure(f"not healthy after {self.start_timeout:g} s"))
 
     def _failure(self, what: str) -> str:
         self.stop()
@@ -134,127 +143,6 @@ def uvicorn_argv(app: str) -> list[str]:
         "--port", "{port}", "--http", "httptools", "--loop", "auto",
         "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
-
-
-class Rig:
-    """Starts each server on first use, once; `close` stops them all."""
-
-    def __init__(self, log_dir: Path, before_ref: str | None = None) -> None:
-        self.log_dir = log_dir
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self._servers: dict[str, Server] = {}
-        self._cwd = tempfile.TemporaryDirectory(prefix="bench-cwd-")
-        self.token = ""
-        self.api_key = ""
-        # A git ref whose server is measured beside ours (`--before`).
-        self.before_ref = before_ref
-        self.before_token = ""
-
-    def _start(self, name: str, argv: list[str], **kwargs) -> Server:
-        if name not in self._servers:
-            log = self.log_dir / f"{name}.log"
-            self._servers[name] = Server(name, argv, log, **kwargs)
-        return self._servers[name]
-
-    def upstream(self) -> Server:
-        argv = [*uvicorn_argv("bench.fake_upstream:app"), "--lifespan", "off"]
-        return self._start("upstream", argv)
-
-    def baseline(self) -> Server:
-        env = {"BENCH_UPSTREAM_URL": self.upstream().url + "/v1"}
-        return self._start("baseline", uvicorn_argv("bench.baseline_app:app"), env=env)
-
-    def api(self) -> Server:
-        """Our server, as users run it, logged in once."""
-        if "api" in self._servers:
-            return self._servers["api"]
-        env = {
-            "OPENAI_BASE_URL": self.upstream().url + "/v1",
-            "OPENAI_API_KEY": "bench",
-        }
-        server = self._start("api", API_ARGV, env=self._api_env(env), cwd=self.cwd)
-        self.token = login(server.port)
-        self.api_key = create_api_key(server.port, self.token)
-        return server
-
-    def before(self) -> Server:
-        """The server as it was at `before_ref` (git archive), same upstream,
-        same settings, logged in: "before" figures from the same run."""
-        assert self.before_ref is not None
-        if "before" in self._servers:
-            return self._servers["before"]
-        source = Path(self._cwd.name) / "before-src"
-        source.mkdir()
-        archive = subprocess.run(  # noqa: S603 - git, on our own repository
-            ["git", "-C", str(ROOT), "archive", self.before_ref],  # noqa: S607
-            capture_output=True,
-            check=True,
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(source, filter="data")
-        cwd = Path(self._cwd.name) / "before-cwd"
-        cwd.mkdir()
-        env = self._api_env(
-            {
-                "OPENAI_BASE_URL": self.upstream().url + "/v1",
-                "OPENAI_API_KEY": "bench",
-                "PYTHONPATH": str(source),
-            }
-        )
-        server = self._start("before", API_ARGV, env=env, cwd=cwd)
-        self.before_token = login(server.port)
-        return server
-
-    def embedded(self, threads: int) -> Server:
-        """Our server with no upstream configured, so the embedded model answers;
-        a new one on each call (the caller times its start), not logged in.
-        Returns once /healthz answers: the model may still be loading."""
-        env = {
-            "OPENAI_BASE_URL": None,
-            "OPENAI_API_KEY": None,
-            "LLM_BACKEND": None,
-            "LOCAL_MODEL_PATH": str(LOCAL_MODEL_PATH),
-            "LOCAL_THREADS": str(threads),
-            "LOCAL_CONTEXT_SIZE": str(LOCAL_CONTEXT_SIZE),
-            # Every repetition must generate: the same prompt would be a hit.
-            "CACHE_TTL_SECONDS": "0",
-        }
-        name = f"embedded-t{threads}"
-        self.stop(name)
-        return self._start(name, API_ARGV, env=self._api_env(env), cwd=self.cwd)
-
-    def stop(self, name: str) -> None:
-        """Stop one server now (a later call of its method starts a new one)."""
-        if server := self._servers.pop(name, None):
-            server.stop()
-
-    @property
-    def cwd(self) -> Path:
-        # Run from an empty folder so a developer's .env can't change what is
-        # measured (REDIS_URL, say); the package is found by path.
-        return Path(self._cwd.name)
-
-    def _api_env(self, env: dict[str, str | None]) -> dict[str, str | None]:
-        return {
-            "RATE_LIMIT": "1000000/minute",
-            "LOGIN_RATE_LIMIT": "1000000/minute",
-            # The login scenario fails on purpose, thousands of times.
-            "LOGIN_USERNAME_FAILURE_LIMIT": "1000000/hour",
-            "LOG_LEVEL": "INFO",
-            # Each server its own SQLite file in its folder: a DATABASE_URL
-            # in the environment (for the spend proof) must not be shared.
-            "DATABASE_URL": None,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
-            ),
-            **env,
-        }
-
-    def close(self) -> None:
-        # Clients before the upstream they call, so none logs a broken call.
-        for server in reversed(self._servers.values()):
-            server.stop()
-        self._cwd.cleanup()
 
 
 def create_api_key(port: int, token: str) -> str:

@@ -19,8 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.databases import drop, fresh_database
 from bench.load import http_request
-from bench.servers import API_ARGV, Rig, ServerFailed, http_json, login
+from bench.registry import http_load, summary_check
+from bench.rig import BUDGETS, Rig
+from bench.servers import API_ARGV, ServerFailed, http_json, login
 from bench.workload import SUMMARIZE_QUERY, TEXT, graphql_body
 
 PROOF_CALL = '{ complete(prompt: "Count to three.", maxTokens: 40) { text } }'
@@ -33,11 +36,7 @@ def servers(rig: Rig) -> list[tuple[str, object, str]]:
         "OPENAI_API_KEY": "bench",
     }
     # Budgets far above what the bench spends: every request reserves and settles.
-    budgets = {
-        "BUDGET_USD_PER_DAY": "1000000",
-        "BUDGET_TOKENS_PER_MONTH": "100000000000",
-        "TOKEN_RATE_LIMIT": "100000000000",
-    }
+    budgets = dict(BUDGETS)
     found = []
     plans = [
         ("ledger", {"REDIS_URL": None}),
@@ -50,8 +49,8 @@ def servers(rig: Rig) -> list[tuple[str, object, str]]:
         plans.insert(1, ("ledger-redis", {"REDIS_URL": os.environ["REDIS_URL"]}))
     for name, env in plans:
         cwd = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        server = rig._start(
-            f"spend-{name}", API_ARGV, env=rig._api_env({**upstream, **env}), cwd=cwd
+        server = rig.start(
+            f"spend-{name}", API_ARGV, env=rig.api_env({**upstream, **env}), cwd=cwd
         )
         found.append((name, server, login(server.port)))
     if rig.before_ref:
@@ -59,7 +58,7 @@ def servers(rig: Rig) -> list[tuple[str, object, str]]:
     return found
 
 
-def cpu_rows(rig: Rig, options, http_load, summary_check) -> list[dict]:
+def cpu_rows(rig: Rig, options) -> list[dict]:
     body = graphql_body(SUMMARIZE_QUERY, {"text": TEXT})
     variants = servers(rig)
     rows = []
@@ -88,7 +87,7 @@ def proof_row(options) -> dict:
 
     k = 5 if options.quick else 25
     work = Path(tempfile.mkdtemp(prefix="bench-proof-"))
-    database = _database(work)
+    database = fresh_database(work, "proof")
     upstream = Upstream()
     env = {
         "DATABASE_URL": database,
@@ -113,7 +112,7 @@ def proof_row(options) -> dict:
     try:
         rows, total_nano = _ledger(database)
     finally:
-        _drop(database)
+        drop(database)
     budget_nano = round(k * worst * 1e9)
     admitted = outcomes.count("ok")
     return {
@@ -131,48 +130,6 @@ def proof_row(options) -> dict:
         "proof_s": round(seconds, 2),
         "database": database.split(":", 1)[0],
     }
-
-
-def _database(work: Path) -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        return f"sqlite:///{work}/proof.sqlite3"
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    name = f"gm_bench_{int(time.time())}"
-
-    async def create() -> None:
-        connection = await asyncpg.connect(url)
-        try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await connection.close()
-
-    asyncio.run(create())
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop(database: str) -> None:
-    """The proof's PostgreSQL database, made by `_database`, goes again."""
-    if not database.startswith("postgres"):
-        return
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database)
-
-    async def drop() -> None:
-        base = url.set(database=make_url(os.environ["DATABASE_URL"]).database)
-        connection = await asyncpg.connect(base.render_as_string(hide_password=False))
-        try:
-            await connection.execute(
-                f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'
-            )
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
 
 
 def _graphql(port: int, token: str, query: str, variables: dict | None = None) -> dict:
@@ -297,8 +254,8 @@ def micro_rows(calls: int = 3000) -> list[dict]:
     budgets = {
         "budget_usd_per_day": 1e6,
         "budget_usd_per_month": 1e6,
-        "budget_tokens_per_month": 10**12,
-        "token_rate_limit": 10**12,
+        "budget_tokens_per_month": 2_000_000_000,
+        "token_rate_limit": 2_000_000_000,
     }
 
     async def measure(name: str, store_kind: str | None) -> dict:

@@ -102,15 +102,19 @@ def complete_messages(prompt: str, max_tokens: int) -> list[dict[str, str]]:
     return complete._messages(llm, prompt, max_tokens, 0.0, None)
 
 
+def stream_chat_arguments(prompt: str) -> dict[str, Any]:
+    """What our server gives `chat.completions.create` for
+    `completeStream(prompt, maxTokens: 64)`."""
+    return {
+        "messages": complete_messages(prompt, 64),
+        "max_tokens": 64,
+        "temperature": complete.DEFAULT_TEMPERATURE,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "model": MODEL,
+    }
+
+
 def stream_chat_body(prompt: str) -> bytes:
     """The body our server sends upstream for `completeStream(prompt, maxTokens: 64)`."""
-    return json.dumps(
-        {
-            "messages": complete_messages(prompt, 64),
-            "max_tokens": 64,
-            "temperature": complete.DEFAULT_TEMPERATURE,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "model": MODEL,
-        }
-    ).encode()
+    return json.dumps(stream_chat_arguments(prompt)).encode()

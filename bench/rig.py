@@ -1,0 +1,179 @@
+"""The rig: every server a bench run needs, each started on first use, once,
+and all stopped by `close` (clients before the upstream they call)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from bench.databases import drop, fresh_database
+from bench.servers import (
+    API_ARGV,
+    ROOT,
+    Server,
+    create_api_key,
+    login,
+    uvicorn_argv,
+)
+from bench.workload import LOCAL_CONTEXT_SIZE, LOCAL_MODEL_PATH
+
+# Budgets far above what a bench spends, so that every model call reserves
+# and settles against four of them, as a server with budgets does; bounded
+# as the settings are (2^31 - 1 tokens a period).
+BUDGETS = {
+    "BUDGET_USD_PER_DAY": "1000000",
+    "BUDGET_USD_PER_MONTH": "1000000",
+    "BUDGET_TOKENS_PER_MONTH": "2000000000",
+    "TOKEN_RATE_LIMIT": "2000000000",
+}
+
+
+class Rig:
+    def __init__(self, log_dir: Path, before_ref: str | None = None) -> None:
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._servers: dict[str, Server] = {}
+        self._cwd = tempfile.TemporaryDirectory(prefix="bench-cwd-")
+        self._database: str | None = None  # our API servers' one, made once
+        # A git ref whose server is measured beside ours (`--before`).
+        self.before_ref = before_ref
+        self.before_token = ""
+
+    def start(self, name: str, argv: list[str], **kwargs) -> Server:
+        """A server of this name, started unless it runs (Server's arguments)."""
+        if name not in self._servers:
+            log = self.log_dir / f"{name}.log"
+            self._servers[name] = Server(name, argv, log, **kwargs)
+        return self._servers[name]
+
+    def upstream(self, delay_ms: int = 0) -> Server:
+        """The fake OpenAI-compatible upstream; with a delay, another one
+        that answers each chat completion that much later."""
+        argv = [*uvicorn_argv("bench.fake_upstream:app"), "--lifespan", "off"]
+        if not delay_ms:
+            return self.start("upstream", argv)
+        env = {"BENCH_UPSTREAM_DELAY_MS": str(delay_ms)}
+        return self.start(f"upstream-{delay_ms}ms", argv, env=env)
+
+    def baseline(self, name: str = "baseline") -> Server:
+        """Bare Starlette + the openai SDK (bench/baseline_app.py)."""
+        env = {"BENCH_UPSTREAM_URL": self.upstream().url + "/v1"}
+        return self.start(name, uvicorn_argv("bench.baseline_app:app"), env=env)
+
+    @property
+    def token(self) -> str:
+        return self.api().token
+
+    @property
+    def api_key(self) -> str:
+        return self.api().api_key
+
+    def api(self, name: str = "api", upstream: Server | None = None) -> Server:
+        """Our server as it runs for real: callers authenticated and rate
+        limited, budgets (so each model call reserves and settles), the
+        ledger in a database (a fresh PostgreSQL one when DATABASE_URL names
+        a server), Redis when REDIS_URL is set; logged in, with an API key."""
+        if name in self._servers:
+            return self._servers[name]
+        if self._database is None:
+            self._database = fresh_database(self.cwd, "api")
+        upstream = upstream or self.upstream()
+        env = {
+            "OPENAI_BASE_URL": upstream.url + "/v1",
+            "OPENAI_API_KEY": "bench",
+            "DATABASE_URL": self._database,
+            **BUDGETS,
+        }
+        server = self.start(name, API_ARGV, env=self.api_env(env), cwd=self.cwd)
+        server.token = login(server.port)
+        server.api_key = create_api_key(server.port, server.token)
+        return server
+
+    def before(self) -> Server:
+        """The server as it was at `before_ref` (git archive), same upstream,
+        same settings but its own SQLite database (its own schema), logged
+        in: "before" figures from the same run."""
+        assert self.before_ref is not None
+        if "before" in self._servers:
+            return self._servers["before"]
+        source = Path(self._cwd.name) / "before-src"
+        source.mkdir()
+        archive = subprocess.run(  # noqa: S603 - git, on our own repository
+            ["git", "-C", str(ROOT), "archive", self.before_ref],  # noqa: S607
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(source, filter="data")
+        cwd = Path(self._cwd.name) / "before-cwd"
+        cwd.mkdir()
+        env = self.api_env(
+            {
+                "OPENAI_BASE_URL": self.upstream().url + "/v1",
+                "OPENAI_API_KEY": "bench",
+                "PYTHONPATH": str(source),
+                **BUDGETS,
+            }
+        )
+        server = self.start("before", API_ARGV, env=env, cwd=cwd)
+        self.before_token = login(server.port)
+        return server
+
+    def embedded(self, threads: int) -> Server:
+        """Our server with no upstream configured, so the embedded model answers;
+        a new one on each call (the caller times its start), not logged in.
+        Returns once /healthz answers: the model may still be loading."""
+        env = {
+            "OPENAI_BASE_URL": None,
+            "OPENAI_API_KEY": None,
+            "LLM_BACKEND": None,
+            "LOCAL_MODEL_PATH": str(LOCAL_MODEL_PATH),
+            "LOCAL_THREADS": str(threads),
+            "LOCAL_CONTEXT_SIZE": str(LOCAL_CONTEXT_SIZE),
+            # Every repetition must generate: the same prompt would be a hit.
+            "CACHE_TTL_SECONDS": "0",
+        }
+        name = f"embedded-t{threads}"
+        self.stop(name)
+        return self.start(name, API_ARGV, env=self.api_env(env), cwd=self.cwd)
+
+    def stop(self, name: str) -> None:
+        """Stop one server now (a later call of its method starts a new one)."""
+        if server := self._servers.pop(name, None):
+            server.stop()
+
+    @property
+    def cwd(self) -> Path:
+        # Run from an empty folder so a developer's .env can't change what is
+        # measured (REDIS_URL, say); the package is found by path.
+        return Path(self._cwd.name)
+
+    def api_env(self, env: dict[str, str | None]) -> dict[str, str | None]:
+        """Our server's environment: limits every request passes, and `env`."""
+        return {
+            "RATE_LIMIT": "1000000/minute",
+            "LOGIN_RATE_LIMIT": "1000000/minute",
+            # The login scenario fails on purpose, thousands of times.
+            "LOGIN_USERNAME_FAILURE_LIMIT": "1000000/hour",
+            "LOG_LEVEL": "INFO",
+            # Each server its own SQLite file in its folder unless `env`
+            # names a database: a DATABASE_URL in the environment (for the
+            # spend proof) must not be shared.
+            "DATABASE_URL": None,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+            ),
+            **env,
+        }
+
+    def close(self) -> None:
+        # Clients before the upstream they call, so none logs a broken call.
+        for server in reversed(self._servers.values()):
+            server.stop()
+        if self._database is not None:
+            drop(self._database)
+        self._cwd.cleanup()
