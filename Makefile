@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format schema lock bench eval loadtest cluster-check up upd down stop build rm pull bash
+.PHONY: help install run test lint format schema lock bench profile eval loadtest cluster-check up upd down stop build rm pull bash
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,6 +68,10 @@ schema: install  ## export schema.graphql from the code
 BEFORE ?=
 bench: install  ## benchmarks against a local fake upstream (prints a report); BEFORE=main also measures that commit
 	$(BIN)/python -m bench $(if $(BEFORE),--before $(BEFORE) --rounds 4)
+
+PROFILE_SECONDS ?= 20
+profile: install  ## py-spy on the server under bench load (top functions, components, ms per request); PROFILE_SECONDS
+	$(BIN)/python -m bench.profile --seconds $(PROFILE_SECONDS)
 
 eval: install  ## answer quality of the embedded model vs a naive prompt (minutes; LIMIT=n per set)
 	nice $(BIN)/python -m eval $(if $(LIMIT),--limit $(LIMIT))
