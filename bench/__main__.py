@@ -137,11 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             print(f"running {name}: {SCENARIOS[name].description}", file=sys.stderr)
-            for row in SCENARIOS[name].run(rig, options):
-                rows.append({"scenario": name, **row})
-    except ServerFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+            try:
+                for row in SCENARIOS[name].run(rig, options):
+                    rows.append({"scenario": name, **row})
+            except ServerFailed as error:
+                # The other scenarios' figures still count: the run goes on,
+                # reports this one as failed, and exits 1.
+                print(f"error: {name}: {error}", file=sys.stderr)
+                note = f"failed: {str(error).splitlines()[0][:200]}"
+                rows.append(
+                    {"scenario": name, "concurrency": 0, "failures": 1, "note": note}
+                )
     except KeyboardInterrupt:
         print("interrupted; servers stopped", file=sys.stderr)
         return 130
