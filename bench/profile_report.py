@@ -18,8 +18,9 @@ COMPONENTS: list[tuple[str, str]] = [
     (r"/jwt/|/argon2/", "auth"),
     (r"gptmini_graphql/(extensions/rate_limit|rate_limits)", "rate limit"),
     (r"/limits/", "rate limit"),
-    (r"gptmini_graphql/(spend/|shared_redis)", "spend/Redis"),
-    (r"/redis/", "spend/Redis"),
+    (r"gptmini_graphql/spend/", "spend"),
+    (r"gptmini_graphql/shared_redis|/redis/|/hiredis/", "Redis client"),
+    (r"gptmini_graphql/llm/cache", "response cache"),
     (r"gptmini_graphql/extensions/", "our extensions"),
     (r"gptmini_graphql/(http/|persisted_queries)", "our endpoint"),
     (r"gptmini_graphql/(operation_log|logging)", "logging"),
@@ -93,7 +94,7 @@ def tallies(stacks: list[tuple[list[str], int]]) -> dict[str, Counter[str]]:
     per component (the innermost frame's, a generic helper's charged to the
     nearest caller of a known component)."""
     out: dict[str, Counter[str]] = {
-        key: Counter() for key in ("inclusive", "self", "component")
+        key: Counter() for key in ("inclusive", "self", "component", "caller")
     }
     for frames, count in stacks:
         if not frames:
@@ -104,7 +105,37 @@ def tallies(stacks: list[tuple[list[str], int]]) -> dict[str, Counter[str]]:
         owners = (component(frame) for frame in reversed(frames))
         owner = next((name for name in owners if name != GENERIC), GENERIC)
         out["component"][owner] += count
+        out["caller"][f"{_our_caller(frames)}\t{owner}"] += count
     return out
+
+
+def _our_caller(frames: list[str]) -> str:
+    """The module of ours nearest the innermost frame: who asked for the
+    work (the server's start-up when none)."""
+    for frame in reversed(frames):
+        path = frame.rpartition(" (")[2]
+        if "gptmini_graphql/" in path and "__main__" not in path:
+            return "gptmini_graphql/" + path.split("gptmini_graphql/")[1].rstrip(")")
+    return "(none of ours)"
+
+
+def by_caller(counter: Counter[str], total: int, ms: float) -> list[str]:
+    """Per module of ours, what its work costs and which components did it."""
+    modules: Counter[str] = Counter()
+    inside: dict[str, Counter[str]] = {}
+    for key, count in counter.items():
+        module, _, name = key.partition("\t")
+        modules[module] += count
+        inside.setdefault(module, Counter())[name] += count
+    lines = []
+    for module, count in modules.most_common(20):
+        parts = ", ".join(
+            f"{name} {n / count:.0%}" for name, n in inside[module].most_common(4)
+        )
+        lines.append(
+            f"| {count / total:.1%} | {count / total * ms:.3f} | `{module}` | {parts} |"
+        )
+    return lines
 
 
 def report(raw: Path, cpu_ms_per_request: float | None, top: int = 25) -> str:
@@ -146,6 +177,12 @@ def report(raw: Path, cpu_ms_per_request: float | None, top: int = 25) -> str:
         "Components (self time; a generic helper's charged to its caller's):",
         header_c,
         *rows(counts["component"], 40, False),
+        "",
+        "By the module of ours that asked for the work (the innermost frame of "
+        "ours on the stack), and the components that did it:",
+        "| samples | ms/req | module | components |",
+        "|---|---|---|---|",
+        *by_caller(counts["caller"], total, ms),
         "",
         f"Top {top} functions by self time:",
         header_f,
