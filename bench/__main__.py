@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             print(f"running {name}: {SCENARIOS[name].description}", file=sys.stderr)
+            started = time.monotonic()
             try:
                 for row in SCENARIOS[name].run(rig, options):
                     rows.append({"scenario": name, **row})
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(
                     {"scenario": name, "concurrency": 0, "failures": 1, "note": note}
                 )
+            # What each costs of the run's ten minutes (make bench's budget).
+            print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted; servers stopped", file=sys.stderr)
         return 130
