@@ -11,7 +11,7 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,8 +69,7 @@ async def read_response(
 @dataclass
 class _Run:
     port: int
-    # Sent in turn when several (request n is requests[n % len(requests)]).
-    requests: Sequence[bytes]
+    request: bytes
     check: Callable[[bytes], str | None]
     max_requests: int
     first: Callable[[bytes], bool] | None = None  # a stream's first event
@@ -105,7 +104,7 @@ class _Run:
                 started = time.perf_counter()
                 try:
                     async with asyncio.timeout(REQUEST_TIMEOUT):
-                        writer.write(self.requests[number % len(self.requests)])
+                        writer.write(self.request)
                         status, body, close, first_at = await read_response(
                             reader, self.first
                         )
@@ -195,7 +194,7 @@ def own_cpu_seconds() -> float:
 async def measure(
     *,
     port: int,
-    request: bytes | Sequence[bytes],
+    request: bytes,
     concurrency: int,
     warmup: float,
     duration: float,
@@ -212,8 +211,7 @@ async def measure(
     makes a run noisy, and this says how noisy.
     """
     cpu = {**cpu, "machine": machine_cpu_seconds}
-    requests = [request] if isinstance(request, bytes) else request
-    state = _Run(port, requests, check, max_requests, first)
+    state = _Run(port, request, check, max_requests, first)
     tasks = [asyncio.create_task(state.worker()) for _ in range(concurrency)]
     try:
         await asyncio.wait(tasks, timeout=warmup)

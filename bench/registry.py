@@ -8,7 +8,7 @@ keeps all). `bench/scenarios.py` says which run, in which order.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.fake_upstream import COMPLETION
@@ -48,7 +48,7 @@ def http_load(
     rig: Rig,
     options: Options,
     server: Server,
-    request: bytes | Sequence[bytes],
+    request: bytes,
     check: Callable[[bytes], str | None],
     *,
     concurrency: tuple[int, ...] | None = None,
