@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypedDict, TypeVar
 
 from sqlalchemy import func, select
@@ -117,6 +118,9 @@ class Spend:
         # A reservation outlives any call it covers: a call is bounded by the
         # timeout; a stream pushes its expiry on while it runs.
         self.hold_seconds = 2 * settings.llm_timeout_seconds + 10
+        # Counters being seeded, by name: callers that find one missing
+        # together (every request at a new minute) share one ledger query.
+        self._seeding: dict[str, asyncio.Task[None]] = {}
 
     async def aclose(self) -> None:
         await self.ledger.aclose()  # the store's Redis is the app's to close
@@ -157,8 +161,7 @@ class Spend:
             if verdict.refused is not None:
                 raise self._refusal(holds[verdict.refused], verdict.used[0], now)
             for index in verdict.missing:
-                spent = await self.spent_in_ledger(budgets[index])
-                await self._guarded(self.store.seed(tag, budgets[index], spent, now))
+                await self._seed(tag, budgets[index], now)
         raise BudgetUnavailable("Budgets cannot be checked right now.", retry_after=1)
 
     async def settle(
@@ -194,6 +197,26 @@ class Spend:
             )
         except BudgetUnavailable:
             logger.warning("could not extend a stream's reservation")
+
+    async def _seed(self, tag: str, budget: Budget, now: float) -> None:
+        """Seed `budget`'s missing counter from the ledger, once in this
+        process however many callers find it missing at the same time."""
+        seeding = self._seeding.get(budget.counter)
+        if seeding is None:
+            seeding = asyncio.create_task(self._seed_from_ledger(tag, budget, now))
+            self._seeding[budget.counter] = seeding
+            seeding.add_done_callback(partial(self._seeded, budget.counter))
+        # Shielded: one caller leaving must not cancel the others' seeding.
+        await asyncio.shield(seeding)
+
+    async def _seed_from_ledger(self, tag: str, budget: Budget, now: float) -> None:
+        spent = await self.spent_in_ledger(budget)
+        await self._guarded(self.store.seed(tag, budget, spent, now))
+
+    def _seeded(self, counter: str, seeding: asyncio.Task[None]) -> None:
+        del self._seeding[counter]
+        if not seeding.cancelled():
+            seeding.exception()  # retrieved: its waiting callers have it raised
 
     async def spent_in_ledger(self, budget: Budget) -> int:
         """What the ledger says `budget`'s owner spent in its period (this

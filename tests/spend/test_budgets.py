@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from gptmini_graphql.__main__ import main
 from tests.conftest import API, MEMORY_AND_REDIS, Clock, error_codes, redis_url
@@ -98,6 +100,32 @@ def test_the_token_rate_limit_is_rate_limited_until_the_minute_ends(budget_api) 
     assert 1 <= details["retryAfter"] <= 60
     clock.advance(60)
     assert "errors" not in api.post(CALL, token=token)
+
+
+def test_callers_who_find_a_new_minute_together_read_the_ledger_once(
+    make_api,
+) -> None:
+    """At a new minute every caller finds its counter missing at once: one
+    ledger query seeds it for all of them, not one each queued on the
+    database (which stalled every request at :00 under load)."""
+    api = make_api(token_rate_limit=10**6)
+    token = api.login()
+    seeding: list[str] = []
+
+    def read_the_ledger(conn, cursor, statement: str, *args: object) -> None:
+        if "FROM ledger" in statement and "sum(" in statement:
+            seeding.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", read_the_ledger)
+    try:
+        with ThreadPoolExecutor(16) as callers:
+            results = list(
+                callers.map(lambda _: api.post(CALL, token=token), range(16))
+            )
+    finally:
+        event.remove(Engine, "before_cursor_execute", read_the_ledger)
+    assert all("errors" not in result for result in results), results
+    assert len(seeding) == 1, seeding
 
 
 def test_a_call_across_a_minute_counts_in_the_minute_it_was_reserved_in(
