@@ -48,7 +48,12 @@ from gptmini_graphql.errors import NOT_ACCEPTABLE
 from gptmini_graphql.extensions.errors import coded
 from gptmini_graphql.graphiql import render_graphiql_page
 from gptmini_graphql.http import persisted
-from gptmini_graphql.http.exchange import Exchange, ExchangeResponse, exchange_of
+from gptmini_graphql.http.exchange import (
+    Exchange,
+    ExchangeResponse,
+    exchange_of,
+    forget_exchange,
+)
 from gptmini_graphql.http.negotiation import GRAPHQL_RESPONSE_JSON, JSON, SSE, negotiate
 from gptmini_graphql.http.operation_types import (
     OPERATION_ERRORS,
@@ -114,12 +119,15 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             return
         request = Request(scope=scope, receive=receive)
         try:
-            response = await self.run(request)
-        except Refusal as refusal:
-            response = self._refuse(request, refusal)
-        except HTTPException as error:
-            response = self._refuse(request, Refusal.from_http_exception(error))
-        await response(scope, receive, send)
+            try:
+                response = await self.run(request)
+            except Refusal as refusal:
+                response = self._refuse(request, refusal)
+            except HTTPException as error:
+                response = self._refuse(request, Refusal.from_http_exception(error))
+            await response(scope, receive, send)
+        finally:
+            forget_exchange(request)
 
     # 1. negotiation -------------------------------------------------------------
 

@@ -35,6 +35,14 @@ class Exchange:
         request.state.graphql = self
 
 
+def forget_exchange(request: Request) -> None:
+    """Once the response is sent. The exchange reaches the request (through
+    its context) and the request's state the exchange: left in place, that
+    cycle and all it holds wait for the garbage collector, whose passes over
+    such leftovers were a tenth of a cache hit's CPU."""
+    request.scope.get("state", {}).pop("graphql", None)
+
+
 def exchange_of(request: Request) -> Exchange | None:
     """The request's exchange, if it got as far as negotiating one."""
     exchange = getattr(request.state, "graphql", None)
