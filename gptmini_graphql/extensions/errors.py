@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
@@ -26,24 +25,25 @@ logger = logging.getLogger("gptmini_graphql.graphql")
 
 
 class ErrorCodesExtension(SchemaExtension):
+    """The recoding alone, as an extension (the schema's own runs it within
+    OperationExtension)."""
+
     def on_operation(self) -> Iterator[None]:
         yield
-        _recode(self.execution_context.result)
+        recode(self.execution_context.result)
 
     def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
-        _recode(result)
+        recode(result)
         yield
 
 
-@runtime_checkable
-class _WithErrors(Protocol):
-    errors: list[GraphQLError] | None
-
-
-def _recode(result: object) -> None:
-    # Results of several kinds (incremental ones among them); those with errors.
-    if isinstance(result, _WithErrors) and result.errors:
-        result.errors = [coded(error) for error in result.errors]
+def recode(result: object) -> None:
+    """Codes the errors of a result of any kind (incremental ones among them).
+    Read with getattr, not isinstance against a runtime-checkable Protocol:
+    that check alone cost 14 µs, 2% of a cache hit."""
+    errors: list[GraphQLError] | None = getattr(result, "errors", None)
+    if errors:
+        result.errors = [coded(error) for error in errors]  # type: ignore[attr-defined]
 
 
 def coded(error: GraphQLError) -> GraphQLError:

@@ -1,5 +1,5 @@
 """Per-user rate limits: each LLM-backed field of an operation counts once
-(OperationInfoExtension has counted them, as `context.model_calls`).
+(operation_info.py has counted them, as `context.model_calls`).
 
 The response then says what is left, in the IETF draft's headers
 (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy` lists the
@@ -11,7 +11,6 @@ left goes in the result's `extensions.budgets`.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 from graphql import (
@@ -19,7 +18,7 @@ from graphql import (
     GraphQLError,
 )
 from limits import RateLimitItem
-from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from gptmini_graphql.context import RequestContext
@@ -27,40 +26,42 @@ from gptmini_graphql.errors import RateLimited
 from gptmini_graphql.rate_limits import OutagePolicy
 
 
-class RateLimitExtension(SchemaExtension):
-    async def on_execute(self) -> AsyncIterator[None]:
-        execution = self.execution_context
-        context: RequestContext = execution.context
-        cost = context.model_calls
-        if cost and context.user is not None:
-            services = context.services
-            outage = services.settings.rate_limit_redis_outage
-            try:
-                await services.limiter.hit(
-                    context.rate_limits,
-                    "user",
-                    context.user,
-                    cost=cost,
-                    outage=outage,
-                )
-            except RateLimited as refusal:
-                await _headers(context, outage)
-                if execution.operation_type is OperationType.SUBSCRIPTION:
-                    # A subscription starts whatever result is set; raised here,
-                    # the error is the stream's one event instead.
-                    raise
-                # A result set before execution replaces it: nothing runs.
-                execution.result = ExecutionResult(
-                    data=None,
-                    errors=[GraphQLError(refusal.message, original_error=refusal)],
-                )
-            else:
-                await _headers(context, outage)
-        yield
+async def charge(execution: ExecutionContext) -> None:
+    """Counts the operation's model calls against the caller's limits before
+    it runs; past a limit, its result is the refusal and nothing runs."""
+    context: RequestContext = execution.context
+    cost = context.model_calls
+    if not cost or context.user is None:
+        return
+    services = context.services
+    outage = services.settings.rate_limit_redis_outage
+    try:
+        await services.limiter.hit(
+            context.rate_limits,
+            "user",
+            context.user,
+            cost=cost,
+            outage=outage,
+        )
+    except RateLimited as refusal:
+        await _headers(context, outage)
+        if execution.operation_type is OperationType.SUBSCRIPTION:
+            # A subscription starts whatever result is set; raised here,
+            # the error is the stream's one event instead.
+            raise
+        # A result set before execution replaces it: nothing runs.
+        execution.result = ExecutionResult(
+            data=None,
+            errors=[GraphQLError(refusal.message, original_error=refusal)],
+        )
+    else:
+        await _headers(context, outage)
 
-    def get_results(self) -> dict[str, Any]:
-        left = self.execution_context.context.budget_left.budgets
-        return {"budgets": left} if left else {}
+
+def budgets_left(context: RequestContext) -> dict[str, Any]:
+    """The result's `extensions`: what the caller's budgets have left."""
+    left = context.budget_left.budgets
+    return {"budgets": left} if left else {}
 
 
 async def _headers(context: RequestContext, outage: OutagePolicy) -> None:

@@ -7,17 +7,12 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import AddValidationRules, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import get_object_definition
 
-from gptmini_graphql.extensions.auth import AuthExtension
-from gptmini_graphql.extensions.errors import ErrorCodesExtension
-from gptmini_graphql.extensions.operation_info import OperationInfoExtension
-from gptmini_graphql.extensions.operation_scope import OperationScopeExtension
-from gptmini_graphql.extensions.parsing import DocumentParsing, document_parser
+from gptmini_graphql.extensions.operation import OperationExtension
+from gptmini_graphql.extensions.parsing import Documents
 from gptmini_graphql.extensions.query_limits import query_limit_rules
-from gptmini_graphql.extensions.rate_limit import RateLimitExtension
 from gptmini_graphql.schema.admin import AdminMutation, AdminQuery
 from gptmini_graphql.schema.executor import CodedExecutor
 from gptmini_graphql.schema.keys import KeyMutation
@@ -73,27 +68,20 @@ def build_schema(settings: Settings | None = None) -> Schema:
     )
     if not settings.introspection_enabled:
         rules.append(NoSchemaIntrospectionCustomRule)
-    cache_size = settings.graphql_cache_size
-    parse = document_parser(max_tokens=settings.max_query_tokens, cache_size=cache_size)
+    documents = Documents(
+        max_tokens=settings.max_query_tokens,
+        cache_size=settings.graphql_cache_size,
+        rules=rules,
+    )
     return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         config=config,
         execution_context_class=CodedExecutor,
-        # Classes and factories, never instances: an instance would be shared
-        # by concurrent requests.
-        extensions=[
-            # First in, last out: it sees the operation's codes once recoded.
-            OperationScopeExtension,
-            ErrorCodesExtension,
-            AuthExtension,
-            lambda: AddValidationRules(rules),
-            lambda: OperationInfoExtension(llm_fields=llm_fields),
-            RateLimitExtension,
-            lambda: DocumentParsing(parse),
-            lambda: ValidationCache(maxsize=cache_size),
-        ],
+        # A factory, never an instance: an instance would be shared by
+        # concurrent requests.
+        extensions=[lambda: OperationExtension(documents, llm_fields)],
     )
 
 
