@@ -7,12 +7,15 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 from strawberry.types.base import get_object_definition
 
 from gptmini_graphql.extensions.operation import OperationExtension
 from gptmini_graphql.extensions.parsing import Documents
 from gptmini_graphql.extensions.query_limits import query_limit_rules
+from gptmini_graphql.extensions.runner import HookRunner
 from gptmini_graphql.schema.admin import AdminMutation, AdminQuery
 from gptmini_graphql.schema.executor import CodedExecutor
 from gptmini_graphql.schema.keys import KeyMutation
@@ -49,6 +52,12 @@ class Schema(strawberry.Schema):
     ) -> None:
         """Strawberry logs every error with its trace; the endpoint logs ours
         once, in the operation's own JSON line."""
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> HookRunner:
+        """Ours wraps each extension's hooks once, not on every operation."""
+        return HookRunner(execution_context=execution_context, extensions=extensions)
 
 
 def build_schema(settings: Settings | None = None) -> Schema:
