@@ -76,8 +76,10 @@ class API:
 
 
 @pytest.fixture
-def upstream() -> FakeUpstream:
-    return FakeUpstream()
+def upstream() -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream()
+    yield upstream
+    upstream.close()
 
 
 @pytest.fixture

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
+
+if TYPE_CHECKING:
+    from tests.http_upstream import HTTPUpstream
 
 MODEL_SNAPSHOT = "gpt-4o-mini-2024-07-18"
 
@@ -185,6 +189,7 @@ class FakeUpstream:
         # Answers GET /models instead of the list (a proxy's page, say).
         self.models_reply: Reply | None = None
         self.model_listings = 0
+        self.served: HTTPUpstream | None = None  # over real HTTP, once asked
         self.default: Callable[[dict[str, Any]], Reply] = lambda body: Reply(
             body=chat_completion(default_content(body))
         )
@@ -243,8 +248,24 @@ class FakeUpstream:
         ]
         return httpx2.Response(200, json={"object": "list", "data": data})
 
-    def http_client(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(transport=httpx2.MockTransport(self.handle))
+    def http_client(self, *, over_http: bool | None = None) -> httpx2.AsyncClient:
+        """A client that reaches this upstream: in this process's memory
+        (an httpx2 mock transport), or over real HTTP through the server's
+        own transport (`over_http`, or FAKE_UPSTREAM=http for a whole run:
+        tests/http_upstream.py)."""
+        if over_http is None:
+            over_http = os.environ.get("FAKE_UPSTREAM") == "http"
+        if not over_http:
+            return httpx2.AsyncClient(transport=httpx2.MockTransport(self.handle))
+        from tests.http_upstream import HTTPUpstream
+
+        if self.served is None:
+            self.served = HTTPUpstream(self)
+        return self.served.http_client()
+
+    def close(self) -> None:
+        if self.served is not None:
+            self.served.close()
 
 
 def api_error(

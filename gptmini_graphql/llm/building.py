@@ -18,6 +18,7 @@ from gptmini_graphql.llm.client import LLM
 from gptmini_graphql.llm.local.connection import EmbeddedServer, embedded_error
 from gptmini_graphql.llm.probe import ModelsProbe, UpstreamProbes
 from gptmini_graphql.llm.structured import FormatNegotiation
+from gptmini_graphql.llm.transport import AiohttpTransport
 from gptmini_graphql.llm.upstream import Upstream
 from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.settings import Settings
@@ -55,6 +56,8 @@ def build_llm(
     def client(
         base_url: str | None, api_key: str | None, **options: Any
     ) -> openai.AsyncOpenAI:
+        if options.get("http_client") is None:
+            options["http_client"] = upstream_http_client(settings)
         return openai.AsyncOpenAI(
             # Self-hosted OpenAI-compatible servers often need no key at all.
             api_key=api_key or "not-needed",
@@ -137,6 +140,15 @@ def build_llm(
         probes=probes,
         metrics=metrics,
         tracing=tracing,
+    )
+
+
+def upstream_http_client(settings: Settings) -> httpx2.AsyncClient:
+    """The SDK's own defaults (limits, redirects), over aiohttp (transport.py)."""
+    return httpx2.AsyncClient(
+        transport=AiohttpTransport(openai.DEFAULT_CONNECTION_LIMITS),
+        timeout=settings.llm_timeout_seconds,
+        follow_redirects=True,
     )
 
 

@@ -1,0 +1,152 @@
+"""The HTTP client under each remote upstream's `AsyncOpenAI`: httpx2's
+interface, which the SDK speaks, over aiohttp's connection pool and C parser.
+
+Why not httpx2's own transport: its pool looks at every connection for each
+request (at 64 connections, a fifth of our CPU per call went there) and its
+HTTP/1.1 parser is pure Python. Through this one a call to the upstream
+costs about 0.6 of the CPU (see the commit that brought it).
+
+Why not the SDK's `DefaultAioHttpClient`: its error mapping turns a refused
+or dropped connection into a timeout (no fallback is tried after a timeout:
+the deadline is spent) and lets a garbled response through as aiohttp's own
+exception. Here each aiohttp error becomes the httpx2 error that httpx2's
+transport raises for the same failure, so the SDK, and our error mapping
+(llm/upstream.py), see what they always saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import aiohttp.abc
+import httpx2
+from openai import DEFAULT_CONNECTION_LIMITS
+
+# Read sizes of a body: a whole chat completion is one read; a stream's
+# events are handed on as they arrive, whatever their size.
+_READ_BYTES = 64 * 1024
+
+
+class AiohttpTransport(httpx2.AsyncBaseTransport):
+    """One aiohttp session (made on first use, on the running loop) for one
+    upstream's client; closed with it."""
+
+    def __init__(
+        self,
+        limits: httpx2.Limits = DEFAULT_CONNECTION_LIMITS,
+        *,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+    ) -> None:
+        """`resolver`: where host names lead (tests send every host to their
+        fake upstream's port); by default, DNS."""
+        self._limits = limits
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._limits.max_connections or 0,
+            keepalive_timeout=self._limits.keepalive_expiry,
+            ssl=httpx2.create_ssl_context(),  # httpx2's certificates, as before
+            resolver=self._resolver,
+        )
+        # Proxies from HTTP(S)_PROXY stay httpx2's: the client sends requests
+        # for a proxied URL through a transport of its own, never this one.
+        # Bodies stay encoded: httpx2 decodes them, as it did.
+        self._session = aiohttp.ClientSession(
+            connector=connector, trust_env=False, auto_decompress=False
+        )
+        return self._session
+
+    def _timeout(self, request: httpx2.Request) -> aiohttp.ClientTimeout:
+        """httpx2's timeouts (the SDK sets them per request) in aiohttp's terms:
+        one object per distinct setting, made once."""
+        given = request.extensions.get("timeout", {})
+        key = (given.get("pool"), given.get("connect"), given.get("read"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            pool, connect, read = key
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=pool, sock_connect=connect, sock_read=read
+            )
+            self._timeouts[key] = timeout
+        return timeout
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        session = self._session or self._open()
+        data: bytes | httpx2.AsyncByteStream | None
+        try:
+            data = request.content or None
+        except httpx2.RequestNotRead:  # a body streamed (uploads): sent chunked
+            assert isinstance(request.stream, httpx2.AsyncByteStream)
+            data = request.stream
+            request.headers.pop("transfer-encoding", None)  # aiohttp's to set
+        with _mapped_errors(request):
+            response = await session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=data,
+                allow_redirects=False,  # httpx2 follows them, if asked
+                compress=False,
+                timeout=self._timeout(request),
+            )
+        return httpx2.Response(
+            response.status,
+            headers=response.raw_headers,
+            stream=_Body(response, request),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _Body(httpx2.AsyncByteStream):
+    """A response's body as it arrives. Closed before its end (a stream the
+    caller left), its connection is closed too, so the upstream stops
+    generating; read to its end, the connection goes back to the pool."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx2.Request):
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        with _mapped_errors(self._request):
+            while chunk := await content.readany():
+                yield chunk
+
+    async def aclose(self) -> None:
+        if self._response.content.is_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+@contextmanager
+def _mapped_errors(request: httpx2.Request) -> Iterator[None]:
+    """aiohttp's errors as httpx2 raises them for the same failures: the SDK
+    makes APITimeoutError of the timeouts, APIConnectionError of the rest."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as error:
+        raise httpx2.ConnectTimeout(str(error), request=request) from error
+    except TimeoutError as error:  # aiohttp's ServerTimeoutError is one
+        # A read that waited longer than the read timeout (the only other
+        # timeout we give aiohttp: `total` is ours, llm/calls.py's deadline).
+        raise httpx2.ReadTimeout(str(error), request=request) from error
+    except aiohttp.ClientConnectorError as error:  # refused, no such host, TLS
+        raise httpx2.ConnectError(str(error), request=request) from error
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as error:
+        # Closed before answering, or an answer that is not HTTP.
+        raise httpx2.RemoteProtocolError(str(error), request=request) from error
+    except (aiohttp.ClientError, OSError) as error:
+        # A connection lost while sending or reading, a body cut short.
+        raise httpx2.ReadError(str(error), request=request) from error

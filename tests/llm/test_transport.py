@@ -1,0 +1,156 @@
+"""The server's own HTTP client (llm/transport.py) against the fake upstream
+over real HTTP: each way an upstream fails reaches the caller with the code
+it has through httpx2's transport, and a stream the caller leaves is closed
+at the upstream. (FAKE_UPSTREAM=http runs every test this way.)"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from starlette.testclient import TestClient
+
+from gptmini_graphql.app import create_app
+from tests.conftest import API, error_codes, make_settings
+from tests.fake_upstream import FakeUpstream, Reply, api_error, chat_completion
+from tests.test_subscriptions import SLOW, eventually, transport_ws
+
+SUMMARIZE = '{ summarize(text: "hello") { text } }'
+
+
+@pytest.fixture
+def over_http(upstream: FakeUpstream) -> Iterator[Callable[..., API]]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> API:
+        app = create_app(
+            make_settings(**overrides),
+            llm_http_client=upstream.http_client(over_http=True),
+        )
+        client = TestClient(app).__enter__()
+        clients.append(client)
+        return API(client, upstream)
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def test_calls_share_one_kept_alive_connection(over_http, upstream) -> None:
+    api = over_http()
+    token = api.login()
+    for _ in range(3):
+        assert api.post(SUMMARIZE, token=token)["data"]["summarize"]["text"]
+    assert len(upstream.requests) == 3
+    assert upstream.served is not None and upstream.served.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "retry_after"),
+    [
+        (
+            api_error(429, "slow", None, **{"retry-after": "7"}),
+            "UPSTREAM_RATE_LIMITED",
+            7,
+        ),
+        (api_error(503, "down"), "UPSTREAM_UNAVAILABLE", None),
+        (api_error(401, "bad key", "invalid_api_key"), "UPSTREAM_ERROR", None),
+        (api_error(400, "too long", "context_length_exceeded"), "BAD_USER_INPUT", None),
+        # Closed without an answer.
+        (Reply(error=httpx2.ConnectError("dropped")), "UPSTREAM_UNAVAILABLE", None),
+        (Reply(raw=b"<html>a proxy's page</html>"), "UPSTREAM_ERROR", None),
+    ],
+    ids=["429", "503", "401", "context", "dropped", "not json"],
+)
+def test_failures_map_to_the_same_codes(
+    over_http, reply: Reply, code: str, retry_after: int | None
+) -> None:
+    api = over_http()
+    api.upstream.queue(reply)
+    result = api.post(SUMMARIZE, token=api.login())
+    assert error_codes(result) == [code]
+    assert result["errors"][0]["extensions"].get("retryAfter") == retry_after
+
+
+def test_a_slow_upstream_is_a_timeout(over_http) -> None:
+    api = over_http(llm_timeout_seconds=0.2)
+    api.upstream.queue(Reply(delay=2, body=chat_completion("late")))
+    assert error_codes(api.post(SUMMARIZE, token=api.login())) == ["UPSTREAM_TIMEOUT"]
+
+
+def test_a_refused_connection_is_an_outage_so_the_fallback_answers(
+    upstream: FakeUpstream,
+) -> None:
+    """Not a timeout (after which no fallback is tried: the deadline is spent)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    fallback = "http://fallback.test/v1"
+    app = create_app(
+        make_settings(openai_base_url=nobody, llm_fallback_base_url=fallback),
+        llm_http_client=upstream.http_client(over_http=True),
+    )
+    with TestClient(app) as client:
+        api = API(client, upstream)
+        result = api.post(SUMMARIZE, token=api.login())
+    assert result["data"]["summarize"]["text"] == "A short answer."
+    assert upstream.hosts == ["fallback.test"]
+
+
+@pytest.fixture
+def garbled() -> Iterator[str]:
+    """A server that answers anything with a line that is not HTTP."""
+    loop = asyncio.new_event_loop()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}/v1"
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def test_an_answer_that_is_not_http_is_an_outage(garbled: str) -> None:
+    # No client given: the server's default one, as it runs for real.
+    app = create_app(make_settings(openai_base_url=garbled))
+    with TestClient(app) as client:
+        api = API(client, FakeUpstream())
+        result = api.post(SUMMARIZE, token=api.login())
+    assert error_codes(result) == ["UPSTREAM_UNAVAILABLE"]
+
+
+def test_a_stream_cut_by_the_upstream_is_an_outage(over_http) -> None:
+    api = over_http()
+    api.upstream.queue(Reply(chunks=["Once ", "upon ", "a ", "time"], cut_after=2))
+    with transport_ws(api, api.login()) as ws:
+        ws.subscribe("1")
+        texts = []
+        while (message := ws.receive())["type"] == "next":
+            payload = message["payload"]
+            if payload.get("errors"):
+                assert error_codes(payload) == ["UPSTREAM_UNAVAILABLE"]
+                break
+            texts.append(payload["data"]["completeStream"]["text"])
+    assert texts == ["Once ", "upon "]
+
+
+def test_a_stream_the_caller_leaves_is_closed_at_the_upstream(over_http) -> None:
+    api = over_http()
+    api.upstream.queue(SLOW)
+    with transport_ws(api, api.login()) as ws:
+        ws.subscribe("1")
+        assert ws.receive()["type"] == "next"
+        ws.complete("1")
+        eventually(lambda: api.upstream.disconnects == 1, "upstream left open")
