@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import openai
-from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletion
 
 from gptmini_graphql.errors import (
     AppError,
@@ -27,6 +25,7 @@ from gptmini_graphql.llm.answers import (
     TokenLogprob,
     TokenUsage,
 )
+from gptmini_graphql.llm.malformed import Completion, token_counts
 from gptmini_graphql.llm.pricing import cost_usd, find_price
 from gptmini_graphql.llm.resilience import is_outage
 from gptmini_graphql.llm.structured import StructuredOutput
@@ -116,36 +115,35 @@ class UpstreamCalls:
         assert failure is not None
         raise failure
 
-    def answer(self, completion: ChatCompletion, upstream: Upstream) -> ChatAnswer:
-        """`call`'s completion as our answer, its usage priced."""
-        if not completion.choices or completion.usage is None:
-            raise UpstreamError(
-                "The model returned an answer without choices or usage."
-            )
-        choice = completion.choices[0]
-        model = completion.model or upstream.model
+    def answer(self, completion: Completion, upstream: Upstream) -> ChatAnswer:
+        """`call`'s completion (checked: malformed.py) as our answer, its
+        usage priced."""
+        choice = completion["choices"][0]
+        model = completion.get("model")
+        model = model if isinstance(model, str) and model else upstream.model
         return ChatAnswer(
-            text=choice.message.content or "",
-            # The SDK types it as always set; OpenAI-compatible servers send null.
-            finish_reason=FinishReason.of(
-                cast("str | None", choice.finish_reason) or "stop"
-            ),
+            text=choice["message"]["content"],
+            # OpenAI-compatible servers may send null.
+            finish_reason=FinishReason.of(choice.get("finish_reason") or "stop"),
             model=model,
-            usage=self.priced(model, completion.usage),
+            usage=self.priced(model, completion["usage"]),
             logprobs=_token_logprobs(choice),
         )
 
-    def priced(self, model: str, usage: CompletionUsage) -> TokenUsage:
-        details = usage.prompt_tokens_details
-        cached = (details.cached_tokens or 0) if details else 0
+    def priced(self, model: str, usage: object) -> TokenUsage:
+        """An answer's `usage` object, priced (UpstreamError if it is no usage)."""
+        counts = token_counts(usage)
+        if counts is None:
+            raise UpstreamError("The model returned an answer without usage.")
+        prompt, completion, cached = counts
         priced = TokenUsage(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
             cached_tokens=cached,
             cost_usd=cost_usd(
                 find_price(model, self.settings.model_prices),
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
                 cached_tokens=cached,
             ),
         )
@@ -153,11 +151,19 @@ class UpstreamCalls:
         return priced
 
 
-def _token_logprobs(choice: Any) -> list[TokenLogprob] | None:
-    content = choice.logprobs.content if choice.logprobs else None
+def _token_logprobs(choice: dict[str, Any]) -> list[TokenLogprob] | None:
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
     if not content:
         return None
-    return [
-        (e.token, e.logprob, [(a.token, a.logprob) for a in e.top_logprobs or []])
-        for e in content
-    ]
+    try:
+        return [
+            (
+                e["token"],
+                e["logprob"],
+                [(a["token"], a["logprob"]) for a in e.get("top_logprobs") or []],
+            )
+            for e in content
+        ]
+    except (KeyError, TypeError, AttributeError):
+        return None  # not what the protocol says: as if none were sent

@@ -20,8 +20,6 @@ from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-from openai.types.chat import ChatCompletion
-
 from gptmini_graphql.errors import (
     AppError,
     BudgetExceeded,
@@ -152,7 +150,7 @@ class LLM:
                 completion, upstream = await self.calls.call(
                     body, stream=False, output=output
                 )
-                assert isinstance(completion, ChatCompletion)  # stream=False
+                assert isinstance(completion, dict)  # stream=False: checked JSON
                 answer = self.calls.answer(completion, upstream)
             except BaseException as error:
                 if meter and hold:

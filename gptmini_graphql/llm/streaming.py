@@ -13,11 +13,11 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
-from openai.types import CompletionUsage
 
 from gptmini_graphql.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gptmini_graphql.llm.answers import ChatStreamEnd, FinishReason
 from gptmini_graphql.llm.calls import UpstreamCalls
+from gptmini_graphql.llm.malformed import token_counts
 from gptmini_graphql.llm.resilience import is_outage
 
 MALFORMED_CHUNK = "The model's stream sent a malformed chunk."
@@ -91,22 +91,15 @@ async def upstream_events(
             raise UpstreamUnavailable("The model's stream ended before its answer did.")
         if not wrote:
             raise UpstreamError(EMPTY_ANSWER)
+        if usage is not None and token_counts(usage) is None:
+            raise UpstreamError(MALFORMED_CHUNK)
         end = ChatStreamEnd(
             finish_reason=FinishReason.of(finish_reason),
             model=model,
-            usage=calls.priced(model, _stream_usage(usage))
-            if usage is not None
-            else None,
+            usage=calls.priced(model, usage) if usage is not None else None,
         )
     except UpstreamError:
         breaker.failed()
         raise
     breaker.succeeded()
     yield end
-
-
-def _stream_usage(usage: object) -> CompletionUsage:
-    try:
-        return CompletionUsage.model_validate(usage)
-    except ValueError as exc:  # pydantic's ValidationError is one
-        raise UpstreamError(MALFORMED_CHUNK) from exc

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import openai
-from openai.types.chat import ChatCompletion
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -27,7 +26,7 @@ from gptmini_graphql.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
-from gptmini_graphql.llm.malformed import MalformedAnswer, checked
+from gptmini_graphql.llm.malformed import Completion, MalformedAnswer, checked
 from gptmini_graphql.llm.resilience import (
     is_outage,
     is_retryable,
@@ -49,9 +48,10 @@ Kind = Literal["text", "structured", "stream"]
 KINDS: tuple[Kind, ...] = ("text", "structured", "stream")
 
 
-# What an upstream answers: a checked completion, or (`stream`) its chunks as
-# parsed JSON, unchecked (llm/streaming.py reads them as raw dicts, for speed).
-Reply = ChatCompletion | openai.AsyncStream[object]
+# What an upstream answers: a checked completion, or (`stream`) its chunks;
+# both as parsed JSON (dicts: building the SDK's types cost more than the
+# rest of reading them), the chunks unchecked (llm/streaming.py reads them).
+Reply = Completion | openai.AsyncStream[object]
 
 
 class Upstream:
@@ -175,11 +175,11 @@ class Upstream:
             },
         )
 
-    async def _completion(self, body: dict[str, Any]) -> ChatCompletion:
+    async def _completion(self, body: dict[str, Any]) -> Completion:
         """One answer, checked: a malformed one raises MalformedAnswer."""
         try:
             completion = await self.client.post(
-                CHAT_COMPLETIONS, body=body, cast_to=ChatCompletion
+                CHAT_COMPLETIONS, body=body, cast_to=object
             )
         except ValueError as exc:  # a body labelled JSON that is not JSON
             raise MalformedAnswer(
