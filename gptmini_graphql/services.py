@@ -22,7 +22,8 @@ from gptmini_graphql.settings import Settings
 from gptmini_graphql.shared_redis import SharedRedis
 from gptmini_graphql.spend.enforcement import Spend
 from gptmini_graphql.spend.ledger import Ledger
-from gptmini_graphql.spend.reservations import MemoryReservations, RedisReservations
+from gptmini_graphql.spend.redis_reservations import RedisReservations
+from gptmini_graphql.spend.reservations import MemoryReservations
 from gptmini_graphql.tracing import Tracing
 
 

@@ -90,7 +90,7 @@ def test_budgets_use_the_apps_client_and_leave_it_open(
     from gptmini_graphql.settings import Settings
     from gptmini_graphql.spend.enforcement import Spend
     from gptmini_graphql.spend.ledger import Ledger
-    from gptmini_graphql.spend.reservations import RedisReservations
+    from gptmini_graphql.spend.redis_reservations import RedisReservations
 
     async def scenario() -> None:
         settings = Settings(

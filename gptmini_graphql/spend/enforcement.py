@@ -68,11 +68,15 @@ class Hold:
     started: float  # perf_counter, for the ledger's latency
     extended: float = 0.0  # clock time of the last expiry push
     priced: bool = True  # False: no upstream's model has a price
+    # Per budget, what it had used when this was granted, this one included.
+    used: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class Left:
-    """What the operation's budgets have left, for the result's extensions."""
+    """What the operation's budgets have left, for the result's extensions:
+    as of the call's reservation, then with its worst case replaced by its
+    real cost (a settle is not waited for, so the store is not asked again)."""
 
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -123,7 +127,8 @@ class Spend:
         self._seeding: dict[str, asyncio.Task[None]] = {}
 
     async def aclose(self) -> None:
-        await self.ledger.aclose()  # the store's Redis is the app's to close
+        await self.store.drain()  # the last settles; its Redis is the app's to close
+        await self.ledger.aclose()
 
     def budgets(self, caller: Caller, now: float) -> list[Budget]:
         limits = budgets_.effective(caller.user_budgets, self.defaults)
@@ -155,6 +160,7 @@ class Spend:
             )
             if verdict.granted:
                 hold.extended = now
+                hold.used = verdict.used
                 for budget, used in zip(budgets, verdict.used, strict=True):
                     left.note(budget, used)
                 return hold
@@ -164,24 +170,18 @@ class Spend:
                 await self._seed(tag, budgets[index], now)
         raise BudgetUnavailable("Budgets cannot be checked right now.", retry_after=1)
 
-    async def settle(
+    def settle(
         self, caller: Caller, hold: Hold, usd_nano: int, tokens: int, left: Left
     ) -> None:
+        """Charge what the call cost and release the rest of its reservation:
+        asked of the store, not waited for (reservations.py), so a caller
+        cancelled meanwhile settles all the same."""
         if not hold.budgets:
             return
         charges = [(b, b.amount(usd_nano, tokens)) for b in hold.budgets]
-        step = self.store.settle(str(caller.user_id), hold.id, charges, self.clock())
-        try:
-            # Shielded: a caller cancelled meanwhile still settles (else its
-            # reservation would be held, and charged, until it expires).
-            used = await asyncio.shield(self._guarded(step))
-        except BudgetUnavailable:
-            # Its reservation stays until it expires: charged more, never less.
-            self.metrics.budget_settle_failures.inc()
-            logger.warning("could not settle a reservation; it will expire")
-            return
-        for budget, spent in zip(hold.budgets, used, strict=True):
-            left.note(budget, spent)
+        self.store.settle(str(caller.user_id), hold.id, charges, self.clock())
+        for (budget, charge), used in zip(charges, hold.used, strict=True):
+            left.note(budget, used - budget.amount(hold.usd_nano, hold.tokens) + charge)
 
     async def keep(self, caller: Caller, hold: Hold) -> None:
         """Push a long stream's reservation expiry on (every third of it)."""

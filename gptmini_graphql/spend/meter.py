@@ -86,17 +86,15 @@ class Meter:
             usd_nano = to_nano(usage.cost_usd) if usage.cost_usd is not None else 0
             tokens = usage.total_tokens
             estimated = False
-        # The row first: the settle below awaits the store, and a call being
-        # cancelled (again) there must still leave its row.
         self._row(
             hold.at, hold.started, model, upstream, usage, outcome, estimated=estimated
         )
-        await self.spend.settle(self.caller, hold, usd_nano, tokens, self.left)
+        self.spend.settle(self.caller, hold, usd_nano, tokens, self.left)
 
     async def release(self, hold: Hold, *, model: str, outcome: str) -> None:
         """A call that failed before the model answered: nothing charged."""
         self._row(hold.at, hold.started, model, None, TokenUsage(0, 0, 0, 0.0), outcome)
-        await self.spend.settle(self.caller, hold, 0, 0, self.left)
+        self.spend.settle(self.caller, hold, 0, 0, self.left)
 
     def free(self, started: float, model: str, usage: TokenUsage) -> None:
         """An answer served without a call of ours: cost 0, `cached`."""

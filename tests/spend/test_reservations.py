@@ -12,7 +12,7 @@ import pytest
 from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.shared_redis import SharedRedis
 from gptmini_graphql.spend.budgets import budgets_of
-from gptmini_graphql.spend.reservations import RedisReservations
+from gptmini_graphql.spend.redis_reservations import RedisReservations
 from tests.conftest import redis_url
 
 pytestmark = pytest.mark.skipif(redis_url() is None, reason="REDIS_URL is not set")
@@ -45,6 +45,43 @@ def test_thousands_of_expired_reservations_are_dropped_in_one_reserve() -> None:
             assert verdict.granted
             assert verdict.used == [5]  # the expired ones hold nothing
         finally:
+            await shared.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_settles_are_done_in_order_and_drained_and_a_cancelled_grant_released() -> None:
+    """A settle is not waited for, yet the same process's next reserve sees
+    it; `drain` waits for the last ones; a reserve whose caller left after
+    asking is released, not held until it expires."""
+
+    async def scenario() -> None:
+        shared = SharedRedis(redis_url(), Metrics())
+        store = RedisReservations(shared)
+        try:
+            user = uuid.uuid4()
+            now = 1_800_000_000.0
+            (budget,) = budgets_of(user, {"tokens_per_day": 100}, None, None, now)
+            tag = str(user)
+            await store.seed(tag, budget, 0, now)
+            first = await store.reserve(tag, "a", [(budget, 60)], now, now + 10)
+            assert first.used == [60]
+            store.settle(tag, "a", [(budget, 30)], now)  # not awaited
+            second = await store.reserve(tag, "b", [(budget, 60)], now, now + 10)
+            assert second.used == [90]  # 30 spent + this one: "a" was settled first
+            store.settle(tag, "b", [(budget, 0)], now)
+
+            left = asyncio.ensure_future(
+                store.reserve(tag, "c", [(budget, 70)], now, now + 10)
+            )
+            await asyncio.sleep(0)  # asked, not answered yet
+            left.cancel()
+            await store.drain()
+            third = await store.reserve(tag, "d", [(budget, 70)], now, now + 10)
+            assert third.granted  # 30 spent + 70: "c" holds nothing
+            assert third.used == [100]
+        finally:
+            await store.drain()
             await shared.aclose()
 
     asyncio.run(scenario())

@@ -1,0 +1,272 @@
+"""Reservations in Redis (reservations.py says what each step means): one
+Lua script per step, exact across every process that shares the Redis.
+
+The steps of this process go to Redis in the order they were asked for, as
+many as are waiting in one round trip (a pipeline on one connection, the
+next one sent when the last has answered). Under load one round trip
+carries the reserves and settles of dozens of calls; alone, a call pays for
+one. A settle is not waited for: the call's answer goes out at once, and
+the settle is sent with the next round trip, before any later step of this
+process (so this process's next reserve always sees it). Until it lands the
+call's reservation still holds its worst case: charged more for a moment,
+never less. A settle that cannot reach Redis leaves the reservation to
+expire, as before; `drain` (at shutdown) waits for the last ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from gptmini_graphql.shared_redis import RedisUnavailable
+from gptmini_graphql.spend.budgets import Budget
+from gptmini_graphql.spend.reservations import KEEP_SECONDS, Verdict
+
+if TYPE_CHECKING:
+    from gptmini_graphql.shared_redis import SharedRedis
+
+logger = logging.getLogger("gptmini_graphql.spend")
+
+# KEYS: per budget, its spent counter, its reservations (a sorted set of ids
+# scored by expiry) and their amounts (a hash of id -> amount).
+# ARGV: now, expires, id, then per budget: amount, limit, seconds to keep.
+_RESERVE = """
+local now, expires, id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local n = #KEYS / 3
+local used, missing = {}, {}
+for i = 1, n do
+  local spent_key, zkey, hkey = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+  local stale = redis.call('ZRANGEBYSCORE', zkey, '-inf', now)
+  -- In slices: unpack() of more than ~8000 values fails the whole script.
+  for j = 1, #stale, 1000 do
+    redis.call('HDEL', hkey, unpack(stale, j, math.min(j + 999, #stale)))
+  end
+  if #stale > 0 then
+    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
+  end
+  local spent = redis.call('GET', spent_key)
+  if not spent then
+    missing[#missing + 1] = i - 1
+  else
+    local reserved = 0
+    for _, amount in ipairs(redis.call('HVALS', hkey)) do
+      reserved = reserved + tonumber(amount)
+    end
+    used[i] = tonumber(spent) + reserved
+  end
+end
+if #missing > 0 then
+  local out = {'missing'}
+  for _, i in ipairs(missing) do out[#out + 1] = tostring(i) end
+  return out
+end
+for i = 1, n do
+  if used[i] + tonumber(ARGV[3*i+1]) > tonumber(ARGV[3*i+2]) then
+    return {'refused', tostring(i - 1), string.format('%d', used[i])}
+  end
+end
+local out = {'granted'}
+for i = 1, n do
+  local keep = ARGV[3*i+3]
+  redis.call('ZADD', KEYS[3*i-1], expires, id)
+  redis.call('HSET', KEYS[3*i], id, ARGV[3*i+1])
+  redis.call('EXPIRE', KEYS[3*i-1], keep)
+  redis.call('EXPIRE', KEYS[3*i], keep)
+  out[#out + 1] = string.format('%d', used[i] + tonumber(ARGV[3*i+1]))
+end
+return out
+"""
+
+# KEYS as above; ARGV: id, then per budget: charge, seconds to keep.
+# A counter lost meanwhile is left missing (seeded from the ledger later).
+_SETTLE = """
+local id = ARGV[1]
+for i = 1, #KEYS / 3 do
+  local spent_key, zkey, hkey = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+  redis.call('ZREM', zkey, id)
+  redis.call('HDEL', hkey, id)
+  if redis.call('EXISTS', spent_key) == 1 then
+    redis.call('INCRBY', spent_key, ARGV[2*i])
+    redis.call('EXPIRE', spent_key, ARGV[2*i+1])
+  end
+end
+return 1
+"""
+
+_EXTEND = """
+for i = 1, #KEYS do redis.call('ZADD', KEYS[i], 'XX', ARGV[1], ARGV[2]) end
+return 1
+"""
+
+# One step: its script, keys and arguments, and who waits for its reply
+# (None: a settle, which nobody waits for).
+_Step = tuple[str, list[str], list[str | int], "asyncio.Future[Any] | None"]
+
+
+class RedisReservations:
+    """Every key of a user shares the hash tag `{user id}`, so a script's
+    keys stay in one slot of a Redis Cluster. Through the app's one client
+    and its outage policy (`SharedRedis.call`: a round trip that cannot reach
+    Redis raises RedisUnavailable); the client is the app's, closed with it."""
+
+    def __init__(self, redis: SharedRedis) -> None:
+        # Imported here: redis-py imports OpenTelemetry (see shared_redis.py).
+        from redis.exceptions import NoScriptError
+
+        self._lost_script = NoScriptError
+        self._redis = redis
+        self._client = redis.client
+        self._scripts = {
+            name: self._client.register_script(source)
+            for name, source in (
+                ("reserve", _RESERVE),
+                ("settle", _SETTLE),
+                ("extend", _EXTEND),
+            )
+        }
+        self._waiting: list[_Step] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _keys(tag: str, budget: Budget) -> list[str]:
+        base = f"gptmini:spend:{{{tag}}}:{budget.counter}"
+        return [base, base + ":reserved", base + ":amounts"]
+
+    @staticmethod
+    def _keep(budget: Budget, now: float) -> int:
+        return max(1, int(budget.end.timestamp() - now) + KEEP_SECONDS)
+
+    async def reserve(
+        self,
+        tag: str,
+        reservation: str,
+        holds: Sequence[tuple[Budget, int]],
+        now: float,
+        expires: float,
+    ) -> Verdict:
+        keys: list[str] = []
+        args: list[str | int] = [repr(now), repr(expires), reservation]
+        for budget, amount in holds:
+            keys += self._keys(tag, budget)
+            args += [amount, budget.limit, self._keep(budget, now)]
+        reply = asyncio.get_running_loop().create_future()
+        self._send(("reserve", keys, args, reply))
+        found = await reply  # cancelled: released if granted (_send_all)
+        answer = [_text(part) for part in found]
+        if answer[0] == "missing":
+            return Verdict(False, missing=[int(i) for i in answer[1:]])
+        if answer[0] == "refused":
+            return Verdict(False, used=[int(answer[2])], refused=int(answer[1]))
+        return Verdict(True, used=[int(u) for u in answer[1:]])
+
+    def settle(
+        self,
+        tag: str,
+        reservation: str,
+        charges: Sequence[tuple[Budget, int]],
+        now: float,
+    ) -> None:
+        keys: list[str] = []
+        args: list[str | int] = [reservation]
+        for budget, charge in charges:
+            keys += self._keys(tag, budget)
+            args += [charge, self._keep(budget, now)]
+        self._send(("settle", keys, args, None))
+
+    async def extend(
+        self, tag: str, reservation: str, budgets: Sequence[Budget], expires: float
+    ) -> None:
+        keys = [self._keys(tag, budget)[1] for budget in budgets]
+        reply = asyncio.get_running_loop().create_future()
+        self._send(("extend", keys, [repr(expires), reservation], reply))
+        await reply
+
+    async def seed(self, tag: str, budget: Budget, spent: int, now: float) -> None:
+        key, keep = self._keys(tag, budget)[0], self._keep(budget, now)
+        await self._redis.call(lambda: self._client.set(key, spent, nx=True, ex=keep))
+
+    async def drain(self) -> None:
+        """Wait until every step asked for so far has been answered (shutdown)."""
+        while self._sending is not None:
+            await asyncio.wait([self._sending])
+
+    # --- the round trips ------------------------------------------------------
+
+    def _send(self, step: _Step) -> None:
+        self._waiting.append(step)
+        if self._sending is None:
+            self._sending = asyncio.get_running_loop().create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        """Round trips, one at a time, each with every step waiting by then."""
+        try:
+            while self._waiting:
+                steps, self._waiting = self._waiting, []
+                try:
+                    replies = await self._redis.call(partial(self._round_trip, steps))
+                except BaseException as error:
+                    for step in steps:
+                        self._answer(step, error)
+                    if not isinstance(error, RedisUnavailable):
+                        raise  # cancelled (the loop is closing), or a bug
+                    continue
+                for step, reply in zip(steps, replies, strict=True):
+                    self._answer(step, reply)
+        finally:
+            self._sending = None
+
+    def _answer(self, step: _Step, reply: Any) -> None:
+        name, keys, args, waiter = step
+        failed = isinstance(reply, BaseException)
+        if waiter is None:  # a settle
+            if failed:
+                self._settle_failed()
+        elif not waiter.done():
+            if failed:
+                waiter.set_exception(reply)
+            else:
+                waiter.set_result(reply)
+        elif name == "reserve" and not failed and _text(reply[0]) == "granted":
+            # Its caller was cancelled meanwhile: nobody will settle it.
+            # ARGV: now, expires, id, then amount, limit, keep per budget.
+            keeps = args[5::3]
+            release: list[str | int] = [args[2]]
+            for keep in keeps:
+                release += [0, keep]
+            self._send(("settle", keys, release, None))
+
+    async def _round_trip(self, steps: list[_Step]) -> list[Any]:
+        """Each step's reply (or its error) from one pipeline. A script Redis
+        has lost (a restart, SCRIPT FLUSH) is loaded, and its steps run again."""
+        replies = await self._pipeline(steps)
+        lost = [i for i, r in enumerate(replies) if isinstance(r, self._lost_script)]
+        if lost:
+            for script in self._scripts.values():
+                await self._client.script_load(script.script)
+            again = await self._pipeline([steps[i] for i in lost])
+            for index, reply in zip(lost, again, strict=True):
+                replies[index] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply  # a script that failed: Redis is not doing its part
+        return replies
+
+    async def _pipeline(self, steps: list[_Step]) -> list[Any]:
+        # EVALSHA directly: a pipeline of Script calls asks SCRIPT EXISTS
+        # first, a second round trip each time.
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name, keys, args, _ in steps:
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
+
+    def _settle_failed(self) -> None:
+        self._redis.metrics.budget_store_errors.inc()
+        self._redis.metrics.budget_settle_failures.inc()
+        logger.warning("could not settle a reservation; it will expire")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
