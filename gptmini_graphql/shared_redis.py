@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import hiredis
 
 from gptmini_graphql.circuit_breaker import CircuitBreaker
 from gptmini_graphql.metrics import Metrics
@@ -72,6 +74,10 @@ class SharedRedis:
             socket_connect_timeout=TIMEOUT_SECONDS,
             client_name=CLIENT_NAME,  # who is connected, in Redis' CLIENT LIST
         )
+        # Whatever kind of connection the URL made (TCP, TLS, a Unix socket),
+        # with commands packed in C (made lazily: none is open yet).
+        pool = self.client.connection_pool
+        pool.connection_class = _packed_by_hiredis(pool.connection_class)
         self._errors = RedisError
         self.metrics = metrics
         self._breaker = CircuitBreaker(1, retry_seconds, timer)
@@ -117,3 +123,24 @@ class SharedRedis:
 
     async def aclose(self) -> None:
         await self.client.aclose()  # and its connection pool, which limits shares
+
+
+def _packed_by_hiredis(connection: type[Any]) -> type[Any]:
+    """`connection` packing commands with hiredis, as redis-py's synchronous
+    connections do: its asyncio ones pack them in Python, byte string by byte
+    string (30 µs for a budget script's 22 arguments; 7 µs in C)."""
+
+    class Packed(connection):  # type: ignore[misc]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            command = args
+            if isinstance(args[0], str):  # "SCRIPT LOAD": two words, sent apart
+                command = tuple(args[0].encode().split()) + args[1:]
+            elif b" " in args[0]:
+                command = tuple(args[0].split()) + args[1:]
+            try:
+                return [hiredis.pack_command(command)]
+            except TypeError:  # a value it cannot pack: redis-py says what
+                return list(super().pack_command(*args))
+
+    Packed.__name__ = Packed.__qualname__ = f"Hiredis{connection.__name__}"
+    return Packed
