@@ -19,6 +19,7 @@ from gptmini_graphql.llm.answers import ChatStreamEnd, FinishReason
 from gptmini_graphql.llm.calls import UpstreamCalls
 from gptmini_graphql.llm.malformed import token_counts
 from gptmini_graphql.llm.resilience import is_outage
+from gptmini_graphql.llm.sse import EventStream
 
 MALFORMED_CHUNK = "The model's stream sent a malformed chunk."
 EMPTY_ANSWER = "The model returned an empty answer."
@@ -29,7 +30,7 @@ async def upstream_events(
 ) -> AsyncGenerator[str | ChatStreamEnd | tuple[str, str], None]:
     """LLM.stream_chat's events, first of all (model, upstream name)."""
     stream, upstream = await calls.call(body, stream=True)
-    assert isinstance(stream, openai.AsyncStream)  # stream=True
+    assert isinstance(stream, EventStream)  # stream=True
     yield upstream.model, upstream.name
     # The stream's circuit hears how the stream ended, not that it began:
     # most streams that break do so after their HTTP 200.

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
+import httpx2
 import openai
 from tenacity import (
     AsyncRetrying,
@@ -33,6 +34,7 @@ from gptmini_graphql.llm.resilience import (
     retry_after_seconds,
     retry_wait,
 )
+from gptmini_graphql.llm.sse import EventStream
 from gptmini_graphql.llm.structured import FormatNegotiation, StructuredOutput
 
 logger = logging.getLogger("gptmini_graphql.llm")
@@ -51,7 +53,7 @@ KINDS: tuple[Kind, ...] = ("text", "structured", "stream")
 # What an upstream answers: a checked completion, or (`stream`) its chunks;
 # both as parsed JSON (dicts: building the SDK's types cost more than the
 # rest of reading them), the chunks unchecked (llm/streaming.py reads them).
-Reply = Completion | openai.AsyncStream[object]
+Reply = Completion | EventStream
 
 
 class Upstream:
@@ -156,13 +158,12 @@ class Upstream:
 
     async def _send(self, body: dict[str, Any], stream: bool) -> Reply:
         if stream:
-            return await self.client.post(
-                CHAT_COMPLETIONS,
-                body=body,
-                cast_to=object,
-                stream=True,
-                stream_cls=openai.AsyncStream[object],
+            # The response unread (errors raised as for any request); its
+            # events are read by sse.py, not the SDK's AsyncStream.
+            response = await self.client.post(
+                CHAT_COMPLETIONS, body=body, cast_to=httpx2.Response, stream=True
             )
+            return EventStream(response)
         return await self._completion(body)
 
     def _retrying(self, attempt: RetryCallState) -> None:

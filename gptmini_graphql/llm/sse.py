@@ -1,0 +1,124 @@
+"""A streamed Chat Completions answer read from its HTTP body: the chunks as
+parsed JSON, as the SDK's `AsyncStream[object]` yields them, for a third
+less CPU per stream (its decoder builds an event object per line and the
+stream a chain of generators per chunk).
+
+What it keeps of the SDK's stream, so callers (llm/streaming.py) see the
+same things: the event-stream format's rules (lines ending in LF, CR or
+CRLF; `data:` lines joined; comments skipped; an event dispatched at a
+blank line); `[DONE]` ends it, the rest of the body read so the connection
+can be kept; an event whose JSON has an `error` raises `openai.APIError`
+with its message; a body that breaks raises `APITimeoutError` or
+`APIConnectionError`; data that is not JSON raises ValueError.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import anyio
+import httpx2
+import openai
+
+_FAILED_MID_STREAM = "An error occurred during streaming"
+
+
+class EventStream:
+    """`async with` it to close the response however the reading ends."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self.response = response
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.response.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Any]:
+        request = self.response.request
+        body = self.response.aiter_bytes()
+        try:
+            async for event, data in _events(body):
+                if data.startswith("[DONE]"):
+                    async for _ in body:  # read to its end: the connection is kept
+                        pass
+                    return
+                chunk = json.loads(data)
+                if isinstance(chunk, dict) and chunk.get("error"):
+                    raise _error_event(chunk["error"], request)
+                # Named events (none in Chat Completions) as the SDK gives them.
+                yield chunk if event is None else {"data": chunk, "event": event}
+        except httpx2.TimeoutException as error:
+            raise openai.APITimeoutError(request=request) from error
+        except (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream) as error:
+            raise openai.APIConnectionError(request=request) from error
+
+
+def _error_event(error: Any, request: httpx2.Request) -> openai.APIError:
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = _FAILED_MID_STREAM
+    return openai.APIError(message, request, body=error)
+
+
+async def _events(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, str]]:
+    """(event name, data) of each event dispatched in `body`."""
+    fields = _Fields()
+    pending = b""
+    async for piece in body:
+        lines = (pending + piece).splitlines(keepends=True)
+        # An unfinished last line waits for the rest (a CR may be half a CRLF).
+        pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
+        for event in fields.read(lines):
+            yield event
+    for event in fields.read([pending] if pending.endswith(b"\r") else []):
+        yield event
+
+
+class _Fields:
+    """The fields of the event being read, line by line."""
+
+    def __init__(self) -> None:
+        self.event: str | None = None
+        self.data: list[str] = []
+        self.last_id: str | None = None  # once seen, every blank line dispatches
+        self.retry: int | None = None
+
+    def read(self, lines: list[bytes]) -> list[tuple[str | None, str]]:
+        """The events the blank lines among `lines` dispatch."""
+        events = []
+        for raw in lines:
+            line = raw.rstrip(b"\r\n").decode()
+            if not line:
+                if self.event is not None or self.data or self.last_id is not None:
+                    events.append((self.event, "\n".join(self.data)))
+                elif self.retry is not None:
+                    events.append((None, ""))
+                self.event, self.data, self.retry = None, [], None
+            elif line.startswith(":"):
+                continue  # a comment (a keep-alive)
+            else:
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    self.data.append(value)
+                elif name == "event":
+                    self.event = value
+                elif name == "id" and "\0" not in value:
+                    self.last_id = value
+                elif name == "retry" and value.isdigit():
+                    self.retry = int(value)
+        return events
