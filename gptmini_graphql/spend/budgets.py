@@ -74,10 +74,17 @@ class Budget:
     end: datetime
     # The name of its spent counter for this period.
     counter: str = field(init=False, compare=False)
+    # For clients: `user.usd_per_day`, `key.tokens_per_month`, ...
+    label: str = field(init=False, compare=False)
+    # When its period ends, as clients read it (2026-01-01T00:00:00Z).
+    resets_at: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         counter = f"{self.scope}:{self.owner}:{self.name}:{self.start:%Y%m%dT%H%M}"
         object.__setattr__(self, "counter", counter)
+        object.__setattr__(self, "label", f"{self.scope}.{self.name}")
+        resets_at = self.end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        object.__setattr__(self, "resets_at", resets_at)
 
     @property
     def unit(self) -> Unit:
@@ -86,11 +93,6 @@ class Budget:
     @property
     def period(self) -> Period:
         return BUDGETS[self.name][1]
-
-    @property
-    def label(self) -> str:
-        """For clients: `user.usd_per_day`, `key.tokens_per_month`, ..."""
-        return f"{self.scope}.{self.name}"
 
     def amount(self, usd_nano: int, tokens: int) -> int:
         return usd_nano if self.unit == "usd" else tokens
