@@ -11,10 +11,11 @@ import sys
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from gptmini_graphql.auth.accounts import NotMigrated
-from gptmini_graphql.db.database import Database
+from gptmini_graphql.db.database import HEAD, Database, alembic_config
 from gptmini_graphql.db.models import Base
 
 
@@ -77,3 +78,8 @@ def test_a_server_told_not_to_migrate_refuses_an_unmigrated_database(
         make_api(database_url=database_url, database_migrate_on_start=False)
     assert _upgrade(database_url).returncode == 0
     assert make_api(database_url=database_url, database_migrate_on_start=False).login()
+
+
+def test_head_is_the_latest_migration() -> None:
+    # A server finds a database at HEAD without Alembic: add a migration, move it.
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD]
