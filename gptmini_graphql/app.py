@@ -23,6 +23,7 @@ from gptmini_graphql.http import GraphQLEndpoint
 from gptmini_graphql.llm.calls import NOT_CONFIGURED
 from gptmini_graphql.llm.probe import without_credentials
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
+from gptmini_graphql.malloc import tune_malloc
 from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.metrics_middleware import MetricsMiddleware
 from gptmini_graphql.middleware import (
@@ -52,6 +53,7 @@ def create_app(
     upstream; `clock` is the time tokens and keys expire by, `timer` the one
     circuit breakers wait by (tests move them); `tracing` replaces the tracer
     the environment asks for (tests read spans)."""
+    tune_malloc()  # before any password is hashed: see malloc.py
     settings = settings or Settings()
     settings.check()
     configure_logging(settings.log_level)
