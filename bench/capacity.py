@@ -78,7 +78,7 @@ def slow_upstream(rig: Rig, options: Options) -> list[dict]:
     "memory",
     f"resident memory of a fresh API process after {MEMORY_REQUESTS:,} summarize "
     "requests (misses; the fake upstream, no model) vs bare Starlette + openai "
-    "SDK after as many",
+    "SDK after as many; with --before REF, that commit's server too",
 )
 def memory_after_requests(rig: Rig, options: Options) -> list[dict]:
     count = MEMORY_REQUESTS // 10 if options.quick else MEMORY_REQUESTS
@@ -101,6 +101,9 @@ def memory_after_requests(rig: Rig, options: Options) -> list[dict]:
         ),
         ("ours", server, summarize_request(server), summary_check),
     ]
+    if rig.before_ref:  # --before REF: that commit's server, fresh too
+        before = rig.before("before-memory")
+        sides.append(("before", before, summarize_request(before), summary_check))
     rows = []
     for side, target, request, check in sides:
         start = memory(target.process.pid, "start")

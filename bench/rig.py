@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -81,6 +82,7 @@ class Rig:
             return self._servers[name]
         if self._database is None:
             self._database = fresh_database(self.cwd, "api")
+            self._migrate(self._database)
         upstream = upstream or self.upstream()
         env = {
             "OPENAI_BASE_URL": upstream.url + "/v1",
@@ -93,23 +95,32 @@ class Rig:
         server.api_key = create_api_key(server.port, server.token)
         return server
 
-    def before(self) -> Server:
-        """The server as it was at `before_ref` (git archive), same upstream,
-        same settings but its own SQLite database (its own schema), logged
-        in: "before" figures from the same run."""
-        assert self.before_ref is not None
-        if "before" in self._servers:
-            return self._servers["before"]
-        source = Path(self._cwd.name) / "before-src"
-        source.mkdir()
-        archive = subprocess.run(  # noqa: S603 - git, on our own repository
-            ["git", "-C", str(ROOT), "archive", self.before_ref],  # noqa: S607
+    def _migrate(self, database: str) -> None:
+        """`db upgrade` in a process of its own, as the deployments migrate
+        (deploy/: a Job, a container) before any API starts: a server that
+        migrates keeps Alembic loaded (11 MB), and one that does not is
+        what runs for real."""
+        env = self.api_env({"DATABASE_URL": database})
+        subprocess.run(
+            [sys.executable, "-m", "gptmini_graphql", "db", "upgrade"],
+            cwd=self.cwd,
+            env={k: v for k, v in {**os.environ, **env}.items() if v is not None},
             capture_output=True,
             check=True,
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(source, filter="data")
-        cwd = Path(self._cwd.name) / "before-cwd"
+        )
+
+    def before(self, name: str = "before") -> Server:
+        """The server as it was at `before_ref` (git archive), same upstream,
+        same settings but its own SQLite database (its own schema), logged
+        in: "before" figures from the same run. Another `name`, another
+        server (on the same source)."""
+        assert self.before_ref is not None
+        if name in self._servers:
+            return self._servers[name]
+        source = Path(self._cwd.name) / "before-src"
+        if not source.exists():
+            self._extract_before(source)
+        cwd = Path(self._cwd.name) / f"{name}-cwd"
         cwd.mkdir()
         env = self.api_env(
             {
@@ -119,9 +130,20 @@ class Rig:
                 **BUDGETS,
             }
         )
-        server = self.start("before", API_ARGV, env=env, cwd=cwd)
-        self.before_token = login(server.port)
+        server = self.start(name, API_ARGV, env=env, cwd=cwd)
+        server.token = self.before_token = login(server.port)
         return server
+
+    def _extract_before(self, source: Path) -> None:
+        assert self.before_ref is not None
+        source.mkdir()
+        archive = subprocess.run(  # noqa: S603 - git, on our own repository
+            ["git", "-C", str(ROOT), "archive", self.before_ref],  # noqa: S607
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(source, filter="data")
 
     def embedded(self, threads: int) -> Server:
         """Our server with no upstream configured, so the embedded model answers;
