@@ -247,7 +247,8 @@ def micro_rows(calls: int = 3000) -> list[dict]:
     from gptmini_graphql.spend.enforcement import Caller, Left, Spend
     from gptmini_graphql.spend.ledger import Ledger
     from gptmini_graphql.spend.meter import Meter
-    from gptmini_graphql.spend.reservations import MemoryReservations, RedisReservations
+    from gptmini_graphql.spend.redis_reservations import RedisReservations
+    from gptmini_graphql.spend.reservations import MemoryReservations
 
     body = {"messages": [{"role": "user", "content": TEXT}], "max_tokens": 316}
     usage = TokenUsage(180, 27, 128, 0.0000369)

@@ -159,13 +159,3 @@ class MemoryReservations:
         over = [k for k, c in self._counters.items() if c.end + KEEP_SECONDS < now]
         for name in over:
             del self._counters[name]
-
-
-def __getattr__(name: str) -> object:
-    """`RedisReservations` from here too, where bench/spend.py imports it
-    (it lives in redis_reservations.py, which imports this module)."""
-    if name == "RedisReservations":
-        from gptmini_graphql.spend.redis_reservations import RedisReservations
-
-        return RedisReservations
-    raise AttributeError(name)
