@@ -4,7 +4,13 @@ one shared client and answers JSON. No GraphQL, auth, rate limits or logging.
 And for a stream: `/stream` reads the SDK's stream and sends each text delta
 on as an SSE event, then one with the usage.
 
-Run: BENCH_UPSTREAM_URL=http://127.0.0.1:PORT/v1 python -m uvicorn bench.baseline_app:app
+It imports nothing of ours (our tasks would bring Strawberry and the rest into
+its memory): the rig hands it the chat arguments our tasks make, as JSON
+templates in BENCH_CHAT_TEMPLATES (bench/workload.py `baseline_templates`).
+
+Run: BENCH_UPSTREAM_URL=http://127.0.0.1:PORT/v1 \\
+    BENCH_CHAT_TEMPLATES="$(python -c 'from bench.workload import baseline_templates as t; print(t())')" \\
+    python -m uvicorn bench.baseline_app:app
 """
 
 from __future__ import annotations
@@ -20,7 +26,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from bench.workload import chat_arguments, stream_chat_arguments
+# What `chat.completions.create` gets: our tasks' arguments with the caller's
+# text where PLACEHOLDER is (kept equal to bench/workload.py's).
+PLACEHOLDER = "\u0000text\u0000"
+TEMPLATES = json.loads(os.environ["BENCH_CHAT_TEMPLATES"])
+
+
+def _arguments(template: str, text: str) -> dict:
+    arguments = dict(TEMPLATES[template])
+    arguments["messages"] = [
+        {**message, "content": message["content"].replace(PLACEHOLDER, text)}
+        for message in arguments["messages"]
+    ]
+    return arguments
+
+
+def chat_arguments(text: str) -> dict:
+    return _arguments("summarize", text)
+
+
+def stream_chat_arguments(prompt: str) -> dict:
+    return _arguments("stream", prompt)
 
 
 @asynccontextmanager

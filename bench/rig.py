@@ -20,7 +20,7 @@ from bench.servers import (
     login,
     uvicorn_argv,
 )
-from bench.workload import LOCAL_CONTEXT_SIZE, LOCAL_MODEL_PATH
+from bench.workload import LOCAL_CONTEXT_SIZE, LOCAL_MODEL_PATH, baseline_templates
 
 # Budgets far above what a bench spends, so that every model call reserves
 # and settles against four of them, as a server with budgets does; bounded
@@ -62,7 +62,10 @@ class Rig:
 
     def baseline(self, name: str = "baseline") -> Server:
         """Bare Starlette + the openai SDK (bench/baseline_app.py)."""
-        env = {"BENCH_UPSTREAM_URL": self.upstream().url + "/v1"}
+        env = {
+            "BENCH_UPSTREAM_URL": self.upstream().url + "/v1",
+            "BENCH_CHAT_TEMPLATES": baseline_templates(),
+        }
         return self.start(name, uvicorn_argv("bench.baseline_app:app"), env=env)
 
     @property

@@ -118,3 +118,18 @@ def stream_chat_arguments(prompt: str) -> dict[str, Any]:
 def stream_chat_body(prompt: str) -> bytes:
     """The body our server sends upstream for `completeStream(prompt, maxTokens: 64)`."""
     return json.dumps(stream_chat_arguments(prompt)).encode()
+
+
+# Where the baseline app (bench/baseline_app.py) puts the caller's text.
+BASELINE_PLACEHOLDER = "\u0000text\u0000"
+
+
+def baseline_templates() -> str:
+    """Our tasks' chat arguments, with a placeholder for the text, as JSON for
+    the baseline app (which must not import our package to make them)."""
+    return json.dumps(
+        {
+            "summarize": chat_arguments(BASELINE_PLACEHOLDER),
+            "stream": stream_chat_arguments(BASELINE_PLACEHOLDER),
+        }
+    )
