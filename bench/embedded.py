@@ -38,7 +38,7 @@ from gptmini_graphql.settings import Settings
 from tests.model_process import model_processes
 
 READY_TIMEOUT = 60.0  # seconds for the model to load
-GENERATION_TIMEOUT = 60.0  # seconds for one completion
+GENERATION_TIMEOUT = 180.0  # seconds for one completion (rig: the server allows 150)
 
 
 @scenario(
