@@ -31,7 +31,6 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import openai
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
@@ -46,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gptmini_graphql.llm.upstream_errors import APIConnectionError, APITimeoutError
 from gptmini_graphql.metrics_series import MetricSeries
 
 if TYPE_CHECKING:
@@ -210,12 +210,12 @@ class UpstreamCall:
 def upstream_outcome(error: BaseException | None) -> str:
     if error is None:
         return "ok"
-    if isinstance(error, TimeoutError | openai.APITimeoutError):
+    if isinstance(error, TimeoutError | APITimeoutError):
         return "timeout"
     status = getattr(error, "status_code", None)
     if isinstance(status, int) and 100 <= status < 600:
         return str(status)
-    if isinstance(error, openai.APIConnectionError):
+    if isinstance(error, APIConnectionError):
         return "connection_error"
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"

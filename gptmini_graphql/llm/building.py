@@ -6,24 +6,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx2
-import openai
 from pydantic import SecretStr
 
 from gptmini_graphql.circuit_breaker import CircuitBreaker, NeverOpen
 from gptmini_graphql.llm.cache import ResponseCache
+from gptmini_graphql.llm.chat_client import ChatClient
 from gptmini_graphql.llm.client import LLM
 from gptmini_graphql.llm.local.connection import EmbeddedServer, embedded_error
 from gptmini_graphql.llm.probe import ModelsProbe, UpstreamProbes
 from gptmini_graphql.llm.structured import FormatNegotiation
-from gptmini_graphql.llm.transport import AiohttpTransport
+from gptmini_graphql.llm.transport import DEFAULT_CONNECTION_LIMITS, AiohttpTransport
 from gptmini_graphql.llm.upstream import Upstream
 from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.settings import Settings
 from gptmini_graphql.shared_redis import SharedRedis
 from gptmini_graphql.tracing import Tracing
+
+# Where requests go when OPENAI_BASE_URL is not set: OpenAI's API.
+OPENAI_URL = "https://api.openai.com/v1"
 
 
 def build_llm(
@@ -54,17 +56,14 @@ def build_llm(
         )
 
     def client(
-        base_url: str | None, api_key: str | None, **options: Any
-    ) -> openai.AsyncOpenAI:
-        if options.get("http_client") is None:
-            options["http_client"] = upstream_http_client(settings)
-        return openai.AsyncOpenAI(
-            # Self-hosted OpenAI-compatible servers often need no key at all.
-            api_key=api_key or "not-needed",
-            base_url=base_url,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=0,  # ours: see Upstream.post
-            **options,
+        base_url: str | None, api_key: str | None, http: httpx2.AsyncClient | None
+    ) -> ChatClient:
+        return ChatClient(
+            base_url or OPENAI_URL,
+            # Self-hosted OpenAI-compatible servers often need no key at all
+            # (a placeholder, as the openai SDK needed one: some want any).
+            api_key or "not-needed",
+            http or upstream_http_client(settings),
         )
 
     if settings.backend == "local":
@@ -72,7 +71,7 @@ def build_llm(
         if not url:
             raise ValueError("the embedded backend needs the model server's URL")
         embedded = EmbeddedServer(url, timeout=settings.llm_timeout_seconds)
-        local = client(embedded.api_url, None, http_client=embedded.http)
+        local = client(embedded.api_url, None, embedded.http)
         upstream = Upstream(
             "embedded",
             local,
@@ -100,7 +99,7 @@ def build_llm(
         secret = key.get_secret_value() if key else None
         return Upstream(
             name,
-            client(base_url, secret, http_client=http_client),
+            client(base_url, secret, http_client),
             model,
             retries=settings.llm_max_retries,
             breaker=breaker,
@@ -144,9 +143,11 @@ def build_llm(
 
 
 def upstream_http_client(settings: Settings) -> httpx2.AsyncClient:
-    """The SDK's own defaults (limits, redirects), over aiohttp (transport.py)."""
+    """The openai SDK's defaults (limits, redirects), which our upstreams
+    always had, over aiohttp (transport.py); its transport is what
+    chat_client.py sends through."""
     return httpx2.AsyncClient(
-        transport=AiohttpTransport(openai.DEFAULT_CONNECTION_LIMITS),
+        transport=AiohttpTransport(DEFAULT_CONNECTION_LIMITS),
         timeout=settings.llm_timeout_seconds,
         follow_redirects=True,
     )

@@ -11,8 +11,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import openai
-
 from gptmini_graphql.errors import (
     AppError,
     UpstreamError,
@@ -30,6 +28,7 @@ from gptmini_graphql.llm.pricing import cost_usd, find_price
 from gptmini_graphql.llm.resilience import is_outage
 from gptmini_graphql.llm.structured import StructuredOutput
 from gptmini_graphql.llm.upstream import Kind, Reply, Upstream
+from gptmini_graphql.llm.upstream_errors import APIError, APITimeoutError
 from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.settings import Settings
 from gptmini_graphql.tracing import Tracing
@@ -45,7 +44,7 @@ NOT_CONFIGURED = (
 class UpstreamCalls:
     """The configured upstreams, called in order: fails fast through each
     one's circuit breaker, falls back while one is unavailable, turns the
-    SDK's errors into ours, and prices every answer (counted once here)."""
+    upstream's errors into ours, and prices every answer (counted once here)."""
 
     upstreams: list[Upstream]
     settings: Settings
@@ -89,14 +88,14 @@ class UpstreamCalls:
                         answer = await upstream.ask(
                             body, output, deadline=deadline, stream=stream
                         )
-            except (TimeoutError, openai.APITimeoutError) as exc:
+            except (TimeoutError, APITimeoutError) as exc:
                 breaker.failed()
                 failure = UpstreamTimeout(
                     f"The model did not answer within {timeout:g} seconds."
                 )
                 failure.__cause__ = exc
                 break  # the deadline is spent: no time left for a fallback
-            except openai.APIError as exc:
+            except APIError as exc:
                 failure = upstream.describe_error(exc)
                 failure.__cause__ = exc
                 if is_outage(exc):

@@ -8,8 +8,8 @@ The call itself is calls.py's: bounded as a whole, retries included, by the
 configured timeout; retried where worth it; failing fast through a circuit
 breaker while an upstream is down; trying the fallback upstream, if one is
 set, while the first is unavailable; asking for structured output in the way
-each upstream takes it, and validating it; turning the SDK's errors into
-ours; and pricing the answer. A stream is read on in streaming.py.
+each upstream takes it, and validating it; turning the upstream's errors
+into ours; and pricing the answer. A stream is read on in streaming.py.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class LLM:
 
     async def aclose(self) -> None:
         for upstream in self.upstreams:
-            await upstream.client.close()
+            await upstream.client.aclose()
 
     async def not_ready(self) -> str | None:
         """Why no answer can be had now (None: ready): unconfigured, or the

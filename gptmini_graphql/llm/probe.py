@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import openai
-
 from gptmini_graphql.llm.pricing import find_price
 from gptmini_graphql.llm.upstream import Upstream
+from gptmini_graphql.llm.upstream_errors import APIError, APIStatusError
 from gptmini_graphql.settings import ModelPrice
 
 logger = logging.getLogger("gptmini_graphql.llm")
@@ -99,12 +98,12 @@ class ModelsProbe:
         upstream = self.upstream
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                listing = await upstream.client.get("/models", cast_to=object)
+                listing = await upstream.client.models(within=PROBE_TIMEOUT_SECONDS)
         except TimeoutError:
             return self._failed(f"no answer within {PROBE_TIMEOUT_SECONDS:g} s")
-        except openai.APIStatusError as exc:
+        except APIStatusError as exc:
             return self._failed(f"HTTP {exc.status_code}")
-        except openai.APIError as exc:
+        except APIError as exc:
             return self._failed(type(exc).__name__)
         except ValueError:  # a body labelled JSON that is not (a proxy's page)
             return self._failed("not JSON")

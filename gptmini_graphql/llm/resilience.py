@@ -1,8 +1,8 @@
 """Which upstream errors are worth a retry, and how long to wait first.
 
-Ours, because the SDK's retries (turned off: see llm/building.py) cannot say
-them: an exhausted quota (a 429 like any other to the SDK) and a 500 that
-blames the request are not retried, a garbled 200 is, and no wait may
+Ours, because an HTTP client's retries (the openai SDK's were, before
+chat_client.py) cannot say them: an exhausted quota (a 429 like any other)
+and a 500 that blames the request are not retried, a garbled 200 is, and no wait may
 outlast the request's deadline (llm/upstream.py). The loop and the backoff
 are tenacity's.
 """
@@ -15,10 +15,15 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx2
-import openai
 from tenacity import RetryCallState, wait_random_exponential
 
 from gptmini_graphql.llm.malformed import MalformedAnswer
+from gptmini_graphql.llm.upstream_errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    StreamErrorEvent,
+)
 
 # The longest wait an upstream may ask of us (and of our callers).
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -34,13 +39,13 @@ def is_outage(exc: Exception) -> bool:
     a 500 that does not name the request as its cause: some servers (llama-cpp-python's among them)
     answer 500 to a parameter they do not support, and that is a refusal.
     """
-    if isinstance(exc, TimeoutError | openai.APIConnectionError):  # timeouts too
+    if isinstance(exc, TimeoutError | APIConnectionError):  # timeouts too
         return True
     if isinstance(exc, MalformedAnswer):  # a 200 that is no answer
         return True
-    if type(exc) is openai.APIError:
-        # An error event in a stream that had begun (the SDK gives it no
-        # status): the server failed its answer, unless it blames the request.
+    if isinstance(exc, StreamErrorEvent):
+        # An error event in a stream that had begun (it has no status): the
+        # server failed its answer, unless it blames the request.
         return not about_the_request(exc)
     status: int | None = getattr(exc, "status_code", None)
     if status in (502, 503, 504):
@@ -88,22 +93,25 @@ def about_the_request(exc: Exception) -> bool:
 def is_retryable(exc: BaseException) -> bool:
     """Outages, 408, 409, 429 and garbled bodies, but never an exhausted
     quota or an empty answer."""
-    if not isinstance(exc, openai.APIError):
+    if not isinstance(exc, APIError):
         return False  # cancelled, or a bug
     if isinstance(exc, MalformedAnswer):
         return exc.transient
     if is_outage(exc):
         return True
-    if isinstance(exc, openai.RateLimitError):
+    if not isinstance(exc, APIStatusError):
+        return False
+    if exc.status_code == 429:
         return exc.code != "insufficient_quota"
-    return getattr(exc, "status_code", None) in (408, 409)
+    return exc.status_code in (408, 409)
 
 
 def retry_wait(attempt: RetryCallState) -> float:
     """The upstream's Retry-After when it gave one, else the backoff."""
     error = attempt.outcome.exception() if attempt.outcome else None
-    response = getattr(error, "response", None)
-    if response is not None and (told := retry_after_seconds(response.headers)):
+    if isinstance(error, APIStatusError) and (
+        told := retry_after_seconds(error.headers)
+    ):
         return told
     return _BACKOFF(attempt)
 

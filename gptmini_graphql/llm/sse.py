@@ -1,28 +1,33 @@
 """A streamed Chat Completions answer read from its HTTP body: the chunks as
-parsed JSON, as the SDK's `AsyncStream[object]` yields them, for a third
-less CPU per stream (its decoder builds an event object per line and the
-stream a chain of generators per chunk).
+parsed JSON, as the openai SDK's `AsyncStream[object]` yielded them, for a
+third less CPU per stream (its decoder built an event object per line and
+the stream a chain of generators per chunk).
 
 What it keeps of the SDK's stream, so callers (llm/streaming.py) see the
 same things: the event-stream format's rules (lines ending in LF, CR or
 CRLF; `data:` lines joined; comments skipped; an event dispatched at a
 blank line); `[DONE]` ends it, the rest of the body read so the connection
-can be kept; an event whose JSON has an `error` raises `openai.APIError`
-with its message; a body that breaks raises `APITimeoutError` or
-`APIConnectionError`; data that is not JSON raises ValueError.
+can be kept; an event whose JSON has an `error` raises StreamErrorEvent
+with its message; a body that breaks raises APITimeoutError or
+APIConnectionError (upstream_errors.py); data that is not JSON raises
+ValueError.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
-import anyio
 import httpx2
-import openai
+
+from gptmini_graphql.llm.chat_client import CONNECTION_ERRORS
+from gptmini_graphql.llm.upstream_errors import (
+    APIConnectionError,
+    APITimeoutError,
+    StreamErrorEvent,
+)
 
 _FAILED_MID_STREAM = "An error occurred during streaming"
 
@@ -48,7 +53,6 @@ class EventStream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[Any]:
-        request = self.response.request
         body = self.response.aiter_bytes()
         try:
             async for event, data in _events(body):
@@ -58,20 +62,20 @@ class EventStream:
                     return
                 chunk = json.loads(data)
                 if isinstance(chunk, dict) and chunk.get("error"):
-                    raise _error_event(chunk["error"], request)
+                    raise _error_event(chunk["error"])
                 # Named events (none in Chat Completions) as the SDK gives them.
                 yield chunk if event is None else {"data": chunk, "event": event}
         except httpx2.TimeoutException as error:
-            raise openai.APITimeoutError(request=request) from error
-        except (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream) as error:
-            raise openai.APIConnectionError(request=request) from error
+            raise APITimeoutError() from error
+        except CONNECTION_ERRORS as error:
+            raise APIConnectionError() from error
 
 
-def _error_event(error: Any, request: httpx2.Request) -> openai.APIError:
+def _error_event(error: Any) -> StreamErrorEvent:
     message = error.get("message") if isinstance(error, dict) else None
     if not message or not isinstance(message, str):
         message = _FAILED_MID_STREAM
-    return openai.APIError(message, request, body=error)
+    return StreamErrorEvent(message, body=error)
 
 
 async def _events(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, str]]:

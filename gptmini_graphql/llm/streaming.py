@@ -12,14 +12,13 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import openai
-
 from gptmini_graphql.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gptmini_graphql.llm.answers import ChatStreamEnd, FinishReason
 from gptmini_graphql.llm.calls import UpstreamCalls
 from gptmini_graphql.llm.malformed import token_counts
 from gptmini_graphql.llm.resilience import is_outage
 from gptmini_graphql.llm.sse import EventStream
+from gptmini_graphql.llm.upstream_errors import APIError, APITimeoutError
 
 MALFORMED_CHUNK = "The model's stream sent a malformed chunk."
 EMPTY_ANSWER = "The model returned an empty answer."
@@ -51,8 +50,8 @@ async def upstream_events(
                     break
                 except ValueError as exc:  # an event that is not JSON
                     raise UpstreamError(MALFORMED_CHUNK) from exc
-                # Raw dicts: building the SDK's typed chunk for every token
-                # was a quarter of a stream's CPU.
+                # Raw dicts: building the openai SDK's typed chunk for every
+                # token was a quarter of a stream's CPU.
                 if not isinstance(chunk, dict):
                     raise UpstreamError(MALFORMED_CHUNK)
                 try:
@@ -66,12 +65,12 @@ async def upstream_events(
                 if text:
                     wrote = True
                     yield text
-    except (TimeoutError, openai.APITimeoutError) as exc:
+    except (TimeoutError, APITimeoutError) as exc:
         breaker.failed()
         raise UpstreamTimeout(
             f"The model stopped answering for {wait:g} seconds."
         ) from exc
-    except openai.APIError as exc:
+    except APIError as exc:
         # A dropped connection, or an error event: an outage of this
         # stream (the server answered it, so only streams are paused).
         if is_outage(exc):

@@ -24,12 +24,12 @@ import logging
 import re
 from typing import Any, Generic, Literal, TypeVar
 
-import openai
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from gptmini_graphql.errors import UpstreamError
 from gptmini_graphql.llm.resilience import is_refusal
+from gptmini_graphql.llm.upstream_errors import APIError, APIStatusError
 
 logger = logging.getLogger("gptmini_graphql.llm")
 
@@ -108,7 +108,7 @@ class FormatNegotiation:
         self.pinned = pinned is not None
         self.mode: Mode = pinned or MODES[0]
 
-    def refused(self, mode: Mode, exc: openai.APIError) -> bool:
+    def refused(self, mode: Mode, exc: APIStatusError) -> bool:
         """`mode` was refused with `exc`: True if another mode is worth a call."""
         if self.pinned or not _refuses_format(exc):
             return False
@@ -123,13 +123,13 @@ class FormatNegotiation:
                     "upstream": self.upstream,
                     "refused": mode,
                     "mode": self.mode,
-                    "status": getattr(exc, "status_code", None),
+                    "status": exc.status_code,
                 },
             )
         return True
 
 
-def _refuses_format(exc: openai.APIError) -> bool:
+def _refuses_format(exc: APIError) -> bool:
     if not is_refusal(exc):
         return False
     body = exc.body if isinstance(exc.body, dict) else {}

@@ -1,17 +1,18 @@
-"""The HTTP client under each remote upstream's `AsyncOpenAI`: httpx2's
-interface, which the SDK speaks, over aiohttp's connection pool and C parser.
+"""The HTTP transport under each remote upstream's client (chat_client.py):
+httpx2's interface, which the client speaks (and the tests' fake upstream
+answers in), over aiohttp's connection pool and C parser.
 
 Why not httpx2's own transport: its pool looks at every connection for each
 request (at 64 connections, a fifth of our CPU per call went there) and its
 HTTP/1.1 parser is pure Python. Through this one a call to the upstream
 costs about 0.6 of the CPU (see the commit that brought it).
 
-Why not the SDK's `DefaultAioHttpClient`: its error mapping turns a refused
-or dropped connection into a timeout (no fallback is tried after a timeout:
-the deadline is spent) and lets a garbled response through as aiohttp's own
-exception. Here each aiohttp error becomes the httpx2 error that httpx2's
-transport raises for the same failure, so the SDK, and our error mapping
-(llm/upstream.py), see what they always saw.
+Why not the openai SDK's `DefaultAioHttpClient`: its error mapping turns a
+refused or dropped connection into a timeout (no fallback is tried after a
+timeout: the deadline is spent) and lets a garbled response through as
+aiohttp's own exception. Here each aiohttp error becomes the httpx2 error
+that httpx2's transport raises for the same failure, so the client, and our
+error mapping (llm/upstream.py), see what they would see through httpx2's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from contextlib import contextmanager
 import aiohttp
 import aiohttp.abc
 import httpx2
-from openai import DEFAULT_CONNECTION_LIMITS
+
+# The openai SDK's pool limits, which our upstreams always had.
+DEFAULT_CONNECTION_LIMITS = httpx2.Limits(
+    max_connections=1000, max_keepalive_connections=100
+)
 
 # Read sizes of a body: a whole chat completion is one read; a stream's
 # events are handed on as they arrive, whatever their size.
@@ -44,7 +49,6 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self._limits = limits
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -62,18 +66,15 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         return self._session
 
     def _timeout(self, request: httpx2.Request) -> aiohttp.ClientTimeout:
-        """httpx2's timeouts (the SDK sets them per request) in aiohttp's terms:
-        one object per distinct setting, made once."""
+        """httpx2's timeouts (set per request: what its deadline leaves) in
+        aiohttp's terms."""
         given = request.extensions.get("timeout", {})
-        key = (given.get("pool"), given.get("connect"), given.get("read"))
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            pool, connect, read = key
-            timeout = aiohttp.ClientTimeout(
-                total=None, connect=pool, sock_connect=connect, sock_read=read
-            )
-            self._timeouts[key] = timeout
-        return timeout
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=given.get("pool"),
+            sock_connect=given.get("connect"),
+            sock_read=given.get("read"),
+        )
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         session = self._session or self._open()
@@ -132,8 +133,9 @@ class _Body(httpx2.AsyncByteStream):
 
 @contextmanager
 def _mapped_errors(request: httpx2.Request) -> Iterator[None]:
-    """aiohttp's errors as httpx2 raises them for the same failures: the SDK
-    makes APITimeoutError of the timeouts, APIConnectionError of the rest."""
+    """aiohttp's errors as httpx2 raises them for the same failures: the
+    client makes APITimeoutError of the timeouts, APIConnectionError of the
+    rest (chat_client.py)."""
     try:
         yield
     except aiohttp.ConnectionTimeoutError as error:

@@ -1,4 +1,4 @@
-"""One OpenAI-compatible endpoint: its client and model, the retries of a
+"""One OpenAI-compatible endpoint: its client (chat_client.py) and model, the retries of a
 request to it, its circuit breakers, the structured-output mode it takes, and
 what its errors mean to our callers."""
 
@@ -10,8 +10,6 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-import httpx2
-import openai
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -27,6 +25,7 @@ from gptmini_graphql.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from gptmini_graphql.llm.chat_client import ChatClient
 from gptmini_graphql.llm.malformed import Completion, MalformedAnswer, checked
 from gptmini_graphql.llm.resilience import (
     is_outage,
@@ -36,13 +35,15 @@ from gptmini_graphql.llm.resilience import (
 )
 from gptmini_graphql.llm.sse import EventStream
 from gptmini_graphql.llm.structured import FormatNegotiation, StructuredOutput
+from gptmini_graphql.llm.upstream_errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    StreamErrorEvent,
+)
 
 logger = logging.getLogger("gptmini_graphql.llm")
-
-# `client.post` rather than `client.chat.completions.create`: the same request
-# and errors, without the SDK walking every parameter against its type
-# definitions (a tenth of our CPU per request; our bodies are plain).
-CHAT_COMPLETIONS = "/chat/completions"
 
 # A circuit per kind of request: a server that fails only structured or only
 # streamed requests pauses those, and the other tasks go on.
@@ -51,8 +52,8 @@ KINDS: tuple[Kind, ...] = ("text", "structured", "stream")
 
 
 # What an upstream answers: a checked completion, or (`stream`) its chunks;
-# both as parsed JSON (dicts: building the SDK's types cost more than the
-# rest of reading them), the chunks unchecked (llm/streaming.py reads them).
+# both as parsed JSON (dicts: building the openai SDK's types cost more than
+# the rest of reading them), the chunks unchecked (llm/streaming.py reads them).
 Reply = Completion | EventStream
 
 
@@ -63,13 +64,13 @@ class Upstream:
     def __init__(
         self,
         name: str,
-        client: openai.AsyncOpenAI,
+        client: ChatClient,
         model: str,
         *,
         retries: int,
         breaker: Callable[[], CircuitBreaker],
         formats: FormatNegotiation | None = None,
-        describe_error: Callable[[openai.APIError], AppError] | None = None,
+        describe_error: Callable[[APIError], AppError] | None = None,
     ) -> None:
         self.name = name
         self.client = client
@@ -77,15 +78,12 @@ class Upstream:
         self.retries = retries
         self.breakers = {kind: breaker() for kind in KINDS}
         self.formats = formats or FormatNegotiation(name)
-        # What an SDK error means to our callers, in this upstream's words.
+        # What an upstream error means to our callers, in this upstream's words.
         self.describe_error = describe_error or upstream_error
-        self.url = client.base_url.join(CHAT_COMPLETIONS.lstrip("/"))
 
     def failed(self, kind: Kind, exc: BaseException) -> None:
         """An outage: a server that cannot be reached is down for every kind."""
-        if isinstance(exc, openai.APIConnectionError) and not isinstance(
-            exc, openai.APITimeoutError
-        ):
+        if isinstance(exc, APIConnectionError) and not isinstance(exc, APITimeoutError):
             for breaker in self.breakers.values():
                 breaker.failed()
         else:
@@ -109,7 +107,7 @@ class Upstream:
                     deadline=deadline,
                     stream=stream,
                 )
-            except openai.APIStatusError as exc:
+            except APIStatusError as exc:
                 if output is None or not self.formats.refused(mode, exc):
                     raise
 
@@ -119,8 +117,9 @@ class Upstream:
         """The request, retried with backoff while the deadline leaves room."""
         body = {**body, "model": self.model}
         try:
-            return await self._send(body, stream)  # nearly every call ends here
-        except openai.APIError as exc:
+            # Nearly every call ends here.
+            return await self._send(body, stream, deadline)
+        except APIError as exc:
             if not self.retries or not is_retryable(exc):
                 raise
             failed = exc
@@ -153,18 +152,18 @@ class Upstream:
                 if first:  # made already: tenacity counts it and waits after it
                     first = False
                     raise failed
-                return await self._send(body, stream)
+                return await self._send(body, stream, deadline)
         raise AssertionError("unreachable")
 
-    async def _send(self, body: dict[str, Any], stream: bool) -> Reply:
+    async def _send(self, body: dict[str, Any], stream: bool, deadline: float) -> Reply:
+        # The HTTP client's timeout is what the deadline leaves (callers
+        # stop waiting then, too: llm/calls.py).
+        within = deadline - asyncio.get_running_loop().time()
         if stream:
             # The response unread (errors raised as for any request); its
-            # events are read by sse.py, not the SDK's AsyncStream.
-            response = await self.client.post(
-                CHAT_COMPLETIONS, body=body, cast_to=httpx2.Response, stream=True
-            )
-            return EventStream(response)
-        return await self._completion(body)
+            # events are read by sse.py.
+            return EventStream(await self.client.stream(body, within=within))
+        return await self._completion(body, within)
 
     def _retrying(self, attempt: RetryCallState) -> None:
         logger.info(
@@ -176,22 +175,20 @@ class Upstream:
             },
         )
 
-    async def _completion(self, body: dict[str, Any]) -> Completion:
+    async def _completion(self, body: dict[str, Any], within: float) -> Completion:
         """One answer, checked: a malformed one raises MalformedAnswer."""
         try:
-            completion = await self.client.post(
-                CHAT_COMPLETIONS, body=body, cast_to=object
-            )
+            completion = await self.client.complete(body, within=within)
         except ValueError as exc:  # a body labelled JSON that is not JSON
             raise MalformedAnswer(
-                "The model server sent a malformed answer.", self.url, transient=True
+                "The model server sent a malformed answer.", transient=True
             ) from exc
-        return checked(completion, self.url)
+        return checked(completion)
 
 
-def upstream_error(exc: openai.APIError) -> AppError:
-    """Map one SDK error to the error the caller sees; details go to the log."""
-    status = getattr(exc, "status_code", None)
+def upstream_error(exc: APIError) -> AppError:
+    """Map one upstream error to the error the caller sees; details go to the log."""
+    status = exc.status_code if isinstance(exc, APIStatusError) else None
     logger.warning(
         "upstream error",
         extra={
@@ -203,19 +200,19 @@ def upstream_error(exc: openai.APIError) -> AppError:
     )
     if isinstance(exc, MalformedAnswer):
         return UpstreamError(exc.message)
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, APIConnectionError):
         return UpstreamUnavailable("The model server could not be reached.")
-    if isinstance(exc, openai.RateLimitError):
+    if isinstance(exc, APIStatusError) and status == 429:
         if exc.code == "insufficient_quota":
             return UpstreamUnavailable("The model provider's quota is exhausted.")
         return UpstreamRateLimited(
             "The model provider is rate limiting this server; retry later.",
-            retry_after=retry_after_seconds(exc.response.headers),
+            retry_after=retry_after_seconds(exc.headers),
         )
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+    if status in (401, 403):
         # Not their words: OpenAI's name part of the key that was refused.
         return UpstreamError("The model provider rejected this server's credentials.")
-    if type(exc) is openai.APIError and is_outage(exc):  # a stream's error event
+    if isinstance(exc, StreamErrorEvent) and is_outage(exc):
         return UpstreamUnavailable("The model server failed in mid-answer.")
     if is_outage(exc) or status in (408, 409):
         return UpstreamUnavailable("The model server failed to answer.")
@@ -248,7 +245,7 @@ _SECRET = re.compile(r"\b(sk-|Bearer\s+)[\w\-.*]+")
 MAX_REASON_CHARS = 300
 
 
-def upstream_reason(exc: openai.APIError) -> str | None:
+def upstream_reason(exc: APIError) -> str | None:
     """The upstream's own words for a refusal, fit to show its caller."""
     body = exc.body if isinstance(exc.body, dict) else None
     if body is None:

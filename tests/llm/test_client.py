@@ -95,6 +95,15 @@ def test_without_a_backend_llm_fields_say_how_to_configure_one(make_api) -> None
     assert readiness.status_code == 503
 
 
+def test_a_redirect_is_followed(make_api) -> None:
+    api = make_api()
+    moved = "http://moved.test/v1/chat/completions"
+    api.upstream.queue(Reply(status=307, headers={"location": moved}))
+    result = api.post(SUMMARIZE, token=api.login())
+    assert result["data"]["summarize"]["text"] == "A short answer."
+    assert api.upstream.hosts == ["upstream.test", "moved.test"]
+
+
 def test_a_base_url_alone_is_enough(make_api) -> None:
     api = make_api(openai_api_key=None, openai_base_url="http://localhost:11434/v1")
     token = api.login()

@@ -7,11 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx2
-import openai
 
 from gptmini_graphql.errors import AppError, UpstreamRateLimited, UpstreamUnavailable
 from gptmini_graphql.llm.resilience import retry_after_seconds
 from gptmini_graphql.llm.upstream import upstream_error
+from gptmini_graphql.llm.upstream_errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+)
 
 UNIX = "unix:"
 # The host name in requests over a Unix socket: any name does, none resolves.
@@ -37,7 +42,7 @@ class EmbeddedServer:
             transport = None
             self.root = url.rstrip("/")
         self.api_url = f"{self.root}/v1"
-        # The SDK closes it with the client it is given to.
+        # Closed with the upstream's ChatClient, which it is given to.
         self.http = httpx2.AsyncClient(transport=transport, timeout=timeout)
 
     async def not_ready(self) -> str | None:
@@ -58,25 +63,23 @@ class EmbeddedServer:
         return "The embedded model is loading."
 
 
-def embedded_error(exc: openai.APIError) -> AppError:
+def embedded_error(exc: APIError) -> AppError:
     """What an error from the embedded model's server means to a caller."""
-    if isinstance(exc, openai.APIConnectionError) and not isinstance(
-        exc, openai.APITimeoutError
-    ):
+    if isinstance(exc, APIConnectionError) and not isinstance(exc, APITimeoutError):
         # Its process died mid-answer, or is not up yet: the supervisor is on it.
         return UpstreamUnavailable(NOT_RUNNING + " Retry shortly.", retry_after=1)
-    if isinstance(exc, openai.RateLimitError):
+    if isinstance(exc, APIStatusError) and exc.status_code == 429:
         # Our own server's words: how busy it is and how long to wait.
         return UpstreamRateLimited(
-            _message(exc), retry_after=retry_after_seconds(exc.response.headers)
+            _message(exc), retry_after=retry_after_seconds(exc.headers)
         )
-    if isinstance(exc, openai.APIStatusError) and exc.status_code == 503:
+    if isinstance(exc, APIStatusError) and exc.status_code == 503:
         return UpstreamUnavailable(
-            _message(exc), retry_after=retry_after_seconds(exc.response.headers)
+            _message(exc), retry_after=retry_after_seconds(exc.headers)
         )
     return upstream_error(exc)
 
 
-def _message(exc: openai.APIError) -> str:
+def _message(exc: APIError) -> str:
     detail = exc.body.get("message") if isinstance(exc.body, dict) else None
     return detail if isinstance(detail, str) else exc.message

@@ -1,0 +1,165 @@
+"""Chat Completions at one OpenAI-compatible base URL: the two requests the
+app makes of an upstream (POST /chat/completions, answered or streamed, and
+GET /models), in place of the openai SDK's `AsyncOpenAI`.
+
+Why ours: for those two requests the SDK built, retried (never: retries
+are ours, llm/upstream.py) and processed each one through layers that cost
+about 0.5 ms of CPU per call, and importing it about 48 MB of resident
+memory in every API process (issue 17). What it did that callers rely on is
+kept: its headers, its reading of an answer (JSON when labelled JSON, else
+the text), and its errors, as upstream_errors.py's classes for the same
+failures (a status other than 2xx, no answer, no answer in time).
+
+A request goes straight to the transport the HTTP client would choose for
+its URL (a proxy's, when the environment names one): the client's own
+`send` (auth, cookies, redirects, event hooks) added a tenth to a call's
+CPU for nothing we use. A redirect, which the SDK followed, is still
+followed, by the client (which drops the API key on the way to another
+host).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any
+
+import anyio
+import httpx2
+
+from gptmini_graphql import __version__
+from gptmini_graphql.llm.upstream_errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+)
+
+USER_AGENT = f"gptmini-graphql/{__version__}"
+
+# What httpx2's transports raise for a connection that failed (TLS failures
+# may come unmapped, as ssl's or anyio's own; the SDK caught those too).
+CONNECTION_ERRORS = (httpx2.RequestError, ssl.SSLError, anyio.EndOfStream)
+
+
+class ChatClient:
+    """One upstream at `base_url` (with its API key, if it needs one),
+    reached through `http`: its transport, or the client itself for what
+    the transport alone cannot do (redirects). Closing this closes `http`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        http: httpx2.AsyncClient,
+    ) -> None:
+        # With its trailing slash, as the SDK kept it: the response cache's
+        # keys and the logs show it so.
+        self.base_url = httpx2.URL(base_url.rstrip("/") + "/")
+        self.http = http
+        self._completions = self.base_url.join("chat/completions")
+        self._models = self.base_url.join("models")
+        # The transport (httpx2's private choice, by URL: a proxy's or the
+        # client's own) and the headers of every request, found once.
+        self._transport = http._transport_for_url(self._completions)
+        headers = {
+            "Host": self.base_url.netloc.decode("ascii"),
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._headers = [
+            (name.encode("ascii"), value.encode()) for name, value in headers.items()
+        ]
+
+    async def complete(self, body: dict[str, Any], *, within: float) -> object:
+        """The answer to `body`, read as the SDK read it: parsed JSON when
+        labelled JSON (ValueError if it is not), else its text."""
+        response = await self._send(self._completions, body, within, stream=False)
+        return _parsed(response)
+
+    async def stream(self, body: dict[str, Any], *, within: float) -> httpx2.Response:
+        """The streamed answer to `body`: a 2xx response, its body unread
+        (llm/sse.py reads it; whoever does must close it)."""
+        return await self._send(self._completions, body, within, stream=True)
+
+    async def models(self, *, within: float) -> object:
+        """`GET /models`, read as `complete` reads an answer."""
+        response = await self._send(self._models, None, within, stream=False)
+        return _parsed(response)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _send(
+        self,
+        url: httpx2.URL,
+        body: dict[str, Any] | None,
+        within: float,
+        *,
+        stream: bool,
+    ) -> httpx2.Response:
+        """A response with a 2xx status, read unless `stream`; any other
+        status raises APIStatusError, a failed connection APIConnectionError
+        (APITimeoutError for one that took too long)."""
+        request = self._request(url, body, within)
+        try:
+            response = await self._transport.handle_async_request(request)
+            if response.has_redirect_location:  # followed as the client would
+                await response.aclose()
+                moved = self.http._build_redirect_request(request, response)
+                response = await self.http.send(
+                    moved, stream=True, follow_redirects=True
+                )
+            if not stream or not response.is_success:
+                await response.aread()
+        except httpx2.TimeoutException as error:
+            raise APITimeoutError() from error
+        except CONNECTION_ERRORS as error:
+            raise APIConnectionError() from error
+        if not response.is_success:
+            raise APIStatusError.of(response)
+        return response
+
+    def _request(
+        self, url: httpx2.URL, body: dict[str, Any] | None, within: float
+    ) -> httpx2.Request:
+        """`within`: the seconds to connect, to send, and to wait for each
+        read (httpx2's timeouts, which its transports take per request)."""
+        # Given as a stream, a request's content gets no headers of httpx2's
+        # making (they are ours, made once): a third of its cost.
+        headers = self._headers
+        content = b""
+        method = "GET"
+        if body is not None:
+            method = "POST"
+            content = json.dumps(
+                body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()  # as the SDK (and httpx2) encode JSON
+            headers = [*headers, (b"Content-Length", b"%d" % len(content))]
+        request = httpx2.Request(
+            method,
+            url,
+            headers=headers,
+            stream=httpx2.ByteStream(content),
+            extensions={
+                "timeout": {
+                    "connect": within,
+                    "read": within,
+                    "write": within,
+                    "pool": within,
+                }
+            },
+        )
+        request.read()
+        return request
+
+
+def _parsed(response: httpx2.Response) -> object:
+    """A read response's body: JSON when labelled JSON (ValueError if it is
+    not JSON), else its text (a proxy's page, or JSON labelled otherwise)."""
+    content_type = response.headers.get("content-type", "*").split(";")[0]
+    if content_type.endswith("json"):
+        return json.loads(response.content)
+    return response.text
