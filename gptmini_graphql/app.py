@@ -49,7 +49,7 @@ def create_app(
     timer: Callable[[], float] = time.monotonic,
     tracing: Tracing | None = None,
 ) -> Starlette:
-    """`llm_http_client` replaces the SDK's HTTP client: how tests reach a fake
+    """`llm_http_client` replaces the upstreams' HTTP client: how tests reach a fake
     upstream; `clock` is the time tokens and keys expire by, `timer` the one
     circuit breakers wait by (tests move them); `tracing` replaces the tracer
     the environment asks for (tests read spans)."""

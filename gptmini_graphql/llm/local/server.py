@@ -7,7 +7,7 @@ the API's process. The request body is request_body.py's, the answers'
 shapes replies.py's, the model itself engine.py's.
 
 It speaks the slice of the Chat Completions protocol that our tasks use, so
-the shared `AsyncOpenAI` client cannot tell it from any other upstream:
+the upstream's client (llm/chat_client.py) cannot tell it from any other:
 
     POST /v1/chat/completions   messages, max_tokens, temperature, stop, seed,
                                 response_format (json_schema / json_object),
