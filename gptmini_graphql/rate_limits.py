@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from limits import RateLimitItem
@@ -23,10 +24,12 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from gptmini_graphql.errors import RateLimited
 from gptmini_graphql.metrics import Metrics
+from gptmini_graphql.rate_limit_redis import Charged, RedisWindows, Window
 from gptmini_graphql.shared_redis import RedisUnavailable, SharedRedis
 
 OutagePolicy = Literal["memory", "closed", "open"]
 T = TypeVar("T")
+KEY_PREFIX = "gptmini"
 
 
 def _redis_storage(redis: SharedRedis) -> RedisStorage:
@@ -37,7 +40,7 @@ def _redis_storage(redis: SharedRedis) -> RedisStorage:
     return RedisStorage(
         "async+" + redis.url,
         implementation="redispy",
-        key_prefix="gptmini",
+        key_prefix=KEY_PREFIX,
         # limits types its options as float | str | bool, yet documents and
         # passes on `connection_pool` (to redis' asyncio client) as it is.
         connection_pool=pool,  # type: ignore[arg-type]
@@ -56,6 +59,7 @@ class RateLimiter:
         self._shared = (
             SlidingWindowCounterRateLimiter(_redis_storage(redis)) if redis else None
         )
+        self._windows = RedisWindows(redis.client, KEY_PREFIX) if redis else None
 
     async def hit(
         self,
@@ -68,22 +72,65 @@ class RateLimiter:
         """Consume `cost` from every limit, or raise RATE_LIMITED with retryAfter.
         A refusal is counted in /metrics under `refusal` (default: the first
         identifier)."""
-        refused = await self._counted(
-            lambda limiter: _consume(limiter, limits, identifiers, cost), outage
-        )
-        if refused is None:
-            return
-        item, wait = refused
-        self.metrics.rate_limit_refusals.labels(refusal or identifiers[0]).inc()
-        if wait is None:
-            raise RateLimited(
-                f"This operation needs {cost} requests but the limit is "
-                f"{item.amount} per {item.GRANULARITY.name}."
+        refused = (
+            await self.charge(
+                limits, *identifiers, cost=cost, outage=outage, refusal=refusal
             )
-        raise RateLimited(
-            f"Rate limit of {item.amount} per {item.GRANULARITY.name} reached.",
-            retry_after=wait,
+        ).refusal
+        if refused is not None:
+            raise refused
+
+    async def charge(
+        self,
+        limits: list[RateLimitItem],
+        *identifiers: str,
+        cost: int = 1,
+        outage: OutagePolicy = "memory",
+        refusal: str | None = None,
+    ) -> Charge:
+        """`hit` that returns its refusal rather than raising it, with what is
+        left of each limit afterwards (as `windows` reads it): with Redis, in
+        one round trip."""
+        charged = await self._charged(limits, identifiers, cost, outage)
+        if not isinstance(charged, Charged):  # Redis is down: refused, or let through
+            return Charge([], charged)
+        if charged.refused is None:
+            return Charge(charged.windows, None)
+        item, wait = charged.refused
+        self.metrics.rate_limit_refusals.labels(refusal or identifiers[0]).inc()
+        per = f"{item.amount} per {item.GRANULARITY.name}"
+        message = (
+            f"This operation needs {cost} requests but the limit is {per}."
+            if wait is None  # it never fits
+            else f"Rate limit of {per} reached."
         )
+        return Charge(charged.windows, RateLimited(message, retry_after=wait))
+
+    async def _charged(
+        self,
+        limits: list[RateLimitItem],
+        identifiers: tuple[str, ...],
+        cost: int,
+        outage: OutagePolicy,
+    ) -> Charged | RateLimited | None:
+        """The charge on Redis, or while it is unreachable as `outage` says:
+        in memory, refused (RateLimited) or let through (None)."""
+        if self._redis is None or self._windows is None:
+            return await _charged_by(self._local, limits, identifiers, cost)
+        windows = self._windows
+        try:
+            return await self._redis.call(
+                lambda: windows.charge(limits, identifiers, cost)
+            )
+        except RedisUnavailable as down:
+            if outage == "memory":
+                return await _charged_by(self._local, limits, identifiers, cost)
+            if outage == "closed":
+                return RateLimited(
+                    "Limits cannot be checked right now; retry shortly.",
+                    retry_after=down.retry_after,
+                )
+            return None
 
     async def count(
         self,
@@ -119,19 +166,12 @@ class RateLimiter:
         limits: list[RateLimitItem],
         *identifiers: str,
         outage: OutagePolicy = "memory",
-    ) -> list[tuple[RateLimitItem, int, float]]:
+    ) -> list[Window]:
         """Each limit with what is left of it and seconds until it resets
         (empty while its storage is unreachable, unless counted in memory)."""
 
-        async def stats(
-            limiter: SlidingWindowCounterRateLimiter,
-        ) -> list[tuple[RateLimitItem, int, float]]:
-            found = []
-            for item in limits:
-                window = await limiter.get_window_stats(item, *identifiers)
-                reset = max(window.reset_time - time.time(), 0.0)
-                found.append((item, max(window.remaining, 0), reset))
-            return found
+        async def stats(limiter: SlidingWindowCounterRateLimiter) -> list[Window]:
+            return await _windows(limiter, limits, identifiers)
 
         return (
             await self._counted(stats, "memory" if outage == "memory" else "open") or []
@@ -173,6 +213,38 @@ class RateLimiter:
         # shutdown leaves no pending task behind. (The Redis pool is the app's.)
         if self._memory.timer is not None:
             self._memory.timer.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What is left of each limit (empty while unknown), and the refusal, if
+    the charge was refused."""
+
+    windows: list[Window]
+    refusal: RateLimited | None
+
+
+async def _charged_by(
+    limiter: SlidingWindowCounterRateLimiter,
+    limits: list[RateLimitItem],
+    identifiers: tuple[str, ...],
+    cost: int,
+) -> Charged:
+    refused = await _consume(limiter, limits, identifiers, cost)
+    return Charged(refused, await _windows(limiter, limits, identifiers))
+
+
+async def _windows(
+    limiter: SlidingWindowCounterRateLimiter,
+    limits: list[RateLimitItem],
+    identifiers: tuple[str, ...],
+) -> list[Window]:
+    found = []
+    for item in limits:
+        window = await limiter.get_window_stats(item, *identifiers)
+        reset = max(window.reset_time - time.time(), 0.0)
+        found.append((item, max(window.remaining, 0), reset))
+    return found
 
 
 async def _consume(

@@ -35,6 +35,41 @@ def test_requests_over_the_limit_are_refused_with_retry_after(
     assert len(api.upstream.requests) == 3
 
 
+def test_the_ratelimit_headers_say_what_is_left_in_either_storage(
+    make_api, storage
+) -> None:
+    """In Redis one script charges and reads the limits; in memory `limits`
+    does both: the headers must read the same."""
+    user = _user()
+    api = make_api(rate_limit="3/minute;4/hour", redis_url=storage, **user)
+    token = api.login(user["fake_username"], "pw")
+
+    def send() -> tuple[list[str], dict[str, int]]:
+        """The error codes, and what the RateLimit header says is left."""
+        response = api.client.post(
+            "/graphql",
+            json={"query": SUMMARIZE},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.headers["RateLimit-Policy"] == (
+            '"3-per-minute";q=3;w=60, "4-per-hour";q=4;w=3600'
+        )
+        left = {}
+        for window, seconds in zip(
+            response.headers["RateLimit"].split(", "), (60, 3600), strict=True
+        ):
+            name, remaining, reset = window.split(";")
+            # When it resets depends on how the storage aligns its windows.
+            assert 0 < int(reset.removeprefix("t=")) <= seconds
+            left[name] = int(remaining.removeprefix("r="))
+        return error_codes(response.json()), left
+
+    for left in (2, 1, 0):
+        assert send() == ([], {'"3-per-minute"': left, '"4-per-hour"': left + 1})
+    # Refused by the first limit: the second is not charged.
+    assert send() == (["RATE_LIMITED"], {'"3-per-minute"': 0, '"4-per-hour"': 1})
+
+
 def test_each_llm_field_counts_once(make_api, storage) -> None:
     user = _user()
     api = make_api(rate_limit="5/minute", redis_url=storage, **user)

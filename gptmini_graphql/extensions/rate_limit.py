@@ -22,8 +22,7 @@ from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from gptmini_graphql.context import RequestContext
-from gptmini_graphql.errors import RateLimited
-from gptmini_graphql.rate_limits import OutagePolicy
+from gptmini_graphql.rate_limit_redis import Window
 
 
 async def charge(execution: ExecutionContext) -> None:
@@ -34,28 +33,25 @@ async def charge(execution: ExecutionContext) -> None:
     if not cost or context.user is None:
         return
     services = context.services
-    outage = services.settings.rate_limit_redis_outage
-    try:
-        await services.limiter.hit(
-            context.rate_limits,
-            "user",
-            context.user,
-            cost=cost,
-            outage=outage,
-        )
-    except RateLimited as refusal:
-        await _headers(context, outage)
-        if execution.operation_type is OperationType.SUBSCRIPTION:
-            # A subscription starts whatever result is set; raised here,
-            # the error is the stream's one event instead.
-            raise
-        # A result set before execution replaces it: nothing runs.
-        execution.result = ExecutionResult(
-            data=None,
-            errors=[GraphQLError(refusal.message, original_error=refusal)],
-        )
-    else:
-        await _headers(context, outage)
+    charged = await services.limiter.charge(
+        context.rate_limits,
+        "user",
+        context.user,
+        cost=cost,
+        outage=services.settings.rate_limit_redis_outage,
+    )
+    _headers(context, charged.windows)
+    if (refusal := charged.refusal) is None:
+        return
+    if execution.operation_type is OperationType.SUBSCRIPTION:
+        # A subscription starts whatever result is set; raised here,
+        # the error is the stream's one event instead.
+        raise refusal
+    # A result set before execution replaces it: nothing runs.
+    execution.result = ExecutionResult(
+        data=None,
+        errors=[GraphQLError(refusal.message, original_error=refusal)],
+    )
 
 
 def budgets_left(context: RequestContext) -> dict[str, Any]:
@@ -64,10 +60,7 @@ def budgets_left(context: RequestContext) -> dict[str, Any]:
     return {"budgets": left} if left else {}
 
 
-async def _headers(context: RequestContext, outage: OutagePolicy) -> None:
-    windows = await context.services.limiter.windows(
-        context.rate_limits, "user", context.user or "", outage=outage
-    )
+def _headers(context: RequestContext, windows: list[Window]) -> None:
     if not windows:
         return
     context.response_headers["RateLimit-Policy"] = ", ".join(
