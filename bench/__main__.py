@@ -252,8 +252,9 @@ def compute_ratios(rows: list[dict]) -> dict[str, float]:
         # median over rounds of each.
         key = "server_cpu_ms_per_req"
         label = f"cpu_per_req_{variant}_vs_before@c{concurrency}"
-        before = _median_of(rows, "miss-before", concurrency, key)
-        if before and variant in ("miss", "miss-key") and label not in ratios:
+        kind = "hit" if variant == "hit" else "miss"
+        before = _median_of(rows, f"{kind}-before", concurrency, key)
+        if before and variant in ("miss", "miss-key", "hit") and label not in ratios:
             ratios[label] = round(
                 _median_of(rows, variant, concurrency, key) / before, 3
             )

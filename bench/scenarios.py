@@ -58,7 +58,7 @@ def baseline(rig: Rig, options: Options) -> list[dict]:
     "DATABASE_URL name them): a cache miss "
     "(Cache-Control: no-store: always to the upstream) with an access token "
     "(miss) and with an API key (miss-key), and a cache hit; with --before REF, "
-    "the miss on that commit's server too (miss-before)",
+    "the miss and the hit on that commit's server too (miss-before, hit-before)",
 )
 def summarize(rig: Rig, options: Options) -> list[dict]:
     server = rig.api()
@@ -72,7 +72,9 @@ def summarize(rig: Rig, options: Options) -> list[dict]:
         ("hit", server, rig.token, {}),
     ]
     if rig.before_ref:
-        variants.insert(0, ("miss-before", rig.before(), rig.before_token, miss))
+        before = rig.before()
+        variants.insert(0, ("miss-before", before, rig.before_token, miss))
+        variants.append(("hit-before", before, rig.before_token, {}))
     rows = []
     # Every variant at one concurrency before the next: a variant measured
     # right after a 64-way run of the same server would pay for its heap.
