@@ -22,6 +22,10 @@ _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
 }
 
 
+# Made once: `json.dumps` with options builds an encoder for every line.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -39,7 +43,7 @@ class JSONFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _ENCODER.encode(entry)
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):

@@ -161,14 +161,15 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         With GraphiQL off, such a request is an ordinary GraphQL request
         without a query: a 400 that says so.
         """
-        params = request.query_params
+        # The query string is parsed only for a GET that asks for HTML.
         return (
             self.graphql_ide is not None
             and request.method == "GET"
-            and not any(
-                name in params for name in ("query", "extensions", "documentId")
-            )
             and "text/html" in request.headers.get("accept", "")
+            and not any(
+                name in request.query_params
+                for name in ("query", "extensions", "documentId")
+            )
         )
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
