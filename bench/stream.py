@@ -72,23 +72,40 @@ def stream(rig: Rig, options: Options) -> list[dict]:
             _graphql_delta,
         ),
     ]
+    if rig.before_ref:  # --before REF: that commit's server, same request
+        before = rig.before()
+        request = http_request(
+            "POST",
+            "/graphql",
+            before.port,
+            graphql_body(STREAM_QUERY, {"prompt": STORY}),
+            {
+                **json_headers,
+                "Accept": "text/event-stream",
+                "Authorization": f"Bearer {rig.before_token}",
+            },
+        )
+        sides.append(("before", before, request, _graphql_stream_check, _graphql_delta))
     rows = []
-    # The three at one concurrency, then the next: each pair compared was
-    # measured close in time.
-    for level in levels:
-        for side, target, request, check, first in sides:
-            rows += [
-                {"variant": side, "side": side, **row}
-                for row in http_load(
-                    rig,
-                    options,
-                    target,
-                    request,
-                    check,
-                    concurrency=(level,),
-                    first=first,
-                )
-            ]
+    # All sides at one concurrency, then the next: each pair compared was
+    # measured close in time; each round starts one side later.
+    for round_ in range(1, options.rounds + 1):
+        shift = (round_ - 1) % len(sides)
+        for level in levels:
+            for side, target, request, check, first in sides[shift:] + sides[:shift]:
+                rows += [
+                    {"variant": side, "side": side, **row}
+                    | ({"round": round_} if options.rounds > 1 else {})
+                    for row in http_load(
+                        rig,
+                        options,
+                        target,
+                        request,
+                        check,
+                        concurrency=(level,),
+                        first=first,
+                    )
+                ]
     return rows
 
 
