@@ -1,0 +1,209 @@
+"""A subscription's events, each read through a plan made once per subscription.
+
+graphql-core runs every event of a subscription as an operation of its own,
+on a copy of the subscription's executor: the root fields collected again,
+the root field's arguments coerced again, and each field of the event's
+type resolved and completed through the whole executor. For a stream of
+text deltas that was a third of the server's CPU per stream, and the answer
+only depends on the event: the selection, the variables and the schema
+are fixed when the subscription starts.
+
+So when the selection is made only of what the executor would read and
+complete without running any code of ours (Strawberry's plain fields, with
+no resolver, arguments or field extension; scalars and enums; objects of a
+concrete type; `__typename`), `plan` turns it once into a tree of
+(response key, attribute, completion). `EventPlan.data` reads an event
+through it, completing each leaf with graphql-core's own
+`complete_leaf_value`. It gives up on an event (`Unplanned`) wherever
+the executor would have raised or done more: a null for a non-null field,
+an error or an awaitable as a value, a value its scalar refuses. Such an
+event is run by the executor instead, so its errors are exactly graphql-core's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    GraphQLEnumType,
+    GraphQLField,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLScalarType,
+    Undefined,
+)
+from graphql.execution import Executor
+from graphql.execution.collect_fields import (
+    FieldDetailsList,
+    GroupedFieldSet,
+    collect_fields,
+    collect_subfields,
+)
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
+
+TYPENAME = "__typename"
+
+
+class Unplanned(Exception):
+    """This event needs the executor (which will also report its error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    key: str  # the response key: the field's alias, or its name
+    read: Callable[[Any], Any] | None  # the value from its parent; None: __typename
+    type_name: str  # the parent's type name, for __typename
+    non_null: bool
+    leaf: GraphQLScalarType | GraphQLEnumType | None
+    fields: tuple[_Field, ...]  # an object's own, when not a leaf
+
+
+class EventPlan:
+    """The subscription's one root field, planned for its events."""
+
+    def __init__(self, root: _Field, is_awaitable: Callable[[Any], bool]) -> None:
+        self.root = root
+        self.is_awaitable = is_awaitable
+
+    def data(self, event: Any) -> dict[str, Any]:
+        """The event's `data`, as the executor would complete it; raises
+        `Unplanned` where the executor would have more to do."""
+        return {self.root.key: self._complete(self.root, event)}
+
+    def _complete(self, field: _Field, value: Any) -> Any:
+        if isinstance(value, Exception) or self.is_awaitable(value):
+            raise Unplanned
+        if value is None or value is Undefined:
+            if field.non_null:
+                raise Unplanned
+            return None
+        if field.leaf is not None:
+            try:
+                return Executor.complete_leaf_value(field.leaf, value)
+            except Exception as error:  # the executor raises it, located
+                raise Unplanned from error
+        completed: dict[str, Any] = {}
+        for child in field.fields:
+            if child.read is None:
+                completed[child.key] = child.type_name
+                continue
+            try:
+                child_value = child.read(value)
+            except Exception as error:
+                raise Unplanned from error
+            completed[child.key] = self._complete(child, child_value)
+        return completed
+
+
+def plan(executor: Executor[Any]) -> EventPlan | None:
+    """The plan of `executor`'s subscription, or None if its events need the
+    executor (a resolver, arguments, a list, an abstract type, middleware)."""
+    manager = executor.middleware_manager
+    if manager is not None and manager.middlewares:
+        return None  # an extension resolves each field itself
+    root_type = executor.schema.subscription_type
+    if root_type is None:
+        return None
+    collected = collect_fields(
+        executor.schema,
+        executor.fragments,
+        executor.variable_values,
+        root_type,
+        executor.operation,
+        executor.hide_suggestions,
+    )
+    roots = _plain(collected)
+    if roots is None or len(roots) != 1:
+        return None
+    ((key, details),) = roots.items()
+    field_def = executor.schema.get_field(root_type, details[0].node.name.value)
+    definition = _strawberry_field(field_def)
+    if field_def is None or definition is None or not definition.is_subscription:
+        return None
+    # Strawberry resolves a subscription's root field on each event to the
+    # event itself, whatever its arguments.
+    root = _planned(executor, key, field_def.type, details, root_type, None)
+    return None if root is None else EventPlan(root, executor.is_awaitable)
+
+
+def _planned(
+    executor: Executor[Any],
+    key: str,
+    type_: GraphQLOutputType,
+    details: FieldDetailsList,
+    parent: GraphQLObjectType,
+    read: Callable[[Any], Any] | None,
+) -> _Field | None:
+    non_null = isinstance(type_, GraphQLNonNull)
+    named = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+    if isinstance(named, GraphQLScalarType | GraphQLEnumType):
+        return _Field(key, read, parent.name, non_null, named, ())
+    if not isinstance(named, GraphQLObjectType) or named.is_type_of is not None:
+        return None  # a list, an interface or union, or a type that checks values
+    collected = collect_subfields(
+        executor.schema,
+        executor.fragments,
+        executor.variable_values,
+        executor.operation,
+        named,
+        details,
+        executor.hide_suggestions,
+    )
+    grouped = _plain(collected)
+    if grouped is None:
+        return None
+    fields = []
+    for child_key, child_details in grouped.items():
+        node = child_details[0].node
+        name = node.name.value
+        if name == TYPENAME:
+            fields.append(_Field(child_key, None, named.name, True, None, ()))
+            continue
+        child_def = named.fields.get(name)
+        child_read = _plain_read(child_def)
+        if child_def is None or child_read is None or node.arguments:
+            return None
+        child = _planned(
+            executor, child_key, child_def.type, child_details, named, child_read
+        )
+        if child is None:
+            return None
+        fields.append(child)
+    return _Field(key, read, parent.name, non_null, None, tuple(fields))
+
+
+def _plain(collected: Any) -> GroupedFieldSet | None:
+    """The grouped fields, unless @defer or fragment arguments are in play."""
+    grouped: GroupedFieldSet = collected.grouped_field_set
+    if collected.new_defer_usages or collected.forbidden_directive_instances:
+        return None
+    for details in grouped.values():
+        for detail in details:
+            if detail.defer_usage is not None or detail.fragment_variable_values:
+                return None
+    return grouped
+
+
+def _plain_read(field_def: GraphQLField | None) -> Callable[[Any], Any] | None:
+    """How Strawberry's resolver of a plain field reads it from its parent
+    (StrawberryField.get_result without a resolver), or None for any other."""
+    definition = _strawberry_field(field_def)
+    if field_def is None or definition is None or field_def.args:
+        return None
+    if not definition.is_basic_field or not getattr(
+        field_def.resolve, "_is_default", False
+    ):
+        return None
+    resolve, name = definition.default_resolver, definition.python_name
+    return lambda source: resolve(source, name)
+
+
+def _strawberry_field(field_def: GraphQLField | None) -> StrawberryField | None:
+    if field_def is None or not field_def.extensions:
+        return None
+    definition = field_def.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    return definition if isinstance(definition, StrawberryField) else None
