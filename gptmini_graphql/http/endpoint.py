@@ -47,7 +47,7 @@ from gptmini_graphql.context import RequestContext
 from gptmini_graphql.errors import NOT_ACCEPTABLE
 from gptmini_graphql.extensions.errors import coded
 from gptmini_graphql.graphiql import render_graphiql_page
-from gptmini_graphql.http import persisted
+from gptmini_graphql.http import event_stream, persisted
 from gptmini_graphql.http.exchange import (
     Exchange,
     ExchangeResponse,
@@ -275,6 +275,24 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         if sub_response.background:
             response.background = sub_response.background
         return response
+
+    async def _create_streaming_response(
+        self,
+        request: Request,
+        result: Any,
+        protocol: Any,
+        sub_response: Response,
+    ) -> Response:
+        """A subscription's results, framed as Strawberry's (event_stream.py)."""
+        transport = next(each for each in self.streams if each.protocol == protocol)
+        return event_stream.respond(
+            self,
+            request,
+            result,
+            transport,
+            status_code=sub_response.status_code or 200,
+            headers=sub_response.headers,
+        )
 
     def _refuse(self, request: Request, refusal: Refusal) -> Response:
         exchange = exchange_of(request)
