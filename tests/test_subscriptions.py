@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,15 +23,19 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import strawberry
 import uvicorn
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types import ExecutionResult
 
 from gptmini_graphql.app import create_app
 from gptmini_graphql.auth.tokens import key_id
+from gptmini_graphql.schema.executor import CodedExecutor
 from gptmini_graphql.settings import DEFAULT_JWT_SECRET
 from tests.conftest import API, LOGIN, Clock, error_codes, make_settings
 from tests.fake_upstream import MODEL_SNAPSHOT, FakeUpstream, Reply
@@ -388,15 +392,16 @@ def test_closing_the_socket_closes_the_upstream_stream(
     assert 1 <= line["chunks"] < len(SLOW.chunks)
 
 
-def test_an_sse_client_leaving_closes_the_upstream_stream(
-    logs: Logs, serve: Callable[..., Served], upstream: FakeUpstream
+@pytest.mark.parametrize("transport", ACCEPT)
+def test_an_http_client_leaving_closes_the_upstream_stream(
+    logs: Logs, serve: Callable[..., Served], upstream: FakeUpstream, transport: str
 ) -> None:
     served = serve()
     upstream.queue(SLOW)
-    headers = {"Authorization": f"Bearer {served.token}", "Accept": ACCEPT["sse"]}
+    headers = {"Authorization": f"Bearer {served.token}", "Accept": ACCEPT[transport]}
     body = {"query": STREAM, "variables": PROMPT}
     with httpx.stream("POST", served.url, json=body, headers=headers) as response:
-        assert next(response.iter_lines()) == "event: next"
+        assert any("word " in line for line in response.iter_lines())
     eventually(lambda: upstream.disconnects == 1, "upstream left open")
 
     line = logs.wait_for("graphql subscription")
@@ -560,6 +565,77 @@ def test_http_transports_deliver_the_same_events(
     assert [chunk["text"] for chunk in chunks] == [*CHUNKS, ""]
     assert chunks[-1]["done"] is True
     assert chunks[-1]["usage"]["costUsd"] == pytest.approx(COST)
+
+
+SHAPED = """
+subscription Shaped($prompt: String!, $withUsage: Boolean!) {
+  completeStream(prompt: $prompt) {
+    __typename
+    delta: text
+    ...End
+    usage @include(if: $withUsage) { __typename completionTokens tokens: totalTokens }
+    model @skip(if: true)
+  }
+}
+fragment End on CompletionChunk { done finishReason }
+"""
+
+
+@pytest.mark.parametrize("transport", ["websocket", *ACCEPT])
+def test_each_event_has_the_shape_its_selection_asks_for(
+    api: API, token: str, transport: str
+) -> None:
+    """Aliases, fragments, __typename, @include and @skip, in the order the
+    selection gives them, on every event and over every transport."""
+    api.upstream.queue(Reply(chunks=CHUNKS))
+    variables = {**PROMPT, "withUsage": True}
+    if transport == "websocket":
+        with transport_ws(api, token) as ws:
+            payload = {"query": SHAPED, "variables": variables}
+            ws.ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+            payloads = [ws.receive()["payload"] for _ in range(len(CHUNKS) + 1)]
+            assert ws.receive() == {"id": "1", "type": "complete"}
+    else:
+        response = api.client.post(
+            "/graphql",
+            json={"query": SHAPED, "variables": variables},
+            headers={"Authorization": f"Bearer {token}", "Accept": ACCEPT[transport]},
+        )
+        payloads = (
+            [data for _, data in sse_events(response.text)[:-1]]
+            if transport == "sse"
+            else multipart_payloads(response.text)
+        )
+
+    events = [payload["data"]["completeStream"] for payload in payloads]
+    assert [list(event) for event in events] == [
+        ["__typename", "delta", "done", "finishReason", "usage"]
+    ] * (len(CHUNKS) + 1)
+    assert events[0] == {
+        "__typename": "CompletionChunk",
+        "delta": CHUNKS[0],
+        "done": False,
+        "finishReason": None,
+        "usage": None,
+    }
+    assert events[-1]["finishReason"] == "STOP"
+    assert events[-1]["usage"] == {
+        "__typename": "Usage",
+        "completionTokens": len(CHUNKS),
+        "tokens": 10 + len(CHUNKS),
+    }
+
+
+def test_every_event_says_what_the_budgets_have_left(
+    make_api: Callable[..., API],
+) -> None:
+    api = make_api(budget_usd_per_month=1.0, budget_tokens_per_day=10_000)
+    payloads = stream_over_http(api, "sse", api.login(), Reply(chunks=CHUNKS))
+
+    budgets = [payload["extensions"]["budgets"] for payload in payloads]
+    assert len(budgets) == len(CHUNKS) + 1
+    assert all(each == budgets[0] for each in budgets)
+    assert budgets[0]["user.tokens_per_day"]["limit"] == 10_000
 
 
 @pytest.mark.parametrize("transport", ACCEPT)
@@ -735,3 +811,62 @@ def test_queries_over_a_websocket_log_a_line_each_with_their_own_usage(
     assert all(
         line["user"] == "test_user" and line["outcome"] == "OK" for line in lines
     )
+
+
+# --- events read through a plan (schema/events.py) -------------------------
+
+
+@strawberry.type
+class Piece:
+    text: str
+    size: int | None = None
+
+    @strawberry.field
+    def shout(self) -> str:
+        return self.text.upper()
+
+
+@strawberry.type
+class Pieces:
+    @strawberry.subscription
+    async def pieces(self) -> AsyncGenerator[Piece, None]:
+        yield Piece(text="a", size=1)
+        yield Piece(text=None, size=2)  # type: ignore[arg-type]  # null, non-null
+        yield Piece(text="b", size="many")  # type: ignore[arg-type]  # not an Int
+        yield Piece(text="c")
+
+
+@strawberry.type
+class NoQuery:
+    nothing: str = ""
+
+
+def _pieces(executor: type, query: str) -> list[tuple[Any, list[Any]]]:
+    schema = strawberry.Schema(
+        query=NoQuery, subscription=Pieces, execution_context_class=executor
+    )
+
+    async def run() -> list[tuple[Any, list[Any]]]:
+        results = await schema.subscribe(query)
+        assert not isinstance(results, ExecutionResult)
+        return [
+            (result.data, [error.formatted for error in result.errors or ()])
+            async for result in results
+        ]
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "subscription { pieces { __typename text size } }",
+        "subscription { pieces { text shout } }",  # a resolver: no plan
+    ],
+    ids=["planned", "unplanned"],
+)
+def test_events_the_plan_cannot_read_are_the_executors_own(query: str) -> None:
+    ours = _pieces(CodedExecutor, query)
+
+    assert ours == _pieces(StrawberryGraphQLCoreExecutionContext, query)
+    assert len(ours) == 4 and ours[0][1] == [] and ours[1][1] != []
