@@ -13,10 +13,16 @@ rather than each run on a copy of the executor, when its selection allows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from graphql import ExecutionResult, GraphQLError, VariableDefinitionNode
+from graphql import (
+    ExecutionResult,
+    GraphQLError,
+    OperationType,
+    VariableDefinitionNode,
+)
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gptmini_graphql.errors import BadUserInput
@@ -31,13 +37,23 @@ class CodedExecutor(StrawberryGraphQLCoreExecutionContext):
         built = super().build(*args, **kwargs)
         if isinstance(built, list):  # it could not start: these are why
             return [_coded(error) for error in built]
+        assert isinstance(built, CodedExecutor)
+        if built.operation.operation is OperationType.SUBSCRIPTION:
+            # Planned at the stream's first wait (for its caller, its budget,
+            # its upstream), not in its first event's time to first token.
+            asyncio.get_running_loop().call_soon(built.event_plan)
         return built
 
-    def build_per_event_executor(self, payload: Any) -> Any:
-        """What runs one event of this subscription: its plan, if it has one."""
+    def event_plan(self) -> EventPlan | None:
+        """This subscription's plan of its events, made once; None: it has none."""
         event_plan = self.__dict__.get("_event_plan", _UNPLANNED)
         if event_plan is _UNPLANNED:
             event_plan = self.__dict__["_event_plan"] = plan(self)
+        return event_plan  # type: ignore[no-any-return]
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        """What runs one event of this subscription: its plan, if it has one."""
+        event_plan = self.event_plan()
         if event_plan is None:
             return super().build_per_event_executor(payload)
         return _PlannedEvent(self, event_plan, payload)
