@@ -650,6 +650,27 @@ def test_http_transports_end_a_cut_stream_with_a_coded_error(
     assert error_codes(last) == ["UPSTREAM_UNAVAILABLE"]
 
 
+def test_a_multipart_stream_beats_while_the_model_is_slow(api: API, token: str) -> None:
+    """Apollo's heartbeat, `{}`: first, then every 5 s whether or not
+    results flow, and never after the end."""
+    api.upstream.queue(Reply(chunks=["slow ", "words"], chunk_delay=3.5))
+    response = api.client.post(
+        "/graphql",
+        json={"query": STREAM, "variables": PROMPT},
+        headers={"Authorization": f"Bearer {token}", "Accept": ACCEPT["multipart"]},
+    )
+
+    heartbeat = "Content-Length: 2\r\n\r\n{}\r\n--graphql"
+    assert response.text.startswith("\r\nContent-Type: application/json; charset=utf-8")
+    assert response.text.index(heartbeat) < response.text.index("slow ")
+    assert response.text.count(heartbeat) >= 2  # at 0 s and 5 s of 7
+    assert response.text.endswith("\r\n--graphql--\r\n")
+    texts = [
+        p["data"]["completeStream"]["text"] for p in multipart_payloads(response.text)
+    ]
+    assert texts == ["slow ", "words", ""]
+
+
 @pytest.mark.parametrize(
     "event",
     [
