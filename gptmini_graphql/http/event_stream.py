@@ -63,6 +63,7 @@ class ResultJSON:
         self.encode = encode
         self._extensions: object = None
         self._extensions_json = ""
+        self._keys: dict[str, str] = {}  # "data", "errors", "extensions"
 
     def __call__(self, response: GraphQLHTTPResponse) -> str:
         extensions = response.get("extensions")
@@ -72,11 +73,15 @@ class ResultJSON:
             # A copy: the next result's may be this same dict, changed since.
             self._extensions = copy.deepcopy(extensions)
             self._extensions_json = self.encode(extensions)
-        members = (
-            f"{self.encode(key)}:"
-            + (self._extensions_json if key == "extensions" else self.encode(value))
-            for key, value in response.items()
-        )
+        members = []
+        for key, value in response.items():
+            key_json = self._keys.get(key) or self._keys.setdefault(
+                key, self.encode(key)
+            )
+            value_json = (
+                self._extensions_json if key == "extensions" else self.encode(value)
+            )
+            members.append(f"{key_json}:{value_json}")
         return "{" + ",".join(members) + "}"
 
 

@@ -46,6 +46,8 @@ from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 
 TYPENAME = "__typename"
+# Values that can be neither an error nor an awaitable: most of an event's.
+_BUILTIN_SCALARS = frozenset({str, int, float, bool})
 
 
 class Unplanned(Exception):
@@ -75,12 +77,14 @@ class EventPlan:
         return {self.root.key: self._complete(self.root, event)}
 
     def _complete(self, field: _Field, value: Any) -> Any:
-        if isinstance(value, Exception) or self.is_awaitable(value):
-            raise Unplanned
         if value is None or value is Undefined:
             if field.non_null:
                 raise Unplanned
             return None
+        if type(value) not in _BUILTIN_SCALARS and (
+            isinstance(value, Exception) or self.is_awaitable(value)
+        ):
+            raise Unplanned
         if field.leaf is not None:
             try:
                 return Executor.complete_leaf_value(field.leaf, value)
