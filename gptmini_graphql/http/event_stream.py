@@ -161,6 +161,11 @@ class EventStreamResponse(StreamingResponse):
             async with aclosing(self.frames) as frames:
                 async for frame in frames:
                     await send(_body(frame))
+                    # The other streams' turn: when many chunks came at once
+                    # (a fast upstream, or a busy server), this one would
+                    # otherwise hold the loop to its end, and theirs wait
+                    # to their first token.
+                    await asyncio.sleep(0)
             beater.cancel()
             await send({"type": "http.response.body", "body": self.last})
         except asyncio.CancelledError:
