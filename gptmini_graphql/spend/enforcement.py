@@ -212,7 +212,11 @@ class Spend:
         try:
             await self._guarded(
                 self.store.extend(
-                    str(caller.user_id), hold.id, hold.budgets, now + self.hold_seconds
+                    str(caller.user_id),
+                    hold.id,
+                    hold.budgets,
+                    now,
+                    now + self.hold_seconds,
                 )
             )
         except BudgetUnavailable:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from gptmini_graphql.shared_redis import RedisUnavailable
 from gptmini_graphql.spend.budgets import Budget
-from gptmini_graphql.spend.reservations import KEEP_SECONDS, Verdict
+from gptmini_graphql.spend.reservations import KEEP_SECONDS, SETTLED_SECONDS, Verdict
 
 if TYPE_CHECKING:
     from gptmini_graphql.shared_redis import SharedRedis
@@ -63,6 +63,12 @@ if #missing > 0 then
   for _, i in ipairs(missing) do out[#out + 1] = tostring(i) end
   return out
 end
+if redis.call('HEXISTS', KEYS[3], id) == 1 then
+  -- Sent again (the reply was lost): granted before, nothing added.
+  local out = {'granted'}
+  for i = 1, n do out[#out + 1] = string.format('%d', used[i]) end
+  return out
+end
 for i = 1, n do
   if used[i] + tonumber(ARGV[3*i+1]) > tonumber(ARGV[3*i+2]) then
     return {'refused', tostring(i - 1), string.format('%d', used[i])}
@@ -80,30 +86,47 @@ end
 return out
 """
 
-# KEYS as above; ARGV: id, then per budget: charge, seconds to keep.
-# A counter lost meanwhile is left missing (seeded from the ledger later).
+# KEYS as above, then the user's settled ids (a sorted set scored by when
+# each is forgotten); ARGV: id, now, when to forget it, then per budget:
+# charge, seconds to keep. A settle counts once, even if its reservation had
+# expired; sent again, it does nothing. A counter lost meanwhile is left
+# missing (seeded from the ledger later).
 _SETTLE = """
-local id = ARGV[1]
-for i = 1, #KEYS / 3 do
+local id, now, forget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local settled = KEYS[#KEYS]
+redis.call('ZREMRANGEBYSCORE', settled, '-inf', now)
+if redis.call('ZADD', settled, 'NX', forget, id) == 0 then
+  return 0
+end
+redis.call('EXPIRE', settled, math.ceil(forget - now))
+for i = 1, (#KEYS - 1) / 3 do
   local spent_key, zkey, hkey = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
   redis.call('ZREM', zkey, id)
   redis.call('HDEL', hkey, id)
   if redis.call('EXISTS', spent_key) == 1 then
-    redis.call('INCRBY', spent_key, ARGV[2*i])
-    redis.call('EXPIRE', spent_key, ARGV[2*i+1])
+    redis.call('INCRBY', spent_key, ARGV[2*i+2])
+    redis.call('EXPIRE', spent_key, ARGV[2*i+3])
   end
 end
 return 1
 """
 
+# KEYS: each budget's reservations; ARGV: now, expires, id. Only a
+# reservation still live is pushed on (a lapsed or settled one stays gone).
 _EXTEND = """
-for i = 1, #KEYS do redis.call('ZADD', KEYS[i], 'XX', ARGV[1], ARGV[2]) end
+local now = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local expiry = redis.call('ZSCORE', KEYS[i], ARGV[3])
+  if expiry and tonumber(expiry) > now then
+    redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3])
+  end
+end
 return 1
 """
 
-# One step: its script, keys and arguments, and who waits for its reply
-# (None: a settle, which nobody waits for).
-_Step = tuple[str, list[str], list[str | int], "asyncio.Future[Any] | None"]
+# One step: its script, keys and arguments, who waits for its reply (None:
+# a settle, which nobody waits for), and the user's tag.
+_Step = tuple[str, list[str], list[str | int], "asyncio.Future[Any] | None", str]
 
 
 class RedisReservations:
@@ -136,6 +159,10 @@ class RedisReservations:
         return [base, base + ":reserved", base + ":amounts"]
 
     @staticmethod
+    def _settled(tag: str) -> str:
+        return f"gptmini:spend:{{{tag}}}:settled"
+
+    @staticmethod
     def _keep(budget: Budget, now: float) -> int:
         return max(1, int(budget.end.timestamp() - now) + KEEP_SECONDS)
 
@@ -153,7 +180,7 @@ class RedisReservations:
             keys += self._keys(tag, budget)
             args += [amount, budget.limit, self._keep(budget, now)]
         reply = asyncio.get_running_loop().create_future()
-        self._send(("reserve", keys, args, reply))
+        self._send(("reserve", keys, args, reply, tag))
         found = await reply  # cancelled: released if granted (_send_all)
         answer = [_text(part) for part in found]
         if answer[0] == "missing":
@@ -170,18 +197,26 @@ class RedisReservations:
         now: float,
     ) -> None:
         keys: list[str] = []
-        args: list[str | int] = [reservation]
+        args: list[str | int] = [reservation, repr(now), repr(now + SETTLED_SECONDS)]
         for budget, charge in charges:
             keys += self._keys(tag, budget)
             args += [charge, self._keep(budget, now)]
-        self._send(("settle", keys, args, None))
+        keys.append(self._settled(tag))
+        self._send(("settle", keys, args, None, tag))
 
     async def extend(
-        self, tag: str, reservation: str, budgets: Sequence[Budget], expires: float
+        self,
+        tag: str,
+        reservation: str,
+        budgets: Sequence[Budget],
+        now: float,
+        expires: float,
     ) -> None:
         keys = [self._keys(tag, budget)[1] for budget in budgets]
         reply = asyncio.get_running_loop().create_future()
-        self._send(("extend", keys, [repr(expires), reservation], reply))
+        self._send(
+            ("extend", keys, [repr(now), repr(expires), reservation], reply, tag)
+        )
         await reply
 
     async def seed(self, tag: str, budget: Budget, spent: int, now: float) -> None:
@@ -219,7 +254,7 @@ class RedisReservations:
             self._sending = None
 
     def _answer(self, step: _Step, reply: Any) -> None:
-        name, keys, args, waiter = step
+        name, keys, args, waiter, tag = step
         failed = isinstance(reply, BaseException)
         if waiter is None:  # a settle
             if failed:
@@ -232,11 +267,11 @@ class RedisReservations:
         elif name == "reserve" and not failed and _text(reply[0]) == "granted":
             # Its caller was cancelled meanwhile: nobody will settle it.
             # ARGV: now, expires, id, then amount, limit, keep per budget.
-            keeps = args[5::3]
-            release: list[str | int] = [args[2]]
-            for keep in keeps:
+            now = float(args[0])
+            release = [args[2], args[0], repr(now + SETTLED_SECONDS)]
+            for keep in args[5::3]:
                 release += [0, keep]
-            self._send(("settle", keys, release, None))
+            self._send(("settle", [*keys, self._settled(tag)], release, None, tag))
 
     async def _round_trip(self, steps: list[_Step]) -> list[Any]:
         """Each step's reply (or its error) from one pipeline. A script Redis
@@ -258,7 +293,7 @@ class RedisReservations:
         # EVALSHA directly: a pipeline of Script calls asks SCRIPT EXISTS
         # first, a second round trip each time.
         async with self._client.pipeline(transaction=False) as pipe:
-            for name, keys, args, _ in steps:
+            for name, keys, args, _, _ in steps:
                 pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
             return await pipe.execute(raise_on_error=False)
 

@@ -10,6 +10,14 @@ removes the reservation and adds what the call really cost; it is not
 waited for, only done before any later step of the same process. A process
 that dies holding a reservation leaves it to expire by itself.
 
+Every step can be done twice with the same effect as once, by its
+reservation's id: redis-py sends a command again after a lost connection,
+and the first may have run with only its reply lost. A reserve whose id is
+already held grants as before and adds nothing; a settle counts once (its id
+is remembered SETTLED_SECONDS), even when its reservation had expired (the
+call still cost what it cost); `extend` pushes only a reservation still live,
+so neither a replay nor a late push brings back one that lapsed or settled.
+
 A counter that does not exist yet (a new period, a restarted Redis, a new
 process in memory) is reported as missing: the caller seeds it from the
 ledger (`seed`, set only if still missing) and asks again.
@@ -25,6 +33,9 @@ from gptmini_graphql.spend.budgets import Budget
 
 # Counters outlive their period by this much (then Redis forgets them).
 KEEP_SECONDS = 3600
+# A settled reservation's id is remembered this long, so a settle sent again
+# is known (redis-py sends it again at once, after reconnecting).
+SETTLED_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +73,12 @@ class ReservationStore(Protocol):
     ) -> None: ...
 
     async def extend(
-        self, tag: str, reservation: str, budgets: Sequence[Budget], expires: float
+        self,
+        tag: str,
+        reservation: str,
+        budgets: Sequence[Budget],
+        now: float,
+        expires: float,
     ) -> None: ...
 
     async def seed(self, tag: str, budget: Budget, spent: int, now: float) -> None: ...
@@ -92,6 +108,7 @@ class MemoryReservations:
 
     def __init__(self) -> None:
         self._counters: dict[str, _Counter] = {}
+        self._settled: dict[str, float] = {}  # id -> when it is forgotten
         self._next_sweep = 0.0
 
     async def reserve(
@@ -109,6 +126,8 @@ class MemoryReservations:
             return Verdict(False, missing=missing)
         present = [c for c in counters if c is not None]  # all of them, now
         used = [c.used(now) for c in present]
+        if reservation in present[0].reservations:
+            return Verdict(True, used=used)  # granted before: nothing added
         for index, ((budget, amount), before) in enumerate(
             zip(holds, used, strict=True)
         ):
@@ -127,6 +146,9 @@ class MemoryReservations:
         charges: Sequence[tuple[Budget, int]],
         now: float,
     ) -> None:
+        if self._settled.get(reservation, now) > now:
+            return  # settled already
+        self._settled[reservation] = now + SETTLED_SECONDS
         for budget, charge in charges:
             counter = self._counters.get(budget.counter)
             if counter is None:
@@ -135,13 +157,18 @@ class MemoryReservations:
             counter.spent += charge
 
     async def extend(
-        self, tag: str, reservation: str, budgets: Sequence[Budget], expires: float
+        self,
+        tag: str,
+        reservation: str,
+        budgets: Sequence[Budget],
+        now: float,
+        expires: float,
     ) -> None:
         for budget in budgets:
             counter = self._counters.get(budget.counter)
-            if counter is not None and reservation in counter.reservations:
-                amount, _ = counter.reservations[reservation]
-                counter.reservations[reservation] = (amount, expires)
+            held = counter.reservations.get(reservation) if counter else None
+            if counter is not None and held is not None and held[1] > now:
+                counter.reservations[reservation] = (held[0], expires)
 
     async def seed(self, tag: str, budget: Budget, spent: int, now: float) -> None:
         self._counters.setdefault(
@@ -152,10 +179,12 @@ class MemoryReservations:
         pass  # every settle is done when asked
 
     def _sweep(self, now: float) -> None:
-        """Forget counters of periods long over (once a minute at most)."""
+        """Forget counters of periods long over, and settled ids past their
+        time (once a minute at most)."""
         if now < self._next_sweep:
             return
         self._next_sweep = now + 60
         over = [k for k, c in self._counters.items() if c.end + KEEP_SECONDS < now]
         for name in over:
             del self._counters[name]
+        self._settled = {r: t for r, t in self._settled.items() if t > now}
