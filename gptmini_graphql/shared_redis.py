@@ -65,6 +65,9 @@ class SharedRedis:
         # Imported here: redis-py imports OpenTelemetry, which an app without
         # Redis (or tracing) need never load.
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as ConnectionLost
         from redis.exceptions import RedisError
 
         self.url = url
@@ -73,6 +76,13 @@ class SharedRedis:
             socket_timeout=TIMEOUT_SECONDS,
             socket_connect_timeout=TIMEOUT_SECONDS,
             client_name=CLIENT_NAME,  # who is connected, in Redis' CLIENT LIST
+            # Said here, not left to redis-py (whose clients built from a URL
+            # retry nothing, those from a host ten times): a lost connection
+            # (an idle one Redis closed) is tried once more, at once, on a new
+            # one; a timeout is an outage as it is. A command sent again may
+            # have run the first time: every budget step is idempotent by its
+            # reservation's id (spend/reservations.py).
+            retry=Retry(NoBackoff(), 1, (ConnectionLost,)),
         )
         # Whatever kind of connection the URL made (TCP, TLS, a Unix socket),
         # with commands packed in C (made lazily: none is open yet).

@@ -3,7 +3,8 @@
 redis-py sends a command again when its connection is lost, and the first
 may have run with only its reply lost. Each step is replayed here with the
 same reservation id, in the Redis store and in its in-memory twin (the same
-rules).
+rules); then a proxy between us and Redis drops a connection once Redis
+has run a step and answered, so that redis-py's own retry replays it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gptmini_graphql.spend.reservations import (
     ReservationStore,
 )
 from tests.conftest import redis_url
+from tests.spend.dropping_proxy import DroppingProxy
 
 NOW = 1_800_000_000.0
 LATER = NOW + 10  # the reservations below expire then
@@ -129,5 +131,37 @@ def test_an_expiry_push_never_brings_back_a_lapsed_or_settled_reservation(
                 for hold in ("live", "lapsed", "settled"):
                     await store.extend(tag, hold, [budget], at, at + 100)
             assert await _used(store, tag, budget, LATER + 1) == 10  # "live" only
+
+    _run(scenario)
+
+
+@needs_redis
+@pytest.mark.parametrize("step", ["settle", "reserve"])
+def test_redis_py_replays_a_step_whose_reply_was_lost_and_it_counts_once(
+    step: str,
+) -> None:
+    """The proxy lets Redis run the step, withholds its reply and closes the
+    connection: redis-py reconnects and sends the same step again."""
+
+    async def scenario() -> None:
+        async with (
+            DroppingProxy(str(redis_url())) as proxy,
+            _store("redis", proxy.url) as store,
+        ):
+            tag, budget = await _budget(store)
+            await store.reserve(tag, "a", [(budget, 60)], NOW, LATER)
+            proxy.drop_next_reply()
+            if step == "settle":
+                store.settle(tag, "a", [(budget, 25)], NOW)
+                expected = 25
+            else:
+                verdict = await store.reserve(tag, "b", [(budget, 30)], NOW, LATER)
+                assert verdict.granted
+                assert verdict.used == [90]  # 60 + 30, "b" counted once
+                expected = 90
+            used = await _used(store, tag, budget, NOW)
+            assert proxy.dropped == 1  # the first reply was lost...
+            assert proxy.connections == 2  # ... and the step sent again
+            assert used == expected
 
     _run(scenario)
