@@ -78,6 +78,7 @@ class Budget:
     label: str = field(init=False, compare=False)
     # When its period ends, as clients read it (2026-01-01T00:00:00Z).
     resets_at: str = field(init=False, compare=False)
+    ends: float = field(init=False, compare=False)  # `end`, as a timestamp
 
     def __post_init__(self) -> None:
         counter = f"{self.scope}:{self.owner}:{self.name}:{self.start:%Y%m%dT%H%M}"
@@ -85,6 +86,7 @@ class Budget:
         object.__setattr__(self, "label", f"{self.scope}.{self.name}")
         resets_at = self.end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         object.__setattr__(self, "resets_at", resets_at)
+        object.__setattr__(self, "ends", self.end.timestamp())
 
     @property
     def unit(self) -> Unit:

@@ -1,11 +1,12 @@
 """Reservations in Redis (reservations.py says what each step means): one
-Lua script per step, exact across every process that shares the Redis.
+Lua function per step, exact across every process that shares the Redis.
 
 The steps of this process go to Redis in the order they were asked for, as
-many as are waiting in one round trip (a pipeline on one connection, the
-next one sent when the last has answered). Under load one round trip
-carries the reserves and settles of dozens of calls; alone, a call pays for
-one. A settle is not waited for: the call's answer goes out at once, and
+many as are waiting in one round trip (the next one sent when the last has
+answered), and each user's steps in that round trip in one script call
+(`_STEPS`, which runs them in order): under load one command carries the
+reserves and settles of dozens of calls, each of which would otherwise cost
+a command to pack, send, time and parse; alone, a call pays for one. A settle is not waited for: the call's answer goes out at once, and
 the settle is sent with the next round trip, before any later step of this
 process (so this process's next reserve always sees it). Until it lands the
 call's reservation still holds its worst case: charged more for a moment,
@@ -30,108 +31,130 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gptmini_graphql.spend")
 
-# KEYS: per budget, its spent counter, its reservations (a sorted set of ids
-# scored by expiry) and their amounts (a hash of id -> amount).
-# ARGV: now, expires, id, then per budget: amount, limit, seconds to keep.
-_RESERVE = """
-local now, expires, id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local n = #KEYS / 3
-local used, missing = {}, {}
-for i = 1, n do
-  local spent_key, zkey, hkey = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  local stale = redis.call('ZRANGEBYSCORE', zkey, '-inf', now)
-  -- In slices: unpack() of more than ~8000 values fails the whole script.
-  for j = 1, #stale, 1000 do
-    redis.call('HDEL', hkey, unpack(stale, j, math.min(j + 999, #stale)))
-  end
-  if #stale > 0 then
-    redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
-  end
-  local spent = redis.call('GET', spent_key)
-  if not spent then
-    missing[#missing + 1] = i - 1
-  else
-    local reserved = 0
-    for _, amount in ipairs(redis.call('HVALS', hkey)) do
-      reserved = reserved + tonumber(amount)
+# Each step is a Lua function of its own KEYS and ARGV (named so, their
+# bodies read as scripts); `_STEPS` runs a user's waiting steps in order.
+# Every key of one call is the same user's (hash tag `{user id}`).
+_STEPS = """
+local function reserve(KEYS, ARGV)
+  -- KEYS: per budget, its spent counter, its reservations (a sorted set of ids
+  -- scored by expiry) and their amounts (a hash of id -> amount).
+  -- ARGV: now, expires, id, then per budget: amount, limit, seconds to keep.
+  local now, expires, id = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+  local n = #KEYS / 3
+  local used, missing = {}, {}
+  for i = 1, n do
+    local spent_key, zkey, hkey = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+    local stale = redis.call('ZRANGEBYSCORE', zkey, '-inf', now)
+    -- In slices: unpack() of more than ~8000 values fails the whole script.
+    for j = 1, #stale, 1000 do
+      redis.call('HDEL', hkey, unpack(stale, j, math.min(j + 999, #stale)))
     end
-    used[i] = tonumber(spent) + reserved
+    if #stale > 0 then
+      redis.call('ZREMRANGEBYSCORE', zkey, '-inf', now)
+    end
+    local spent = redis.call('GET', spent_key)
+    if not spent then
+      missing[#missing + 1] = i - 1
+    else
+      local reserved = 0
+      for _, amount in ipairs(redis.call('HVALS', hkey)) do
+        reserved = reserved + tonumber(amount)
+      end
+      used[i] = tonumber(spent) + reserved
+    end
   end
-end
-if #missing > 0 then
-  local out = {'missing'}
-  for _, i in ipairs(missing) do out[#out + 1] = tostring(i) end
-  return out
-end
-if redis.call('HEXISTS', KEYS[3], id) == 1 then
-  -- Sent again (the reply was lost): granted before, nothing added.
+  if #missing > 0 then
+    local out = {'missing'}
+    for _, i in ipairs(missing) do out[#out + 1] = tostring(i) end
+    return out
+  end
+  if redis.call('HEXISTS', KEYS[3], id) == 1 then
+    -- Sent again (the reply was lost): granted before, nothing added.
+    local out = {'granted'}
+    for i = 1, n do out[#out + 1] = string.format('%d', used[i]) end
+    return out
+  end
+  for i = 1, n do
+    if used[i] + tonumber(ARGV[3*i+1]) > tonumber(ARGV[3*i+2]) then
+      return {'refused', tostring(i - 1), string.format('%d', used[i])}
+    end
+  end
   local out = {'granted'}
-  for i = 1, n do out[#out + 1] = string.format('%d', used[i]) end
+  for i = 1, n do
+    local keep = ARGV[3*i+3]
+    redis.call('ZADD', KEYS[3*i-1], expires, id)
+    redis.call('HSET', KEYS[3*i], id, ARGV[3*i+1])
+    redis.call('EXPIRE', KEYS[3*i-1], keep)
+    redis.call('EXPIRE', KEYS[3*i], keep)
+    out[#out + 1] = string.format('%d', used[i] + tonumber(ARGV[3*i+1]))
+  end
   return out
 end
-for i = 1, n do
-  if used[i] + tonumber(ARGV[3*i+1]) > tonumber(ARGV[3*i+2]) then
-    return {'refused', tostring(i - 1), string.format('%d', used[i])}
-  end
-end
-local out = {'granted'}
-for i = 1, n do
-  local keep = ARGV[3*i+3]
-  redis.call('ZADD', KEYS[3*i-1], expires, id)
-  redis.call('HSET', KEYS[3*i], id, ARGV[3*i+1])
-  redis.call('EXPIRE', KEYS[3*i-1], keep)
-  redis.call('EXPIRE', KEYS[3*i], keep)
-  out[#out + 1] = string.format('%d', used[i] + tonumber(ARGV[3*i+1]))
-end
-return out
-"""
 
-# KEYS as above, then the user's settled ids (a sorted set scored by when
-# each is forgotten); ARGV: id, now, when to forget it, then per budget:
-# charge, seconds to keep. A settle counts once, even if its reservation had
-# expired; sent again, it does nothing. A counter lost meanwhile is left
-# missing (seeded from the ledger later).
-_SETTLE = """
-local id, now, forget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local settled = KEYS[#KEYS]
-redis.call('ZREMRANGEBYSCORE', settled, '-inf', now)
-if redis.call('ZADD', settled, 'NX', forget, id) == 0 then
-  return 0
-end
-redis.call('EXPIRE', settled, math.ceil(forget - now))
-for i = 1, (#KEYS - 1) / 3 do
-  local spent_key, zkey, hkey = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
-  redis.call('ZREM', zkey, id)
-  redis.call('HDEL', hkey, id)
-  if redis.call('EXISTS', spent_key) == 1 then
-    redis.call('INCRBY', spent_key, ARGV[2*i+2])
-    redis.call('EXPIRE', spent_key, ARGV[2*i+3])
+local function settle(KEYS, ARGV)
+  -- KEYS as above, then the user's settled ids (a sorted set scored by when
+  -- each is forgotten); ARGV: id, now, when to forget it, then per budget:
+  -- charge, seconds to keep. A settle counts once, even if its reservation had
+  -- expired; sent again, it does nothing. A counter lost meanwhile is left
+  -- missing (seeded from the ledger later).
+  local id, now, forget = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+  local settled = KEYS[#KEYS]
+  redis.call('ZREMRANGEBYSCORE', settled, '-inf', now)
+  if redis.call('ZADD', settled, 'NX', forget, id) == 0 then
+    return 0
   end
-end
-return 1
-"""
-
-# KEYS: each budget's reservations; ARGV: now, expires, id. Only a
-# reservation still live is pushed on (a lapsed or settled one stays gone).
-_EXTEND = """
-local now = tonumber(ARGV[1])
-for i = 1, #KEYS do
-  local expiry = redis.call('ZSCORE', KEYS[i], ARGV[3])
-  if expiry and tonumber(expiry) > now then
-    redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3])
+  redis.call('EXPIRE', settled, math.ceil(forget - now))
+  for i = 1, (#KEYS - 1) / 3 do
+    local spent_key, zkey, hkey = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
+    redis.call('ZREM', zkey, id)
+    redis.call('HDEL', hkey, id)
+    if redis.call('EXISTS', spent_key) == 1 then
+      redis.call('INCRBY', spent_key, ARGV[2*i+2])
+      redis.call('EXPIRE', spent_key, ARGV[2*i+3])
+    end
   end
+  return 1
 end
-return 1
-"""
 
-# One step: its script, keys and arguments, who waits for its reply (None:
-# a settle, which nobody waits for), and the user's tag.
+local function extend(KEYS, ARGV)
+  -- KEYS: each budget's reservations; ARGV: now, expires, id. Only a
+  -- reservation still live is pushed on (a lapsed or settled one stays gone).
+  local now = tonumber(ARGV[1])
+  for i = 1, #KEYS do
+    local expiry = redis.call('ZSCORE', KEYS[i], ARGV[3])
+    if expiry and tonumber(expiry) > now then
+      redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3])
+    end
+  end
+  return 1
+end
+
+-- KEYS: every step's keys, in order. ARGV: per step, its name, how many keys
+-- and arguments it has, then its arguments. The reply: each step's reply.
+local steps = {reserve = reserve, settle = settle, extend = extend}
+local replies, k, a = {}, 1, 1
+while a <= #ARGV do
+  local nkeys, nargs = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local keys = {unpack(KEYS, k, k + nkeys - 1)}
+  local args = {unpack(ARGV, a + 3, a + 2 + nargs)}
+  replies[#replies + 1] = steps[ARGV[a]](keys, args)
+  k, a = k + nkeys, a + 3 + nargs
+end
+return replies
+"""
+# At most this many steps in one script call: Redis serves no other client
+# while a script runs.
+STEPS_PER_CALL = 100
+MAX_NAMES = 10_000
+
+# One step: its function's name, keys and arguments, who waits for its reply
+# (None: a settle, which nobody waits for), and its user's tag.
 _Step = tuple[str, list[str], list[str | int], "asyncio.Future[Any] | None", str]
 
 
 class RedisReservations:
-    """Every key of a user shares the hash tag `{user id}`, so a script's
-    keys stay in one slot of a Redis Cluster. Through the app's one client
+    """Every key of a user shares the hash tag `{user id}`, so a script
+    call's keys stay in one slot of a Redis Cluster. Through the app's one client
     and its outage policy (`SharedRedis.call`: a round trip that cannot reach
     Redis raises RedisUnavailable); the client is the app's, closed with it."""
 
@@ -142,21 +165,21 @@ class RedisReservations:
         self._lost_script = NoScriptError
         self._redis = redis
         self._client = redis.client
-        self._scripts = {
-            name: self._client.register_script(source)
-            for name, source in (
-                ("reserve", _RESERVE),
-                ("settle", _SETTLE),
-                ("extend", _EXTEND),
-            )
-        }
+        self._script = self._client.register_script(_STEPS)
+        # Each user's and counter's key names, made once (cleared when many).
+        self._names: dict[tuple[str, str], list[str]] = {}
         self._waiting: list[_Step] = []
         self._sending: asyncio.Task[None] | None = None
 
-    @staticmethod
-    def _keys(tag: str, budget: Budget) -> list[str]:
-        base = f"gptmini:spend:{{{tag}}}:{budget.counter}"
-        return [base, base + ":reserved", base + ":amounts"]
+    def _keys(self, tag: str, budget: Budget) -> list[str]:
+        names = self._names.get((tag, budget.counter))
+        if names is None:
+            if len(self._names) >= MAX_NAMES:
+                self._names.clear()
+            base = f"gptmini:spend:{{{tag}}}:{budget.counter}"
+            names = [base, base + ":reserved", base + ":amounts"]
+            self._names[tag, budget.counter] = names
+        return names
 
     @staticmethod
     def _settled(tag: str) -> str:
@@ -164,7 +187,7 @@ class RedisReservations:
 
     @staticmethod
     def _keep(budget: Budget, now: float) -> int:
-        return max(1, int(budget.end.timestamp() - now) + KEEP_SECONDS)
+        return max(1, int(budget.ends - now) + KEEP_SECONDS)
 
     async def reserve(
         self,
@@ -279,8 +302,7 @@ class RedisReservations:
         replies = await self._pipeline(steps)
         lost = [i for i, r in enumerate(replies) if isinstance(r, self._lost_script)]
         if lost:
-            for script in self._scripts.values():
-                await self._client.script_load(script.script)
+            await self._client.script_load(self._script.script)
             again = await self._pipeline([steps[i] for i in lost])
             for index, reply in zip(lost, again, strict=True):
                 replies[index] = reply
@@ -290,12 +312,35 @@ class RedisReservations:
         return replies
 
     async def _pipeline(self, steps: list[_Step]) -> list[Any]:
+        """Each step's reply: each user's steps in script calls of their own,
+        in order, all the calls in one pipeline."""
+        by_user: dict[str, list[int]] = {}
+        for index, step in enumerate(steps):
+            by_user.setdefault(step[4], []).append(index)
+        calls = [
+            indexes[start : start + STEPS_PER_CALL]
+            for indexes in by_user.values()
+            for start in range(0, len(indexes), STEPS_PER_CALL)
+        ]
         # EVALSHA directly: a pipeline of Script calls asks SCRIPT EXISTS
         # first, a second round trip each time.
         async with self._client.pipeline(transaction=False) as pipe:
-            for name, keys, args, _, _ in steps:
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-            return await pipe.execute(raise_on_error=False)
+            for call in calls:
+                keys: list[str] = []
+                args: list[str | int] = []
+                for index in call:
+                    name, step_keys, step_args, _, _ = steps[index]
+                    keys += step_keys
+                    args += [name, len(step_keys), len(step_args), *step_args]
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        replies: list[Any] = [None] * len(steps)
+        for call, result in zip(calls, results, strict=True):
+            # An error (a lost script, a failed step) is every step's of the call.
+            each = [result] * len(call) if isinstance(result, Exception) else result
+            for index, reply in zip(call, each, strict=True):
+                replies[index] = reply
+        return replies
 
     def _settle_failed(self) -> None:
         self._redis.metrics.budget_store_errors.inc()

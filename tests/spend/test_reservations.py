@@ -32,7 +32,7 @@ def test_thousands_of_expired_reservations_are_dropped_in_one_reserve() -> None:
             # More than Lua's unpack() takes at once, as a replica that died
             # with them in flight leaves them (written directly: 9000 scripts
             # one by one are half a minute on a busy machine).
-            _, reserved, amounts = RedisReservations._keys(tag, budget)
+            _, reserved, amounts = store._keys(tag, budget)
             ids = [f"r{i}" for i in range(9000)]
             async with client.pipeline(transaction=False) as pipe:
                 pipe.zadd(reserved, dict.fromkeys(ids, now + 10))
