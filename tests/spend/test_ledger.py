@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import make_url
 
 from gptmini_graphql.__main__ import main
-from tests.conftest import API, Clock, error_codes
+from tests.conftest import API, Clock, error_codes, postgres_url
+from tests.db.test_outage import _connections
 from tests.fake_upstream import FakeUpstream, Reply, api_error
 from tests.spend.helpers import by_key, usage
 from tests.test_subscriptions import SLOW, eventually, transport_ws
@@ -264,3 +267,23 @@ def test_metrics_count_the_rows_written_and_dropped(api: API, token: str) -> Non
     usage(api, token)  # reading usage writes this server's queued rows first
     assert _metric(api, "gptmini_ledger_rows_written_total") == written + 1
     assert _metric(api, "gptmini_ledger_rows_dropped_total") == dropped
+
+
+@pytest.mark.skipif(postgres_url() is None, reason="DATABASE_URL names no PostgreSQL")
+def test_rows_wait_through_a_database_outage_and_are_written_after(
+    make_api: Callable[..., API], postgres_databases: Callable[[], str], capfd
+) -> None:
+    url = postgres_databases()
+    api = make_api(database_url=url)
+    token = api.login()  # its session is cached: calls go on during the outage
+    assert "errors" not in api.post(TASKS[2], token=token)
+    name = make_url(url).database
+    _connections(name, allowed=False)
+    try:
+        assert "errors" not in api.post(TASKS[2], token=token)
+        time.sleep(1.5)  # a write of the ledger fails meanwhile
+    finally:
+        _connections(name, allowed=True)
+    assert "could not write the usage ledger" in capfd.readouterr().err
+    assert usage(api, token)["requests"] == 2  # both rows, once each
+    assert _metric(api, "gptmini_ledger_rows_dropped_total") == 0
