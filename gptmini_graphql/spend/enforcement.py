@@ -80,15 +80,23 @@ class Left:
     as of the call's reservation, then with its worst case replaced by its
     real cost (a settle is not waited for, so the store is not asked again)."""
 
-    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Each budget's figure, by label: written at reserve and again at settle,
+    # and read once (`budgets`), so only then made into what clients read.
+    used: dict[str, tuple[Budget, int]] = field(default_factory=dict)
 
     def note(self, budget: Budget, used: int | None) -> None:
-        if used is None:
-            return
-        self.budgets[budget.label] = {
-            "limit": budget.shown(budget.limit),
-            "remaining": budget.shown(max(budget.limit - used, 0)),
-            "resetsAt": budget.resets_at,
+        if used is not None:
+            self.used[budget.label] = (budget, used)
+
+    @property
+    def budgets(self) -> dict[str, dict[str, Any]]:
+        return {
+            label: {
+                "limit": budget.shown(budget.limit),
+                "remaining": budget.shown(max(budget.limit - used, 0)),
+                "resetsAt": budget.resets_at,
+            }
+            for label, (budget, used) in self.used.items()
         }
 
 

@@ -66,7 +66,7 @@ class Entry:
         return (*_values_of(self), self.day())
 
     def day(self) -> str:
-        return self.at.astimezone(UTC).strftime("%Y-%m-%d")
+        return self.at.astimezone(UTC).date().isoformat()  # strftime: 3x the CPU
 
 
 _FIELDS = tuple(field.name for field in fields(Entry))
