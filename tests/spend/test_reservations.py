@@ -14,6 +14,7 @@ from gptmini_graphql.shared_redis import SharedRedis
 from gptmini_graphql.spend.budgets import budgets_of
 from gptmini_graphql.spend.redis_reservations import RedisReservations
 from tests.conftest import redis_url
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.skipif(redis_url() is None, reason="REDIS_URL is not set")
 
@@ -80,6 +81,31 @@ def test_settles_are_done_in_order_and_drained_and_a_cancelled_grant_released() 
             third = await store.reserve(tag, "d", [(budget, 70)], now, now + 10)
             assert third.granted  # 30 spent + 70: "c" holds nothing
             assert third.used == [100]
+        finally:
+            await store.drain()
+            await shared.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_steps_go_on_after_redis_lost_the_script(redis_server: RedisServer) -> None:
+    """A Redis restarted (or SCRIPT FLUSHed) has lost the steps' script: it
+    is loaded again and the waiting steps run, each once."""
+
+    async def scenario() -> None:
+        shared = SharedRedis(redis_server.url, Metrics())
+        store = RedisReservations(shared)
+        try:
+            user = uuid.uuid4()
+            now = 1_800_000_000.0
+            (budget,) = budgets_of(user, {"tokens_per_day": 100}, None, None, now)
+            tag = str(user)
+            await store.seed(tag, budget, 0, now)
+            await store.reserve(tag, "a", [(budget, 60)], now, now + 10)
+            await shared.client.script_flush()
+            store.settle(tag, "a", [(budget, 30)], now)
+            second = await store.reserve(tag, "b", [(budget, 60)], now, now + 10)
+            assert second.used == [90]  # "a" settled once, then "b" held
         finally:
             await store.drain()
             await shared.aclose()
