@@ -6,12 +6,16 @@ many as are waiting in one round trip (the next one sent when the last has
 answered), and each user's steps in that round trip in one script call
 (`_STEPS`, which runs them in order): under load one command carries the
 reserves and settles of dozens of calls, each of which would otherwise cost
-a command to pack, send, time and parse; alone, a call pays for one. A settle is not waited for: the call's answer goes out at once, and
-the settle is sent with the next round trip, before any later step of this
-process (so this process's next reserve always sees it). Until it lands the
-call's reservation still holds its worst case: charged more for a moment,
-never less. A settle that cannot reach Redis leaves the reservation to
-expire, as before; `drain` (at shutdown) waits for the last ones.
+a command to pack, send, time and parse.
+
+A settle is not waited for: the call's answer goes out at once, and the
+settle goes with this process's next step (a reserve, usually), or alone
+after SETTLE_WAIT_SECONDS: alone, a call pays for one round trip, not two.
+It always reaches Redis before any later step of this process (so this
+process's next reserve sees it). Until it lands the call's reservation
+still holds its worst case: charged more for a moment, never less. A
+settle that cannot reach Redis leaves the reservation to expire, as
+before; `drain` (at shutdown) sends and waits for the last ones.
 """
 
 from __future__ import annotations
@@ -146,6 +150,10 @@ return replies
 # while a script runs.
 STEPS_PER_CALL = 100
 MAX_NAMES = 10_000
+# A settle waits this long at most for a step to go with (this process's
+# next reserve, usually): a call alone then costs one round trip, not two.
+# Meanwhile its reservation holds its worst case, as until any settle lands.
+SETTLE_WAIT_SECONDS = 0.05
 
 # One step: its function's name, keys and arguments, who waits for its reply
 # (None: a settle, which nobody waits for), and its user's tag.
@@ -170,6 +178,7 @@ class RedisReservations:
         self._names: dict[tuple[str, str], list[str]] = {}
         self._waiting: list[_Step] = []
         self._sending: asyncio.Task[None] | None = None
+        self._settle_later: asyncio.TimerHandle | None = None
 
     def _keys(self, tag: str, budget: Budget) -> list[str]:
         names = self._names.get((tag, budget.counter))
@@ -225,7 +234,11 @@ class RedisReservations:
             keys += self._keys(tag, budget)
             args += [charge, self._keep(budget, now)]
         keys.append(self._settled(tag))
-        self._send(("settle", keys, args, None, tag))
+        self._waiting.append(("settle", keys, args, None, tag))
+        if self._sending is None and self._settle_later is None:
+            self._settle_later = asyncio.get_running_loop().call_later(
+                SETTLE_WAIT_SECONDS, self._start
+            )
 
     async def extend(
         self,
@@ -248,6 +261,8 @@ class RedisReservations:
 
     async def drain(self) -> None:
         """Wait until every step asked for so far has been answered (shutdown)."""
+        if self._waiting:
+            self._start()
         while self._sending is not None:
             await asyncio.wait([self._sending])
 
@@ -255,6 +270,13 @@ class RedisReservations:
 
     def _send(self, step: _Step) -> None:
         self._waiting.append(step)
+        self._start()
+
+    def _start(self) -> None:
+        """Send what waits now (a round trip is on its way: right after it)."""
+        if self._settle_later is not None:
+            self._settle_later.cancel()
+            self._settle_later = None
         if self._sending is None:
             self._sending = asyncio.get_running_loop().create_task(self._send_all())
 
