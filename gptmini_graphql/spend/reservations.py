@@ -34,8 +34,9 @@ from gptmini_graphql.spend.budgets import Budget
 # Counters outlive their period by this much (then Redis forgets them).
 KEEP_SECONDS = 3600
 # A settled reservation's id is remembered this long, so a settle sent again
-# is known (redis-py sends it again at once, after reconnecting).
-SETTLED_SECONDS = 60
+# is known (redis-py sends it again at once, after reconnecting; clocks of
+# replicas agree far better). One id per call: short keeps them few.
+SETTLED_SECONDS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class MemoryReservations:
     def __init__(self) -> None:
         self._counters: dict[str, _Counter] = {}
         self._settled: dict[str, float] = {}  # id -> when it is forgotten
+        self._next_forget = 0.0
         self._next_sweep = 0.0
 
     async def reserve(
@@ -148,6 +150,9 @@ class MemoryReservations:
     ) -> None:
         if self._settled.get(reservation, now) > now:
             return  # settled already
+        if now >= self._next_forget:  # at most SETTLED_SECONDS / 3 past their time
+            self._next_forget = now + SETTLED_SECONDS / 3
+            self._settled = {r: t for r, t in self._settled.items() if t > now}
         self._settled[reservation] = now + SETTLED_SECONDS
         for budget, charge in charges:
             counter = self._counters.get(budget.counter)
@@ -179,12 +184,10 @@ class MemoryReservations:
         pass  # every settle is done when asked
 
     def _sweep(self, now: float) -> None:
-        """Forget counters of periods long over, and settled ids past their
-        time (once a minute at most)."""
+        """Forget counters of periods long over (once a minute at most)."""
         if now < self._next_sweep:
             return
         self._next_sweep = now + 60
         over = [k for k, c in self._counters.items() if c.end + KEEP_SECONDS < now]
         for name in over:
             del self._counters[name]
-        self._settled = {r: t for r, t in self._settled.items() if t > now}
