@@ -104,7 +104,9 @@ class RedisWindows:
         keys: list[str] = []
         args: list[int] = [cost]
         for item in limits:
-            # `limits`' keys: "{key}" and "{key}/-1", braced for Redis Cluster.
+            # `limits`' own keys, "{key}" and "{key}/-1". One script reads
+            # every limit's keys, which a Redis Cluster would refuse
+            # (CROSSSLOT): we take one Redis server by URL, not a Cluster.
             current = f"{self._prefix}:{{{item.key_for(*identifiers)}}}"
             keys += (f"{current}/-1", current)
             args += (item.amount, item.get_expiry())

@@ -81,7 +81,8 @@ class SharedRedis:
             # (an idle one Redis closed) is tried once more, at once, on a new
             # one; a timeout is an outage as it is. A command sent again may
             # have run the first time: every budget step is idempotent by its
-            # reservation's id (spend/reservations.py).
+            # reservation's id (spend/reservations.py); a rate-limit charge
+            # is not, and may then count one request twice (never fewer).
             retry=Retry(NoBackoff(), 1, (ConnectionLost,)),
         )
         # Whatever kind of connection the URL made (TCP, TLS, a Unix socket),

@@ -87,7 +87,9 @@ class ChatClient:
 
     async def stream(self, body: dict[str, Any], *, within: float) -> httpx2.Response:
         """The streamed answer to `body`: a 2xx response, its body unread
-        (llm/sse.py reads it; whoever does must close it)."""
+        (llm/sse.py reads it; whoever does must close it). `within` bounds
+        the request, not its reads: llm/streaming.py gives each chunk
+        LLM_TIMEOUT_SECONDS, however little of the deadline a retry left."""
         return await self._send(self._completions, body, within, stream=True)
 
     async def models(self, *, within: float) -> object:
@@ -109,7 +111,8 @@ class ChatClient:
         """A response with a 2xx status, read unless `stream`; any other
         status raises APIStatusError, a failed connection APIConnectionError
         (APITimeoutError for one that took too long)."""
-        request = self._request(url, body, within)
+        request = self._request(url, body, within, stream=stream)
+        response: httpx2.Response | None = None
         try:
             response = await self._transport.handle_async_request(request)
             if response.has_redirect_location:  # followed as the client would
@@ -120,19 +123,31 @@ class ChatClient:
                 )
             if not stream or not response.is_success:
                 await response.aread()
-        except httpx2.TimeoutException as error:
-            raise APITimeoutError() from error
-        except CONNECTION_ERRORS as error:
-            raise APIConnectionError() from error
+        except BaseException as error:
+            # Cancelled, or failed mid-read: its connection goes back now,
+            # not when the collector finds the response.
+            if response is not None:
+                await response.aclose()
+            if isinstance(error, httpx2.TimeoutException):
+                raise APITimeoutError() from error
+            if isinstance(error, CONNECTION_ERRORS):
+                raise APIConnectionError() from error
+            raise
         if not response.is_success:
             raise APIStatusError.of(response)
         return response
 
     def _request(
-        self, url: httpx2.URL, body: dict[str, Any] | None, within: float
+        self,
+        url: httpx2.URL,
+        body: dict[str, Any] | None,
+        within: float,
+        *,
+        stream: bool,
     ) -> httpx2.Request:
-        """`within`: the seconds to connect, to send, and to wait for each
-        read (httpx2's timeouts, which its transports take per request)."""
+        """`within`: the seconds to connect, to send, and (unless `stream`)
+        to wait for each read (httpx2's timeouts, which its transports take
+        per request)."""
         # Given as a stream, a request's content gets no headers of httpx2's
         # making (they are ours, made once): a third of its cost.
         headers = self._headers
@@ -150,7 +165,7 @@ class ChatClient:
             extensions={
                 "timeout": {
                     "connect": within,
-                    "read": within,
+                    "read": None if stream else within,
                     "write": within,
                     "pool": within,
                 }
