@@ -11,7 +11,8 @@ the text), and its errors, as upstream_errors.py's classes for the same
 failures (a status other than 2xx, no answer, no answer in time).
 
 A request goes straight to the transport the HTTP client would choose for
-its URL (a proxy's, when the environment names one): the client's own
+its URL (a proxy's only when one is mounted on it: a client built with its
+own transport, as ours are, ignores HTTP(S)_PROXY): the client's own
 `send` (auth, cookies, redirects, event hooks) added a tenth to a call's
 CPU for nothing we use. A redirect, which the SDK followed, is still
 followed, by the client (which drops the API key on the way to another

@@ -57,8 +57,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             ssl=httpx2.create_ssl_context(),  # httpx2's certificates, as before
             resolver=self._resolver,
         )
-        # Proxies from HTTP(S)_PROXY stay httpx2's: the client sends requests
-        # for a proxied URL through a transport of its own, never this one.
+        # No proxies: a client given a transport ignores HTTP(S)_PROXY, and
+        # this session trusts no environment either.
         # Bodies stay encoded: httpx2 decodes them, as it did.
         self._session = aiohttp.ClientSession(
             connector=connector, trust_env=False, auto_decompress=False
