@@ -123,6 +123,17 @@ def make_api(upstream: FakeUpstream, tmp_path: Path) -> Iterator[Callable[..., A
 
 
 @pytest.fixture
+def clear_of_a_minute_edge() -> None:
+    """In memory, `limits` aligns its windows to the clock's minutes, and the
+    previous minute's count weighs (floored) less than a whole request just
+    after an edge: a test that fills a per-minute limit and expects the next
+    request refused must not straddle one. (Per-day limits need not care.)"""
+    left = 60 - time.time() % 60
+    if left < 5:
+        time.sleep(left + 0.1)
+
+
+@pytest.fixture
 def api(make_api: Callable[..., API]) -> API:
     return make_api()
 

@@ -232,7 +232,7 @@ def test_a_mutation_runs_over_post(api: API, accept: str) -> None:
 def test_a_refusal_before_execution_has_its_own_status_with_graphql_response_json(
     make_api,
 ) -> None:
-    api = make_api(rate_limit="1/minute")
+    api = make_api(rate_limit="1/day")
     token = api.login()
     query = {"query": '{ summarize(text: "hi") { text } }'}
     auth = {"Authorization": f"Bearer {token}"}

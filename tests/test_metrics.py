@@ -91,6 +91,7 @@ class Delta:
         )
 
 
+@pytest.mark.usefixtures("clear_of_a_minute_edge")
 def test_a_known_sequence_of_requests_shows_in_the_counters(
     make_api: Callable[..., API],
 ) -> None:
@@ -217,7 +218,7 @@ def test_refusals_before_routing_are_counted_under_their_route(
 
 
 def test_login_refusals_are_counted_by_limit(make_api: Callable[..., API]) -> None:
-    api = make_api(login_rate_limit="1/minute")
+    api = make_api(login_rate_limit="1/day")
     before = scrape(api)
     api.login()
     with pytest.raises(AssertionError):

@@ -21,6 +21,7 @@ def _user() -> dict[str, str]:
     return {"fake_username": f"user-{uuid.uuid4().hex[:8]}", "fake_password": "pw"}
 
 
+@pytest.mark.usefixtures("clear_of_a_minute_edge")
 def test_requests_over_the_limit_are_refused_with_retry_after(
     make_api, storage
 ) -> None:
@@ -35,6 +36,7 @@ def test_requests_over_the_limit_are_refused_with_retry_after(
     assert len(api.upstream.requests) == 3
 
 
+@pytest.mark.usefixtures("clear_of_a_minute_edge")
 def test_the_ratelimit_headers_say_what_is_left_in_either_storage(
     make_api, storage
 ) -> None:
@@ -70,6 +72,7 @@ def test_the_ratelimit_headers_say_what_is_left_in_either_storage(
     assert send() == (["RATE_LIMITED"], {'"3-per-minute"': 0, '"4-per-hour"': 1})
 
 
+@pytest.mark.usefixtures("clear_of_a_minute_edge")
 def test_each_llm_field_counts_once(make_api, storage) -> None:
     user = _user()
     api = make_api(rate_limit="5/minute", redis_url=storage, **user)
@@ -99,12 +102,12 @@ def test_fields_inside_fragments_count_too(make_api) -> None:
 
 def test_limits_are_per_user(make_api) -> None:
     first, second = _user(), _user()
-    api = make_api(rate_limit="1/minute", **first)
+    api = make_api(rate_limit="1/day", **first)
     token = api.login(first["fake_username"], "pw")
     assert "errors" not in api.post(SUMMARIZE, token=token)
     assert error_codes(api.post(SUMMARIZE, token=token)) == ["RATE_LIMITED"]
     # A second server with another user, sharing nothing in memory: its own limit.
-    other = make_api(rate_limit="1/minute", **second)
+    other = make_api(rate_limit="1/day", **second)
     assert "errors" not in other.post(
         SUMMARIZE, token=other.login(second["fake_username"], "pw")
     )
@@ -126,8 +129,8 @@ def test_two_servers_sharing_redis_share_one_limit(make_api, tmp_path) -> None:
     user = _user()
     # Two replicas of one deployment: one Redis, one database.
     shared = {"redis_url": redis_url(), "database_url": f"sqlite:///{tmp_path}/db"}
-    one = make_api(rate_limit="4/minute", **shared, **user)
-    two = make_api(rate_limit="4/minute", **shared, **user)
+    one = make_api(rate_limit="4/day", **shared, **user)
+    two = make_api(rate_limit="4/day", **shared, **user)
     token = one.login(user["fake_username"], "pw")
     for api in (one, two, one, two):
         assert "errors" not in api.post(SUMMARIZE, token=token)
@@ -138,7 +141,7 @@ def test_two_servers_sharing_redis_share_one_limit(make_api, tmp_path) -> None:
 def test_an_unreachable_redis_still_limits_in_memory(capfd, make_api) -> None:
     user = _user()
     # Nothing listens on port 1: every storage call fails at once.
-    api = make_api(rate_limit="1/minute", redis_url="redis://127.0.0.1:1/0", **user)
+    api = make_api(rate_limit="1/day", redis_url="redis://127.0.0.1:1/0", **user)
     token = api.login(user["fake_username"], "pw")
     assert api.post(SUMMARIZE, token=token)["data"]["summarize"]["text"]
     assert error_codes(api.post(SUMMARIZE, token=token)) == ["RATE_LIMITED"]

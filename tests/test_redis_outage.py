@@ -132,7 +132,7 @@ def test_llm_requests_follow_their_outage_policy(
     user = _user()
     api = make_api(
         redis_url=redis_server.url,
-        rate_limit="1/minute",
+        rate_limit="1/day",
         rate_limit_redis_outage=policy,
         **user,
     )
