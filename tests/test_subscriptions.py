@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import threading
 import time
@@ -891,3 +892,27 @@ def test_events_the_plan_cannot_read_are_the_executors_own(query: str) -> None:
 
     assert ours == _pieces(StrawberryGraphQLCoreExecutionContext, query)
     assert len(ours) == 4 and ours[0][1] == [] and ours[1][1] != []
+
+
+def test_a_plan_that_fails_leaves_every_event_to_the_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(executor: Any) -> None:
+        raise RuntimeError("a bug in planning")
+
+    monkeypatch.setattr("gptmini_graphql.schema.executor.plan", broken)
+    query = "subscription { pieces { __typename text size } }"
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("gptmini_graphql.graphql")
+    logger.addHandler(handler)
+    try:
+        ours = _pieces(CodedExecutor, query)
+    finally:
+        logger.removeHandler(handler)
+
+    assert ours == _pieces(StrawberryGraphQLCoreExecutionContext, query)
+    assert ours[0] == ({"pieces": {"__typename": "Piece", "text": "a", "size": 1}}, [])
+    # Planned once (its failure logged once), not again for every event.
+    assert [record.getMessage() for record in records] == ["subscription not planned"]

@@ -14,6 +14,7 @@ rather than each run on a copy of the executor, when its selection allows.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import Any
 
@@ -29,6 +30,8 @@ from gptmini_graphql.errors import BadUserInput
 from gptmini_graphql.schema.events import EventPlan, Unplanned, plan
 
 _UNPLANNED = object()  # not planned yet
+
+logger = logging.getLogger("gptmini_graphql.graphql")
 
 
 class CodedExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -48,7 +51,16 @@ class CodedExecutor(StrawberryGraphQLCoreExecutionContext):
         """This subscription's plan of its events, made once; None: it has none."""
         event_plan = self.__dict__.get("_event_plan", _UNPLANNED)
         if event_plan is _UNPLANNED:
-            event_plan = self.__dict__["_event_plan"] = plan(self)
+            try:
+                event_plan = plan(self)
+            except Exception:
+                # A bug in planning must cost the shortcut, not the stream:
+                # every event is then the executor's, as without a plan. (Left
+                # to raise, it failed each event, and its first call, made by
+                # the loop, was only the loop's log line.)
+                logger.exception("subscription not planned")
+                event_plan = None
+            self.__dict__["_event_plan"] = event_plan
         return event_plan  # type: ignore[no-any-return]
 
     def build_per_event_executor(self, payload: Any) -> Any:
