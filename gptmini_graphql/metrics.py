@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -77,7 +77,20 @@ class Metrics(MetricSeries):
                 registry.register(collector)
         self.root_fields = _INTROSPECTION_FIELDS | frozenset(root_fields)
         self._models: set[str] = set()
+        # Each series' child by its label values, looked up once: `labels()`
+        # takes a lock and builds its key on every call, and a miss counted
+        # through eight of them. (Every value is bounded: see the *_label
+        # methods, _outcome and upstream_outcome.)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         super().__init__(registry)  # the series, once the directory exists
+
+    def child(self, series: Any, *values: str) -> Any:
+        """`series.labels(*values)`, made once."""
+        key = (series, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = series.labels(*values)
+        return found
 
     def close(self) -> None:
         """This process stops answering: in multiprocess mode its live gauges
@@ -111,8 +124,10 @@ class Metrics(MetricSeries):
     def count_operation(self, operation: str, outcome: str, started: float) -> None:
         """One GraphQL query or mutation over HTTP (its `operation_label`),
         answered now; `started` is its `time.perf_counter()` at arrival."""
-        self.operations.labels(operation, _outcome(outcome)).inc()
-        self.operation_duration.labels(operation).observe(time.perf_counter() - started)
+        self.child(self.operations, operation, _outcome(outcome)).inc()
+        self.child(self.operation_duration, operation).observe(
+            time.perf_counter() - started
+        )
 
     def stream_started(self, field: str) -> None:
         self.subscriptions_active.labels(field).inc()
@@ -128,11 +143,11 @@ class Metrics(MetricSeries):
     def count_usage(self, model: str, usage: TokenUsage) -> None:
         """The usage of one upstream answer (not of one served from the cache)."""
         model = self.model_label(model)
-        self.llm_tokens.labels(model, "input").inc(usage.prompt_tokens)
-        self.llm_tokens.labels(model, "output").inc(usage.completion_tokens)
-        self.llm_tokens.labels(model, "cached_input").inc(usage.cached_tokens)
+        self.child(self.llm_tokens, model, "input").inc(usage.prompt_tokens)
+        self.child(self.llm_tokens, model, "output").inc(usage.completion_tokens)
+        self.child(self.llm_tokens, model, "cached_input").inc(usage.cached_tokens)
         if usage.cost_usd is not None:
-            self.llm_cost.labels(model).inc(usage.cost_usd)
+            self.child(self.llm_cost, model).inc(usage.cost_usd)
 
     def count_saved(self, model: str, saved_cost_usd: float | None) -> None:
         """An answer served from the response cache, and what it saved."""
@@ -184,7 +199,7 @@ class UpstreamCall:
         self.upstream = upstream
         self.model = model
         self.stream = "true" if stream else "false"
-        self.in_flight = metrics.upstream_in_flight.labels(upstream)
+        self.in_flight = metrics.child(metrics.upstream_in_flight, upstream)
 
     def __enter__(self) -> UpstreamCall:
         self.in_flight.inc()
@@ -199,9 +214,11 @@ class UpstreamCall:
     ) -> None:
         elapsed = time.perf_counter() - self.started
         self.in_flight.dec()
-        self.metrics.upstream_duration.labels(
+        metrics = self.metrics
+        metrics.child(
+            metrics.upstream_duration,
             self.upstream,
-            self.metrics.model_label(self.model),
+            metrics.model_label(self.model),
             upstream_outcome(error),
             self.stream,
         ).observe(elapsed)
