@@ -53,13 +53,12 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         message = f"The request body is over the limit of {self.max_bytes} bytes."
-        headers = Headers(scope=scope)
-        declared = headers.get("content-length")
+        declared, transfer_encoding = header_values(scope, *_FRAMING)
         if declared is not None and declared.isdigit():
             if int(declared) > self.max_bytes:
                 await _refuse(send, 413, message, PAYLOAD_TOO_LARGE)
                 return
-            if "transfer-encoding" not in headers:
+            if transfer_encoding is None:
                 # The server reads exactly the declared length (its HTTP
                 # parser frames the body by it): nothing to count, and no
                 # wrapped receive and send on every ordinary request.
@@ -110,7 +109,14 @@ class CSRFPrevention:
         self.allowed_origins = frozenset(allowed_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == self.path:
+        # Without either header (even empty) a request is not cross-site
+        # (_cross_site): such callers, scripts and servers, pass without
+        # their other headers being read.
+        if (
+            scope["type"] == "http"
+            and scope["path"] == self.path
+            and header_values(scope, b"sec-fetch-site", b"origin") != [None, None]
+        ):
             headers = Headers(scope=scope)
             if self._cross_site(scope, headers) and self._unpreflighted(scope, headers):
                 await _refuse(
@@ -287,6 +293,22 @@ SHUTTING_DOWN = "The server is shutting down; retry on another instance."
 
 
 def _has_body(scope: Scope) -> bool:
-    headers = Headers(scope=scope)
-    length = headers.get("content-length")
-    return "transfer-encoding" in headers or (length is not None and length != "0")
+    length, transfer_encoding = header_values(scope, *_FRAMING)
+    return transfer_encoding is not None or (length is not None and length != "0")
+
+
+# The headers that say how a request's body is framed.
+_FRAMING = (b"content-length", b"transfer-encoding")
+
+
+def header_values(scope: Scope, *names: bytes) -> list[str | None]:
+    """The first value of each of `names` (in lower case, as ASGI gives them),
+    in one pass over the request's headers: Starlette's `Headers` scans them
+    all again for each name looked up, several times per request here."""
+    values: list[str | None] = [None] * len(names)
+    for name, value in scope["headers"]:
+        if name in names:
+            index = names.index(name)
+            if values[index] is None:
+                values[index] = value.decode("latin-1")
+    return values
