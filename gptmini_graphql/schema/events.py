@@ -141,12 +141,16 @@ def _planned(
     details: FieldDetailsList,
     parent: GraphQLObjectType,
     read: Callable[[Any], Any] | None,
+    *,
+    type_checked: bool = False,  # the value's is_type_of has passed already
 ) -> _Field | None:
     non_null = isinstance(type_, GraphQLNonNull)
     named = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
     if isinstance(named, GraphQLScalarType | GraphQLEnumType):
         return _Field(key, read, parent.name, non_null, named, ())
-    if not isinstance(named, GraphQLObjectType) or named.is_type_of is not None:
+    if not isinstance(named, GraphQLObjectType) or (
+        named.is_type_of is not None and not type_checked
+    ):
         return None  # a list, an interface or union, or a type that checks values
     collected = collect_subfields(
         executor.schema,
@@ -211,3 +215,28 @@ def _strawberry_field(field_def: GraphQLField | None) -> StrawberryField | None:
         return None
     definition = field_def.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
     return definition if isinstance(definition, StrawberryField) else None
+
+
+class ObjectPlan(EventPlan):
+    """A selection on an object of one type (a query's answer, say), planned
+    as an event is: `complete` is the object as graphql-core's
+    `collect_and_execute_subfields` would complete it, or `Unplanned`."""
+
+    def complete(self, value: Any) -> dict[str, Any]:
+        completed: dict[str, Any] = self._complete(self.root, value)
+        return completed
+
+
+def plan_object(
+    executor: Executor[Any], object_type: GraphQLObjectType, details: FieldDetailsList
+) -> _Field | None:
+    """The plan of the selection `details` make on an `object_type` (for
+    `ObjectPlan`), or None if it needs the executor."""
+    manager = executor.middleware_manager
+    if manager is not None and manager.middlewares:
+        return None  # an extension resolves each field itself
+    # Its value's type was checked before its selection is completed
+    # (graphql-core's complete_object_value).
+    return _planned(
+        executor, "", object_type, details, object_type, None, type_checked=True
+    )

@@ -9,6 +9,9 @@ garbage collector, whose passes were a tenth of a cache hit's CPU.
 
 And a subscription's events are read through a plan made once (events.py)
 rather than each run on a copy of the executor, when its selection allows.
+So is the object a query's field answers (a `Summary` and its `usage`): its
+selection planned once per document, while graphql-core would resolve and
+complete each of its fields through the whole executor on every request.
 """
 
 from __future__ import annotations
@@ -20,14 +23,27 @@ from typing import Any
 
 from graphql import (
     ExecutionResult,
+    FieldNode,
+    FragmentSpreadNode,
     GraphQLError,
+    GraphQLObjectType,
+    InlineFragmentNode,
     OperationType,
+    SelectionSetNode,
     VariableDefinitionNode,
 )
+from graphql.execution.collect_fields import FieldDetailsList, FragmentDetails
+from graphql.pyutils import AwaitableOrValue, Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gptmini_graphql.errors import BadUserInput
-from gptmini_graphql.schema.events import EventPlan, Unplanned, plan
+from gptmini_graphql.schema.events import (
+    EventPlan,
+    ObjectPlan,
+    Unplanned,
+    plan,
+    plan_object,
+)
 
 _UNPLANNED = object()  # not planned yet
 
@@ -69,6 +85,51 @@ class CodedExecutor(StrawberryGraphQLCoreExecutionContext):
         if event_plan is None:
             return super().build_per_event_executor(payload)
         return _PlannedEvent(self, event_plan, payload)
+
+    def collect_and_execute_subfields(
+        self,
+        return_type: GraphQLObjectType,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> AwaitableOrValue[dict[str, Any]]:
+        """The object read through its selection's plan, when it has one and
+        the plan can read it; else (an error to report, say) graphql-core's
+        own completion, from the start: reading a plain field has no effect."""
+        root = self._object_plan(return_type, field_details_list)
+        signal = self.abort_signal
+        if root is not None and (signal is None or not signal.aborted):
+            try:
+                return ObjectPlan(root, self.is_awaitable).complete(result)
+            except Unplanned:
+                pass
+        return super().collect_and_execute_subfields(
+            return_type, field_details_list, path, result, position_context
+        )
+
+    def _object_plan(
+        self, object_type: GraphQLObjectType, details: FieldDetailsList
+    ) -> Any:
+        # Planned once for a document's fields (the parsed document is cached,
+        # so its nodes are the same objects request after request), unless
+        # variables could change the selection (a directive, a fragment's
+        # arguments): then planned for this request alone.
+        manager = self.middleware_manager
+        if manager is not None and manager.middlewares:
+            return None  # an extension resolves each field itself
+        nodes = tuple(detail.node for detail in details)
+        key = (object_type, *map(id, nodes))
+        cached = _OBJECT_PLANS.get(key)
+        if cached is not None:
+            return cached[1]
+        root = plan_object(self, object_type, details)
+        if root is not None and _fixed(details, self.fragments):
+            if len(_OBJECT_PLANS) >= _MAX_OBJECT_PLANS:
+                _OBJECT_PLANS.clear()
+            # The nodes are kept with their plan: no other node takes their id.
+            _OBJECT_PLANS[key] = (nodes, root)
+        return root
 
     def execute_operation(self, serially: bool | None = None) -> Any:
         result = super().execute_operation(serially)
@@ -112,6 +173,41 @@ class _PlannedEvent:
             self.event
         )
         return executor.execute_operation(serially)
+
+
+# Plans of the objects queries answer, by their type and field nodes: a few
+# per document the parser's cache holds. Bounded, then started afresh.
+_OBJECT_PLANS: dict[tuple[Any, ...], tuple[tuple[FieldNode, ...], Any]] = {}
+_MAX_OBJECT_PLANS = 1000
+
+
+def _fixed(details: FieldDetailsList, fragments: dict[str, FragmentDetails]) -> bool:
+    """Whether the selection below these fields is the same whatever the
+    variables: no directive in it (an @include or @skip may read one), nor
+    fragment arguments, through its fragments too."""
+    if any(detail.fragment_variable_values for detail in details):
+        return False
+    seen: set[str] = set()
+    pending = [d.node.selection_set for d in details if d.node.selection_set]
+    while pending:
+        selection_set: SelectionSetNode = pending.pop()
+        for selection in selection_set.selections:
+            if selection.directives:
+                return False
+            if isinstance(selection, FieldNode | InlineFragmentNode):
+                if selection.selection_set:
+                    pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                if selection.arguments:
+                    return False
+                name = selection.name.value
+                fragment = fragments.get(name)
+                if fragment is None or fragment.definition.directives:
+                    return False
+                if name not in seen:
+                    seen.add(name)
+                    pending.append(fragment.definition.selection_set)
+    return True
 
 
 def _coded(error: GraphQLError) -> GraphQLError:

@@ -1,0 +1,149 @@
+"""schema/executor.py: the objects queries answer, completed through a plan
+made once per document, exactly as graphql-core completes them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import strawberry
+from strawberry.extensions import ParserCache
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from gptmini_graphql.schema import executor as executor_module
+from gptmini_graphql.schema.executor import CodedExecutor
+
+
+@strawberry.type
+class Inner:
+    size: int | None = None
+    label: str = "inner"
+
+
+@strawberry.type
+class Piece:
+    text: str
+    size: int | None = None
+    inner: Inner | None = None
+
+    @strawberry.field
+    def shout(self) -> str:
+        return self.text.upper()
+
+
+PIECES = {
+    "plain": Piece(text="a", size=1, inner=Inner(size=2)),
+    "null": Piece(text=None, size=2),  # type: ignore[arg-type]  # null, non-null
+    "not-an-int": Piece(text="b", size="many"),  # type: ignore[arg-type]
+    "no-inner": Piece(text="c"),
+}
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def piece(self, kind: str) -> Piece:
+        return PIECES[kind]
+
+
+def _run(
+    executor: type, query: str, variables: dict[str, Any] | None = None
+) -> tuple[Any, list[Any]]:
+    schema = strawberry.Schema(query=Query, execution_context_class=executor)
+    result = asyncio.run(schema.execute(query, variable_values=variables))
+    return result.data, [error.formatted for error in result.errors or ()]
+
+
+QUERIES = [
+    "{ piece(kind: $kind) { text size inner { size label __typename } } }",
+    "{ first: piece(kind: $kind) { t: text __typename } second: piece(kind: $kind) "
+    "{ ...Sized } } fragment Sized on Piece { size inner { ...Labelled } } "
+    "fragment Labelled on Inner { label }",
+    "{ piece(kind: $kind) { text shout } }",  # a resolver: not planned
+    "{ piece(kind: $kind) { text inner @include(if: $deep) { size } } }",
+]
+
+
+@pytest.mark.parametrize("kind", sorted(PIECES))
+@pytest.mark.parametrize("query", QUERIES)
+def test_an_answer_is_completed_as_graphql_core_completes_it(
+    query: str, kind: str
+) -> None:
+    query = "query Q($kind: String!, $deep: Boolean = true) " + query
+    for deep in (True, False):
+        variables = {"kind": kind, "deep": deep}
+
+        ours = _run(CodedExecutor, query, variables)
+
+        assert ours == _run(StrawberryGraphQLCoreExecutionContext, query, variables)
+
+
+def test_a_documents_selection_is_planned_once_and_read_through_the_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planned: list[object] = []
+    completed: list[object] = []
+    plan_object = executor_module.plan_object
+    complete = executor_module.ObjectPlan.complete
+
+    def counted_plan(*args: Any) -> Any:
+        planned.append(args[1])
+        return plan_object(*args)
+
+    def counted_complete(self: Any, value: Any) -> Any:
+        completed.append(value)
+        return complete(self, value)
+
+    monkeypatch.setattr(executor_module, "plan_object", counted_plan)
+    monkeypatch.setattr(executor_module.ObjectPlan, "complete", counted_complete)
+    # Parsed once, as the server's own cache does (extensions/parsing.py).
+    schema = strawberry.Schema(
+        query=Query, execution_context_class=CodedExecutor, extensions=[ParserCache]
+    )
+    query = "query Q($kind: String!) { piece(kind: $kind) { text size } }"
+
+    async def twice() -> list[Any]:
+        return [
+            (await schema.execute(query, variable_values={"kind": kind})).data
+            for kind in ("plain", "no-inner")
+        ]
+
+    assert asyncio.run(twice()) == [
+        {"piece": {"text": "a", "size": 1}},
+        {"piece": {"text": "c", "size": None}},
+    ]
+    assert [type_.name for type_ in planned] == ["Piece"]  # type: ignore[attr-defined]
+    assert completed == [PIECES["plain"], PIECES["no-inner"]]
+
+
+def test_a_selection_that_variables_can_change_is_planned_for_each_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planned: list[object] = []
+    plan_object = executor_module.plan_object
+
+    def counted_plan(*args: Any) -> Any:
+        planned.append(args[1])
+        return plan_object(*args)
+
+    monkeypatch.setattr(executor_module, "plan_object", counted_plan)
+    schema = strawberry.Schema(
+        query=Query, execution_context_class=CodedExecutor, extensions=[ParserCache]
+    )
+    query = (
+        "query Q($deep: Boolean!) "
+        '{ piece(kind: "plain") { text inner @include(if: $deep) { size } } }'
+    )
+
+    async def both() -> list[Any]:
+        return [
+            (await schema.execute(query, variable_values={"deep": deep})).data
+            for deep in (True, False)
+        ]
+
+    assert asyncio.run(both()) == [
+        {"piece": {"text": "a", "inner": {"size": 2}}},
+        {"piece": {"text": "a"}},
+    ]
+    assert len(planned) == 2
