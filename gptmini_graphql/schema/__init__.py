@@ -9,6 +9,7 @@ import strawberry
 from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.name_converter import NameConverter
 from strawberry.types import ExecutionContext
 from strawberry.types.base import get_object_definition
 
@@ -60,13 +61,29 @@ class Schema(strawberry.Schema):
         return HookRunner(execution_context=execution_context, extensions=extensions)
 
 
+class _Names(NameConverter):
+    """Strawberry's names, each converted to camelCase once: it converts
+    every argument's name again on each call of its resolver."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._converted: dict[str, str] = {}  # the schema's names: a few
+
+    def apply_naming_config(self, name: str) -> str:
+        converted = self._converted.get(name)
+        if converted is None:
+            converted = self._converted[name] = super().apply_naming_config(name)
+        return converted
+
+
 def build_schema(settings: Settings | None = None) -> Schema:
     """The schema with the limits and caches `settings` ask for (the SDL is the
     same whatever they are)."""
     settings = settings or Settings(_env_file=None)
     config = StrawberryConfig(
         # "Did you mean …" would list names that introspection hides.
-        disable_field_suggestions=not settings.introspection_enabled
+        disable_field_suggestions=not settings.introspection_enabled,
+        name_converter=_Names(),
     )
     llm_fields = llm_field_names(Query, Mutation, Subscription, config=config)
     rules = query_limit_rules(
