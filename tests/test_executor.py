@@ -4,10 +4,12 @@ made once per document, exactly as graphql-core completes them."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
 import strawberry
+from graphql import DocumentNode, execute, parse
 from strawberry.extensions import ParserCache
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -147,3 +149,21 @@ def test_a_selection_that_variables_can_change_is_planned_for_each_request(
         {"piece": {"text": "a"}},
     ]
     assert len(planned) == 2
+
+
+def test_a_plan_is_kept_while_its_document_is() -> None:
+    schema = strawberry.Schema(query=Query, execution_context_class=CodedExecutor)
+    piece = schema._schema.type_map["Piece"]
+    document = parse('{ piece(kind: "plain") { text size } }')
+
+    def plans() -> int:
+        gc.collect()
+        return sum(key[0] is piece for key in executor_module._OBJECT_PLANS)
+
+    async def run(document: DocumentNode) -> Any:
+        return await execute(schema._schema, document, executor_class=CodedExecutor)
+
+    assert asyncio.run(run(document)).data == {"piece": {"text": "a", "size": 1}}
+    assert plans() == 1
+    del document
+    assert plans() == 0

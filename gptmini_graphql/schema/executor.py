@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable
 from typing import Any
 
@@ -111,24 +112,28 @@ class CodedExecutor(StrawberryGraphQLCoreExecutionContext):
     def _object_plan(
         self, object_type: GraphQLObjectType, details: FieldDetailsList
     ) -> Any:
-        # Planned once for a document's fields (the parsed document is cached,
-        # so its nodes are the same objects request after request), unless
-        # variables could change the selection (a directive, a fragment's
-        # arguments): then planned for this request alone.
+        # Planned once for a document's fields: the parser's cache hands every
+        # request the same nodes (extensions/parsing.py), and the plan goes
+        # when they do. Not kept when variables could change the selection (a
+        # directive, fragment arguments): planned for this request alone.
         manager = self.middleware_manager
         if manager is not None and manager.middlewares:
             return None  # an extension resolves each field itself
-        nodes = tuple(detail.node for detail in details)
+        nodes = [detail.node for detail in details]
         key = (object_type, *map(id, nodes))
         cached = _OBJECT_PLANS.get(key)
-        if cached is not None:
+        if cached is not None and all(
+            ref() is node for ref, node in zip(cached[0], nodes, strict=True)
+        ):
             return cached[1]
         root = plan_object(self, object_type, details)
         if root is not None and _fixed(details, self.fragments):
-            if len(_OBJECT_PLANS) >= _MAX_OBJECT_PLANS:
-                _OBJECT_PLANS.clear()
-            # The nodes are kept with their plan: no other node takes their id.
-            _OBJECT_PLANS[key] = (nodes, root)
+
+            def forget(_: object) -> None:
+                _OBJECT_PLANS.pop(key, None)
+
+            refs = tuple(weakref.ref(node, forget) for node in nodes)
+            _OBJECT_PLANS[key] = (refs, root)
         return root
 
     def execute_operation(self, serially: bool | None = None) -> Any:
@@ -175,10 +180,12 @@ class _PlannedEvent:
         return executor.execute_operation(serially)
 
 
-# Plans of the objects queries answer, by their type and field nodes: a few
-# per document the parser's cache holds. Bounded, then started afresh.
-_OBJECT_PLANS: dict[tuple[Any, ...], tuple[tuple[FieldNode, ...], Any]] = {}
-_MAX_OBJECT_PLANS = 1000
+# Plans of the objects queries answer, by their type and the ids of their
+# field nodes (a node's own hash and equality are its structure's): a few
+# per document the parser's cache holds, each gone with its nodes.
+_OBJECT_PLANS: dict[
+    tuple[Any, ...], tuple[tuple[weakref.ref[FieldNode], ...], Any]
+] = {}
 
 
 def _fixed(details: FieldDetailsList, fragments: dict[str, FragmentDetails]) -> bool:
