@@ -15,7 +15,10 @@ from starlette.testclient import TestClient
 
 from gptmini_graphql.extensions.errors import ErrorCodesExtension
 from gptmini_graphql.http import GraphQLEndpoint
+from gptmini_graphql.http.exchange import Exchange, ExchangeResponse
+from gptmini_graphql.http.negotiation import GRAPHQL_RESPONSE_JSON
 from gptmini_graphql.logging import RequestIdMiddleware, configure_logging
+from gptmini_graphql.schema import build_schema
 from gptmini_graphql.services import Services
 from tests.conftest import API, error_codes, make_settings
 
@@ -216,3 +219,19 @@ def test_log_texts_is_an_explicit_debugging_choice(
         if entry["message"] == "graphql operation"
     ][-1]
     assert line["inputs"]["t"] == "debug me"
+
+
+def test_what_is_set_on_the_sub_response_reaches_the_response() -> None:
+    endpoint = GraphQLEndpoint(build_schema(make_settings()))
+    sub_response = ExchangeResponse(Exchange(GRAPHQL_RESPONSE_JSON))
+    assert sub_response.headers.raw == [] and sub_response.body == b""
+
+    sub_response.headers["X-Set-By-A-Resolver"] = "yes"
+    response = endpoint.create_response({"data": None}, sub_response)
+
+    assert response.status_code == 200
+    assert response.headers["x-set-by-a-resolver"] == "yes"
+    assert response.headers["content-type"] == (
+        f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+    )
+    assert response.headers["content-length"] == str(len(response.body))

@@ -271,7 +271,8 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
                 "Content-Type": f"{exchange.media_type or JSON}; charset=utf-8",
             },
         )
-        response.headers.raw.extend(sub_response.headers.raw)
+        # The raw lists themselves (each `.headers` would wrap its own).
+        response.raw_headers.extend(sub_response.raw_headers)
         if sub_response.background:
             response.background = sub_response.background
         return response

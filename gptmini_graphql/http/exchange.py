@@ -54,6 +54,11 @@ class ExchangeResponse(Response):
     add), carrying the exchange to `create_response`."""
 
     def __init__(self, exchange: Exchange) -> None:
-        super().__init__()
-        del self.headers["content-length"]  # as Strawberry's own sub-response
+        # What Strawberry's own sub-response is, `Response()` less its
+        # `content-length: 0`, set directly: not a header made to be deleted
+        # (through a MutableHeaders) on every request.
+        self.status_code = 200
+        self.background = None
+        self.body = b""
+        self.raw_headers = []
         self.exchange = exchange
