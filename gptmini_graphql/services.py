@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx2
 
@@ -14,7 +15,6 @@ from gptmini_graphql.auth.login_throttle import LoginThrottle
 from gptmini_graphql.drain import Drain
 from gptmini_graphql.llm.building import build_llm
 from gptmini_graphql.llm.client import LLM
-from gptmini_graphql.llm.local.process import ModelProcess
 from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.persisted_queries import PersistedQueries
 from gptmini_graphql.rate_limits import RateLimiter
@@ -25,6 +25,11 @@ from gptmini_graphql.spend.ledger import Ledger
 from gptmini_graphql.spend.redis_reservations import RedisReservations
 from gptmini_graphql.spend.reservations import MemoryReservations
 from gptmini_graphql.tracing import Tracing
+
+if TYPE_CHECKING:
+    # Imported where a model process is started: a server with a remote
+    # upstream or LOCAL_MODEL_URL never loads the supervisor (0.5 MB).
+    from gptmini_graphql.llm.local.process import ModelProcess
 
 
 @dataclass(slots=True)
@@ -78,6 +83,8 @@ class Services:
         )
         try:
             if settings.backend == "local" and not local_model_url:
+                from gptmini_graphql.llm.local.process import ModelProcess
+
                 model_process = ModelProcess(settings)
                 model_process.start()
                 local_model_url = model_process.url
