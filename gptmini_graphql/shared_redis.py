@@ -63,8 +63,12 @@ class SharedRedis:
         timer: Callable[[], float] = time.monotonic,  # what the circuit waits by
     ) -> None:
         # Imported here: redis-py imports OpenTelemetry, which an app without
-        # Redis (or tracing) need never load.
-        import redis.asyncio
+        # Redis (or tracing) need never load; and without its metrics SDK,
+        # which redis-py's own (unused) metrics want: see lean_imports.py.
+        from gptmini_graphql.lean_imports import REDIS_OPTIONAL, unimportable
+
+        with unimportable(REDIS_OPTIONAL):
+            import redis.asyncio
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as ConnectionLost

@@ -8,6 +8,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from tests.conftest import redis_url
+
 # The app's start and stop, as `serve` runs them, in a process of its own
 # (this one has loaded everything the tests use); its modules when it stopped.
 STARTED_MODULES = """
@@ -20,6 +24,11 @@ async def start() -> None:
 asyncio.run(start())
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
+
+# The same, naming every module (not only packages).
+STARTED_MODULES_IN_FULL = STARTED_MODULES.replace(
+    'name.split(".")[0] for name in sys.modules', "name for name in sys.modules"
+)
 
 
 def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -59,3 +68,28 @@ def test_a_server_on_a_migrated_database_loads_only_what_serving_needs(
     # SDK never (48 MB: llm/chat_client.py is the upstream's client).
     never = {"alembic", "mako", "llama_cpp", "opentelemetry", "pycountry", "openai"}
     assert not never & loaded
+
+
+@pytest.mark.skipif(redis_url() is None, reason="REDIS_URL is not set")
+def test_a_server_with_redis_loads_neither_opentelemetry_metrics_nor_psutil(
+    database_url,
+) -> None:
+    # redis-py imports OpenTelemetry's metrics SDK (and psutil) when it can,
+    # for metrics of its own that we never turn on (lean_imports.py).
+    env = {
+        **{
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("OTEL_")
+        },
+        "DATABASE_URL": database_url,
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+    }
+    upgraded = _run([sys.executable, "-m", "gptmini_graphql", "db", "upgrade"], env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    started = _run([sys.executable, "-c", STARTED_MODULES_IN_FULL], env)
+    assert started.returncode == 0, started.stderr
+    loaded = set(json.loads(started.stdout.splitlines()[-1]))
+    assert "redis.asyncio" in loaded  # the client was made
+    assert not {"opentelemetry.sdk.metrics", "psutil"} & loaded
