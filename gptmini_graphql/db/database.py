@@ -42,6 +42,11 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # so never imports Alembic, Mako and their dialects (11 MB resident).
 HEAD = "0002"
 RETRY_AFTER_SECONDS = 5
+# Each SQLite connection's page cache (SQLite's default: 2000 KiB). The pool
+# keeps up to 5 connections, each of whose caches filled as the ledger grew:
+# +4 MB resident after 6,000 requests, and growing. The pages read again come
+# from the OS's file cache; no CPU per request was seen to change.
+SQLITE_CACHE_KIB = 512
 # What an unreachable, restarting or locked database raises (not a bug of ours):
 # asyncpg's refusals (a database not accepting connections) arrive as plain
 # DBAPIError, our own mistakes as its subclasses.
@@ -171,4 +176,5 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: object) -> None:
     # Foreign keys are off by default in SQLite; WAL lets readers run beside a writer.
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()

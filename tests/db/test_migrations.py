@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from gptmini_graphql.auth.accounts import NotMigrated
-from gptmini_graphql.db.database import HEAD, Database, alembic_config
+from gptmini_graphql.db.database import HEAD, SQLITE_CACHE_KIB, Database, alembic_config
 from gptmini_graphql.db.models import Base
 
 
@@ -83,3 +83,17 @@ def test_a_server_told_not_to_migrate_refuses_an_unmigrated_database(
 def test_head_is_the_latest_migration() -> None:
     # A server finds a database at HEAD without Alembic: add a migration, move it.
     assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD]
+
+
+def test_a_sqlite_connection_keeps_a_small_page_cache(tmp_path) -> None:
+    # Each pooled connection's cache grew with the ledger (database.py).
+    async def cache_size() -> int:
+        database = Database(f"sqlite:///{tmp_path / 'cache.sqlite3'}")
+        try:
+            async with database.engine.connect() as connection:
+                result = await connection.exec_driver_sql("PRAGMA cache_size")
+                return int(result.scalar_one())
+        finally:
+            await database.aclose()
+
+    assert asyncio.run(cache_size()) == -SQLITE_CACHE_KIB
