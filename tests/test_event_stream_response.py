@@ -1,0 +1,153 @@
+"""How http/event_stream.py's response sends a stream's frames: several in
+one send when they are ready together, never holding one back for a wait;
+a cancellation during a send reaching the wait it was meant for; and a
+heartbeat that cannot be sent ending the stream with its error."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from gptmini_graphql.http.event_stream import MAX_FRAMES_PER_SEND, EventStreamResponse
+
+LAST = b"<end>"
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _response(
+    frames: AsyncGenerator[bytes, None], *, interval: float = 60
+) -> EventStreamResponse:
+    return EventStreamResponse(
+        frames,
+        status_code=200,
+        headers={},
+        heartbeat=b"<beat>",
+        interval=interval,
+        heartbeat_first=False,
+        last=LAST,
+    )
+
+
+async def _never_leaves() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+async def _run(response: EventStreamResponse, send: Send) -> None:
+    # A bound, not a measure: a frame held back for a wait never comes.
+    async with asyncio.timeout(10):
+        await response({"type": "http"}, _never_leaves, send)
+
+
+class Bodies:
+    """The bodies sent, one item per send."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            self.sent.append(message["body"])
+
+
+def test_frames_ready_together_go_in_one_send_but_none_waits_for_a_wait() -> None:
+    bodies = Bodies()
+    made = asyncio.Event()
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"1"  # the first token: alone, at once
+        yield b"2"
+        yield b"3"
+        # Only once 2 and 3 are sent does the next frame come.
+        while b"23" not in bodies.sent:
+            await asyncio.sleep(0)
+        made.set()
+        await asyncio.sleep(0)
+        yield b"4"
+
+    asyncio.run(_run(_response(frames()), bodies))
+
+    assert made.is_set()
+    assert bodies.sent == [b"1", b"23", b"4" + LAST]
+
+
+def test_a_long_run_of_ready_frames_goes_in_bounded_sends_in_order() -> None:
+    bodies = Bodies()
+    count = 3 * MAX_FRAMES_PER_SEND + 2
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        for number in range(count):
+            yield b"%d," % number
+
+    asyncio.run(_run(_response(frames()), bodies))
+
+    assert b"".join(bodies.sent) == b"".join(b"%d," % n for n in range(count)) + LAST
+    assert bodies.sent[0] == b"0,"
+    assert all(body.count(b",") <= MAX_FRAMES_PER_SEND for body in bodies.sent)
+    assert len(bodies.sent) < count
+
+
+def test_a_cancellation_during_a_send_reaches_the_wait_it_was_meant_for() -> None:
+    """A chunk's timeout (here asyncio.timeout) fires while ready frames
+    are being sent: the wait hears of it and answers with a frame, and
+    the frames whose send it interrupted still go out, in order."""
+    sent: list[bytes] = []
+    stuck = asyncio.Event()  # never set: the send for frame 2 never ends
+
+    async def send(message: dict[str, Any]) -> None:
+        body = message.get("body", b"")
+        if body == b"2":
+            await stuck.wait()
+        if message["type"] == "http.response.body":
+            sent.append(body)
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"1"
+        yield b"2"
+        try:
+            async with asyncio.timeout(0.05):
+                await asyncio.Event().wait()
+        except TimeoutError:
+            yield b"timed out"
+
+    asyncio.run(_run(_response(frames()), send))
+
+    assert sent == [b"1", b"2timed out" + LAST]
+
+
+def test_a_heartbeat_that_cannot_be_sent_ends_the_stream_with_its_error() -> None:
+    closed = []
+    unhandled: list[dict[str, Any]] = []
+
+    class Broken(Exception):
+        pass
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("body") == b"<beat>":
+            raise Broken
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        try:
+            yield b"1"
+            await asyncio.Event().wait()  # the model, thinking
+            yield b"2"
+        finally:
+            closed.append(True)  # as the upstream response is closed
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: unhandled.append(context))
+        with pytest.raises(Broken):
+            await _run(_response(frames(), interval=0.01), send)
+        await asyncio.sleep(0.05)  # any task left over would have ended by now
+        gc.collect()  # an unretrieved exception is reported when its task goes
+
+    asyncio.run(main())
+
+    assert closed == [True]
+    assert unhandled == []
