@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import types
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping
 from contextlib import aclosing, suppress
@@ -32,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.http.base import BaseView
 from strawberry.http.streaming import (
     HTTPStreamTransport,
     MultipartSubscriptionTransport,
@@ -274,6 +276,18 @@ def _body(frame: bytes) -> Message:
     return {"type": "http.response.body", "body": frame, "more_body": True}
 
 
+# Strawberry's BaseView.encode_json, with its encoder made once: json.dumps
+# given options makes one for every call, a third of encoding a small event.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _encoder(view: ResultView) -> Encode:
+    """How `view` encodes JSON: the same, for less, unless it has its own."""
+    if getattr(type(view), "encode_json", None) is BaseView.encode_json:
+        return _encode_json
+    return view.encode_json_string
+
+
 def respond(
     view: ResultView,
     request: Request,
@@ -285,7 +299,7 @@ def respond(
 ) -> EventStreamResponse:
     """The response streaming `results` (Strawberry's results of one
     operation) over `transport`."""
-    encode = view.encode_json_string
+    encode = _encoder(view)
     frame_of = next_frame(transport, encode)
 
     async def frames() -> AsyncGenerator[bytes, None]:
