@@ -76,10 +76,13 @@ class Drain:
         runs for every token of every stream.
         """
         stream = _Stream()
+        # Found once: a stream is read by one task (its response's, or its
+        # WebSocket operation's), and finding it for every event cost more
+        # than the rest of the guard.
+        stream.task = task = asyncio.current_task()
         self._streams.add(stream)
         try:
             while not self.closing:
-                stream.task = task = asyncio.current_task()
                 stream.waiting = True
                 try:
                     event = await anext(events)
