@@ -151,3 +151,32 @@ def test_a_heartbeat_that_cannot_be_sent_ends_the_stream_with_its_error() -> Non
 
     assert closed == [True]
     assert unhandled == []
+
+
+def test_the_response_starts_at_the_streams_first_wait() -> None:
+    """Not before the stream has begun (its upstream request on its way),
+    and not only with its first frame: a client sees the stream accepted
+    while the model thinks; a multipart stream's first heartbeat with it."""
+    sent: list[dict[str, Any]] = []
+    started = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.start":
+            started.set()
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        assert sent == []  # the stream's own work comes first
+        await started.wait()  # the model, thinking
+        yield b"1"
+
+    response = _response(frames())
+    response.heartbeat_first = True
+    asyncio.run(_run(response, send))
+
+    assert [(m["type"], m.get("body")) for m in sent] == [
+        ("http.response.start", None),
+        ("http.response.body", b"<beat>"),
+        ("http.response.body", b"1"),
+        ("http.response.body", LAST),
+    ]

@@ -149,27 +149,30 @@ class EventStreamResponse(StreamingResponse):
             try:
                 while True:
                     await asyncio.sleep(self.interval)
-                    await send(_body(self.heartbeat))
+                    if not opening:  # else the response has not started yet
+                        await send(_body(self.heartbeat))
             except Exception as error:
                 # The response cannot go on: ended, and failed, with this.
                 beat_failed = error
                 task.cancel()
 
+        # Sent at the stream's first wait (its upstream's answer, mostly),
+        # not before its request is on its way, or with its first frame.
+        opening: list[Message] = [
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": self.raw_headers,
+            }
+        ]
+        if self.heartbeat_first:
+            opening.append(_body(self.heartbeat))
         watcher = asyncio.create_task(watch())
         beater: asyncio.Task[None] | None = None
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            if self.heartbeat_first:
-                await send(_body(self.heartbeat))
             beater = asyncio.create_task(beat())
             async with aclosing(self.frames) as frames:
-                rest = await _send_frames(frames, send)
+                rest = await _send_frames(frames, send, opening)
             beater.cancel()
             # The last frames end the body in the same write.
             await send({"type": "http.response.body", "body": rest + self.last})
@@ -192,9 +195,12 @@ class EventStreamResponse(StreamingResponse):
 MAX_FRAMES_PER_SEND = 8
 
 
-async def _send_frames(frames: AsyncIterator[bytes], send: Send) -> bytes:
+async def _send_frames(
+    frames: AsyncIterator[bytes], send: Send, opening: list[Message]
+) -> bytes:
     """Send `frames` as they come, several in one send when they are ready
-    together; what is left to send when they end is returned.
+    together, after the messages of `opening` (each taken off it once sent);
+    what is left to send when they end is returned.
 
     One send is one write to the socket, a third of a stream's CPU when each
     frame had its own; and when an upstream's chunks arrive together (a fast
@@ -214,6 +220,7 @@ async def _send_frames(frames: AsyncIterator[bytes], send: Send) -> bytes:
             ready.append(made.value)
             if first or len(ready) >= MAX_FRAMES_PER_SEND:
                 first = False
+                await _open(opening, send)
                 await send(_body(b"".join(ready)))
                 ready.clear()
                 # The other streams' turn: when many chunks came at once,
@@ -222,13 +229,16 @@ async def _send_frames(frames: AsyncIterator[bytes], send: Send) -> bytes:
                 await asyncio.sleep(0)
             continue
         except StopAsyncIteration:
+            await _open(opening, send)
             return b"".join(ready)
         # The next frame waits (for the upstream, mostly): those ready first.
         thrown: asyncio.CancelledError | None = None
-        if ready:
+        if ready or opening:
             try:
-                await send(_body(b"".join(ready)))
-                ready.clear()
+                await _open(opening, send)
+                if ready:
+                    await send(_body(b"".join(ready)))
+                    ready.clear()
             except asyncio.CancelledError as cancelled:
                 # For the wait as much as for the send (a chunk's timeout,
                 # shutdown, the client leaving): the wait hears of it, as it
@@ -242,11 +252,19 @@ async def _send_frames(frames: AsyncIterator[bytes], send: Send) -> bytes:
         try:
             ready.append(await _finish(step, waiting, thrown))
         except StopAsyncIteration:
+            await _open(opening, send)
             return b"".join(ready)
         if first:
             first = False
+            await _open(opening, send)
             await send(_body(ready.pop()))
             await asyncio.sleep(0)
+
+
+async def _open(opening: list[Message], send: Send) -> None:
+    while opening:
+        await send(opening[0])
+        del opening[0]
 
 
 @types.coroutine
