@@ -57,22 +57,23 @@ class Bodies:
 
 def test_frames_ready_together_go_in_one_send_but_none_waits_for_a_wait() -> None:
     bodies = Bodies()
-    made = asyncio.Event()
+    two_and_three_sent = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        await bodies(message)
+        if bodies.sent[-1:] == [b"23"]:
+            two_and_three_sent.set()
 
     async def frames() -> AsyncGenerator[bytes, None]:
         yield b"1"  # the first token: alone, at once
         yield b"2"
         yield b"3"
-        # Only once 2 and 3 are sent does the next frame come.
-        while b"23" not in bodies.sent:
-            await asyncio.sleep(0)
-        made.set()
-        await asyncio.sleep(0)
+        # The model, thinking: 2 and 3 go out meanwhile, not with 4.
+        await two_and_three_sent.wait()
         yield b"4"
 
-    asyncio.run(_run(_response(frames()), bodies))
+    asyncio.run(_run(_response(frames()), send))
 
-    assert made.is_set()
     assert bodies.sent == [b"1", b"23", b"4" + LAST]
 
 

@@ -12,6 +12,9 @@ StreamingResponse sends the end of the body on its own. Here:
   results flow): no event waits on a queue and a second task;
 - a result's `extensions` (the budgets, the same on every event of a
   stream) are encoded once, and again only when they change;
+- frames made together (an upstream's chunks that arrived together) go out
+  in one send, but none waits for a wait (`_send_frames`), and the response
+  starts at the stream's first wait rather than before its upstream request;
 - the last frame ends the body in the same write.
 
 As Starlette's StreamingResponse does under uvicorn (ASGI 2.3), the client's
@@ -202,10 +205,11 @@ async def _send_frames(
     together, after the messages of `opening` (each taken off it once sent);
     what is left to send when they end is returned.
 
-    One send is one write to the socket, a third of a stream's CPU when each
-    frame had its own; and when an upstream's chunks arrive together (a fast
-    upstream, a busy server), its frames are made one after another without
-    waiting. So each next frame is asked for by hand (`step.send(None)`):
+    Each send is a write to the socket (and a pass through every middleware's
+    `send`), and a turn of the loop followed each: a fifth of a stream's CPU
+    when every frame had its own. When an upstream's chunks arrive together
+    (a fast upstream, a busy server), its frames are made one after another
+    without waiting. So each next frame is asked for by hand (`step.send(None)`):
     made without a wait, it joins those ready; if it has to wait, those
     ready go out first, then it is awaited. The first frame (the first
     token) goes out alone, at once, and so does any frame made alone.
