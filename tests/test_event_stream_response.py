@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gptmini_graphql.http.event_stream import MAX_FRAMES_PER_SEND, EventStreamResponse
+from gptmini_graphql.read_deadline import ReadDeadline
 
 LAST = b"<end>"
 
@@ -181,3 +182,38 @@ def test_the_response_starts_at_the_streams_first_wait() -> None:
         ("http.response.body", b"1"),
         ("http.response.body", LAST),
     ]
+
+
+def test_a_stalled_read_times_out_after_its_tasks_time_away() -> None:
+    """The read of frame 3 begins while 2 is being sent, a send slower than
+    the read's deadline: that time is not the read's, but the read, which
+    never ends, still times out on its own time once the send is done."""
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        body = message.get("body", b"")
+        if body == b"2":
+            await asyncio.sleep(0.3)  # the client, slow to read
+        if message["type"] == "http.response.body":
+            sent.append(body)
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        deadline = ReadDeadline(0.1)
+        try:
+            yield b"1"
+            yield b"2"
+            # As llm/streaming.py reads a chunk.
+            deadline.since = deadline.loop.time()
+            try:
+                await asyncio.Event().wait()  # an upstream that stalls
+            except asyncio.CancelledError:
+                if deadline.expired():
+                    yield b"timed out"
+                    return
+                raise
+        finally:
+            deadline.stop()
+
+    asyncio.run(_run(_response(frames()), send))
+
+    assert sent == [b"1", b"2", b"timed out" + LAST]

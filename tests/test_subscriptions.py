@@ -29,7 +29,7 @@ import uvicorn
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
-from starlette.testclient import WebSocketTestSession
+from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionResult
@@ -760,6 +760,50 @@ def test_streams_broken_mid_answer_open_the_stream_circuit(
     # ...while requests of another kind go on.
     answer = api.post('{ complete(prompt: "Hi") { text } }', token=token)
     assert answer["data"]["complete"]["text"] == "A short answer."
+
+
+def test_a_client_slow_to_read_does_not_time_out_a_healthy_upstream(
+    upstream: FakeUpstream,
+) -> None:
+    """A frame's send blocks (the client's socket full) while the next
+    chunk's read has begun, for longer than a chunk may take: the send is
+    not the upstream's time. The stream ends well, and its circuit, which
+    one failure would open, stays closed."""
+    app = create_app(
+        make_settings(
+            llm_timeout_seconds=0.2,
+            circuit_breaker_failures=1,
+            circuit_breaker_reset_seconds=600,
+        ),
+        llm_http_client=upstream.http_client(),
+    )
+    bodies = 0
+
+    async def slow_to_read(scope: Any, receive: Any, send: Any) -> None:
+        async def send_slowly(message: dict[str, Any]) -> None:
+            nonlocal bodies
+            if message["type"] == "http.response.body":
+                bodies += 1
+                if bodies == 2:  # the second delta's, as the third is read
+                    await asyncio.sleep(1.0)
+            await send(message)
+
+        await app(scope, receive, send_slowly)
+
+    with TestClient(slow_to_read) as client:
+        api = API(client, upstream)
+        token = api.login()
+        bodies = 0  # the stream's, from here
+        healthy = Reply(chunks=CHUNKS, chunk_delay=0.02)
+        *deltas, last = stream_over_http(api, "sse", token, healthy)
+        assert bodies > 2  # the second send was the slow one
+        assert [d["data"]["completeStream"]["text"] for d in deltas] == CHUNKS
+        assert "errors" not in last, last
+        assert last["data"]["completeStream"]["done"] is True
+        # Not paused: the upstream is asked again.
+        *_, again = stream_over_http(api, "sse", token)
+        assert "errors" not in again, again
+        assert len(upstream.requests) == 2
 
 
 @pytest.mark.parametrize("transport", ACCEPT)

@@ -44,6 +44,8 @@ from strawberry.http.streaming import (
 )
 from strawberry.types import ExecutionResult
 
+from gptmini_graphql.read_deadline import away
+
 Encode = Callable[[object], str]
 
 
@@ -239,14 +241,17 @@ async def _send_frames(
         thrown: asyncio.CancelledError | None = None
         if ready or opening:
             try:
-                await _open(opening, send)
-                if ready:
-                    await send(_body(b"".join(ready)))
-                    ready.clear()
+                # Its read has begun, but the task is not waiting on it while
+                # it sends: a client slow to read must not time it out.
+                with away():
+                    await _open(opening, send)
+                    if ready:
+                        await send(_body(b"".join(ready)))
+                        ready.clear()
             except asyncio.CancelledError as cancelled:
-                # For the wait as much as for the send (a chunk's timeout,
-                # shutdown, the client leaving): the wait hears of it, as it
-                # would have alone, and may answer it with a frame (an error).
+                # For the wait as much as for the send (shutdown, the client
+                # leaving, a timeout of the wait's own): the wait hears of it,
+                # as it would have alone, and may answer it with a frame.
                 thrown = cancelled
             except BaseException:
                 # A failed send: the stream ends, unwound as if cancelled.

@@ -19,6 +19,7 @@ from gptmini_graphql.llm.malformed import token_counts
 from gptmini_graphql.llm.resilience import is_outage
 from gptmini_graphql.llm.sse import EventStream
 from gptmini_graphql.llm.upstream_errors import APIError, APITimeoutError
+from gptmini_graphql.read_deadline import ReadDeadline
 
 MALFORMED_CHUNK = "The model's stream sent a malformed chunk."
 EMPTY_ANSWER = "The model returned an empty answer."
@@ -39,7 +40,7 @@ async def upstream_events(
     model, finish_reason, usage = upstream.model, None, None
     wrote = False
     reading = calls.metrics.streaming(upstream.name)
-    deadline = _ReadDeadline(wait)
+    deadline = ReadDeadline(wait)
     try:
         async with stream:
             chunks = aiter(stream)
@@ -111,43 +112,3 @@ async def upstream_events(
         raise
     breaker.succeeded()
     yield end
-
-
-class _ReadDeadline:
-    """`wait` seconds for each chunk, as `asyncio.timeout(wait)` around each
-    read gave them, without its timer made and cancelled for every chunk
-    (a twentieth of a stream's CPU): a read marks when it began (`since`;
-    None between reads, while the caller has the chunk), and one timer,
-    moved on lazily, cancels the reading task once a read has waited `wait`.
-    """
-
-    def __init__(self, wait: float) -> None:
-        self.wait = wait
-        self.loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None  # the stream is read in the task that began it
-        self.task = task
-        self.since: float | None = None
-        self._cancelled = False
-        self._timer = self.loop.call_later(wait, self._check)
-
-    def _check(self) -> None:
-        now = self.loop.time()
-        if self.since is not None and now >= self.since + self.wait:
-            self._cancelled = True
-            self.task.cancel()
-            return
-        # The read under way ends its `wait` then; one not begun yet, later.
-        start = now if self.since is None else self.since
-        self._timer = self.loop.call_at(start + self.wait, self._check)
-
-    def expired(self) -> bool:
-        """Whether a cancellation is this deadline's alone (as asyncio.timeout
-        tells its own from anyone else's)."""
-        if not self._cancelled:
-            return False
-        self._cancelled = False
-        return self.task.uncancel() == 0
-
-    def stop(self) -> None:
-        self._timer.cancel()
