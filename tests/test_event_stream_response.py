@@ -184,6 +184,24 @@ def test_the_response_starts_at_the_streams_first_wait() -> None:
     ]
 
 
+def test_frames_made_before_the_frames_fail_go_out_before_the_failure() -> None:
+    bodies = Bodies()
+
+    class EncodeFailed(Exception):
+        pass
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"1"
+        yield b"2"
+        yield b"3"
+        raise EncodeFailed  # made without a wait, as 2 and 3 were
+
+    with pytest.raises(EncodeFailed):
+        asyncio.run(_run(_response(frames()), bodies))
+
+    assert bodies.sent == [b"1", b"23"]
+
+
 def test_a_stalled_read_times_out_after_its_tasks_time_away() -> None:
     """The read of frame 3 begins while 2 is being sent, a send slower than
     the read's deadline: that time is not the read's, but the read, which

@@ -237,6 +237,12 @@ async def _send_frames(
         except StopAsyncIteration:
             await _open(opening, send)
             return b"".join(ready)
+        except Exception:
+            # The frames failed: those made before it still go out first.
+            if ready:
+                await _open(opening, send)
+                await send(_body(b"".join(ready)))
+            raise
         # The next frame waits (for the upstream, mostly): those ready first.
         thrown: asyncio.CancelledError | None = None
         if ready or opening:
