@@ -85,7 +85,7 @@ class Rig:
             return self._servers[name]
         if self._database is None:
             self._database = fresh_database(self.cwd, "api")
-            self._migrate(self._database)
+            self._migrate(self.api_env({"DATABASE_URL": self._database}), self.cwd)
         upstream = upstream or self.upstream()
         env = {
             "OPENAI_BASE_URL": upstream.url + "/v1",
@@ -98,15 +98,14 @@ class Rig:
         server.api_key = create_api_key(server.port, server.token)
         return server
 
-    def _migrate(self, database: str) -> None:
-        """`db upgrade` in a process of its own, as the deployments migrate
-        (deploy/: a Job, a container) before any API starts: a server that
-        migrates keeps Alembic loaded (11 MB), and one that does not is
-        what runs for real."""
-        env = self.api_env({"DATABASE_URL": database})
+    def _migrate(self, env: dict[str, str | None], cwd: Path) -> None:
+        """`db upgrade` of the server that `env` and `cwd` start, in a
+        process of its own, as the deployments migrate (deploy/: a Job, a
+        container) before any API starts: a server that migrates keeps
+        Alembic loaded (11 MB), and one that does not is what runs for real."""
         subprocess.run(
             [sys.executable, "-m", "gptmini_graphql", "db", "upgrade"],
-            cwd=self.cwd,
+            cwd=cwd,
             env={k: v for k, v in {**os.environ, **env}.items() if v is not None},
             capture_output=True,
             check=True,
@@ -133,6 +132,7 @@ class Rig:
                 **BUDGETS,
             }
         )
+        self._migrate(env, cwd)  # as ours is: its memory is compared
         server = self.start(name, API_ARGV, env=env, cwd=cwd)
         server.token = self.before_token = login(server.port)
         return server
