@@ -167,3 +167,83 @@ def test_a_plan_is_kept_while_its_document_is() -> None:
     assert plans() == 1
     del document
     assert plans() == 0
+
+
+@strawberry.type
+class Holder:
+    inner: Inner | None = None
+
+
+HOLDERS = {"with-inner": Holder(inner=Inner(size=3)), "without": Holder()}
+
+
+@strawberry.type
+class NestedQuery:
+    @strawberry.field
+    def holder(self, kind: str) -> Holder | None:
+        return HOLDERS[kind]
+
+    @strawberry.field
+    def pieces(self) -> list[Piece]:
+        return [Piece(text=str(n)) for n in range(50)]
+
+
+def _run_nested(
+    executor: type, query: str, variables: dict[str, Any]
+) -> tuple[Any, list[Any]]:
+    schema = strawberry.Schema(query=NestedQuery, execution_context_class=executor)
+    result = asyncio.run(schema.execute(query, variable_values=variables))
+    return result.data, [error.formatted for error in result.errors or ()]
+
+
+@pytest.mark.parametrize("kind", sorted(HOLDERS))
+def test_a_nested_selection_refused_by_its_variables_fails_where_graphql_core_says(
+    kind: str,
+) -> None:
+    # A null `if:` is refused when graphql-core collects `inner`'s selection:
+    # only if `inner` is not null, and at its path, not its parent's.
+    query = (
+        "query Q($kind: String!, $v: Boolean = true) "
+        "{ holder(kind: $kind) { inner { size @include(if: $v) } } }"
+    )
+    variables = {"kind": kind, "v": None}
+
+    ours = _run_nested(CodedExecutor, query, variables)
+
+    assert ours == _run_nested(StrawberryGraphQLCoreExecutionContext, query, variables)
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("{ pieces { text shout } }", {}),  # a resolver: never planned
+        ("query Q($v: Boolean!) { pieces { text @include(if: $v) } }", {"v": True}),
+    ],
+)
+def test_a_lists_items_are_not_planned_one_by_one(
+    monkeypatch: pytest.MonkeyPatch, query: str, variables: dict[str, Any]
+) -> None:
+    planned: list[object] = []
+    plan_object = executor_module.plan_object
+
+    def counted_plan(*args: Any) -> Any:
+        planned.append(args[1])
+        return plan_object(*args)
+
+    monkeypatch.setattr(executor_module, "plan_object", counted_plan)
+    schema = strawberry.Schema(
+        query=NestedQuery,
+        execution_context_class=CodedExecutor,
+        extensions=[ParserCache],
+    )
+
+    async def twice() -> None:
+        for _ in range(2):
+            result = await schema.execute(query, variable_values=variables)
+            assert result.errors is None
+            assert len(result.data["pieces"]) == 50  # type: ignore[index]
+
+    asyncio.run(twice())
+
+    # At most once per request (a selection variables can change), not per item.
+    assert len(planned) <= 2

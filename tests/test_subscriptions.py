@@ -216,6 +216,35 @@ def stream_over_http(
     return multipart_payloads(response.text)
 
 
+def test_a_usage_selection_refused_by_its_variables_costs_only_the_last_event(
+    api: API, token: str, capfd: pytest.CaptureFixture
+) -> None:
+    # `usage` is null on every delta, so graphql-core never collects its
+    # selection there: only the last event (usage set) carries the error.
+    query = """
+      subscription S($prompt: String!, $v: Boolean = true) {
+        completeStream(prompt: $prompt) {
+          text usage { completionTokens @include(if: $v) }
+        }
+      }
+    """
+    api.upstream.queue(Reply(chunks=["a ", "b"]))
+    response = api.client.post(
+        "/graphql",
+        json={"query": query, "variables": {"prompt": "x", "v": None}},
+        headers={"Authorization": f"Bearer {token}", "Accept": ACCEPT["sse"]},
+    )
+    events = [data for name, data in sse_events(response.text) if name == "next"]
+    assert [event.get("data") for event in events[:2]] == [
+        {"completeStream": {"text": "a ", "usage": None}},
+        {"completeStream": {"text": "b", "usage": None}},
+    ]
+    assert all("errors" not in event for event in events[:2])
+    assert "errors" in events[-1]
+    # The caller's mistake, answered to the caller: no error in our logs.
+    assert "subscription not planned" not in capfd.readouterr().err
+
+
 def sse_events(body: str) -> list[tuple[str, Any]]:
     """(event, data) pairs of a graphql-sse body; comments (pings) dropped."""
     events = []

@@ -70,6 +70,10 @@ class CodedExecutor(StrawberryGraphQLCoreExecutionContext):
         if event_plan is _UNPLANNED:
             try:
                 event_plan = plan(self)
+            except GraphQLError:
+                # The caller's selection, refused (a directive's variable that
+                # is null): the executor reports it, in the events it concerns.
+                event_plan = None
             except Exception:
                 # A bug in planning must cost the shortcut, not the stream:
                 # every event is then the executor's, as without a plan. (Left
@@ -115,7 +119,9 @@ class CodedExecutor(StrawberryGraphQLCoreExecutionContext):
         # Planned once for a document's fields: the parser's cache hands every
         # request the same nodes (extensions/parsing.py), and the plan goes
         # when they do. Not kept when variables could change the selection (a
-        # directive, fragment arguments): planned for this request alone.
+        # directive, fragment arguments): planned once for this request (a
+        # list's items share it). "No plan" is kept as a plan is: a selection
+        # that cannot be planned is not tried again for every object.
         manager = self.middleware_manager
         if manager is not None and manager.middlewares:
             return None  # an extension resolves each field itself
@@ -126,14 +132,26 @@ class CodedExecutor(StrawberryGraphQLCoreExecutionContext):
             ref() is node for ref, node in zip(cached[0], nodes, strict=True)
         ):
             return cached[1]
-        root = plan_object(self, object_type, details)
-        if root is not None and _fixed(details, self.fragments):
+        this_request = self.__dict__.setdefault("_object_plans", {})
+        if (planned := this_request.get((object_type, id(details)))) is not None:
+            return planned[1]
+        try:
+            root = plan_object(self, object_type, details)
+        except Exception:
+            # A selection graphql-core refuses (a directive's variable that
+            # is null, say): it raises it where and when it collects it (only
+            # for an object that is not null), which the plan cannot do.
+            root = None
+        if not _fixed(details, self.fragments):
+            # `details` kept with its plan: its id names no other list meanwhile.
+            this_request[object_type, id(details)] = (details, root)
+            return root
 
-            def forget(_: object) -> None:
-                _OBJECT_PLANS.pop(key, None)
+        def forget(_: object) -> None:
+            _OBJECT_PLANS.pop(key, None)
 
-            refs = tuple(weakref.ref(node, forget) for node in nodes)
-            _OBJECT_PLANS[key] = (refs, root)
+        refs = tuple(weakref.ref(node, forget) for node in nodes)
+        _OBJECT_PLANS[key] = (refs, root)
         return root
 
     def execute_operation(self, serially: bool | None = None) -> Any:
