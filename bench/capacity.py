@@ -54,6 +54,9 @@ def slow_upstream(rig: Rig, options: Options) -> list[dict]:
         ("direct", upstream, direct, json_check("choices")),
         ("ours", server, summarize_request(server), summary_check),
     ]
+    if rig.before_ref:  # --before REF: that commit's server, same upstream
+        before = rig.before(f"before-{SLOW_UPSTREAM_MS}ms", upstream=upstream)
+        sides.append(("before", before, summarize_request(before), summary_check))
     rows = []
     # A warm-up of a few upstream round trips: every connection busy.
     warmup = max(options.warmup, 4 * SLOW_UPSTREAM_MS / 1000)

@@ -111,11 +111,11 @@ class Rig:
             check=True,
         )
 
-    def before(self, name: str = "before") -> Server:
-        """The server as it was at `before_ref` (git archive), same upstream,
-        same settings but its own SQLite database (its own schema), logged
-        in: "before" figures from the same run. Another `name`, another
-        server (on the same source)."""
+    def before(self, name: str = "before", upstream: Server | None = None) -> Server:
+        """The server as it was at `before_ref` (git archive), same upstream
+        (or `upstream`), same settings but its own SQLite database (its own
+        schema), logged in: "before" figures from the same run. Another
+        `name`, another server (on the same source)."""
         assert self.before_ref is not None
         if name in self._servers:
             return self._servers[name]
@@ -126,7 +126,7 @@ class Rig:
         cwd.mkdir()
         env = self.api_env(
             {
-                "OPENAI_BASE_URL": self.upstream().url + "/v1",
+                "OPENAI_BASE_URL": (upstream or self.upstream()).url + "/v1",
                 "OPENAI_API_KEY": "bench",
                 "PYTHONPATH": str(source),
                 **BUDGETS,
