@@ -21,9 +21,11 @@ outage; any other exception is a bug and propagates as it is.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import hiredis
@@ -32,7 +34,8 @@ from gptmini_graphql.circuit_breaker import CircuitBreaker
 from gptmini_graphql.metrics import Metrics
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import ConnectionPool, Redis
+    from redis.asyncio.connection import AbstractConnection
 
 logger = logging.getLogger("gptmini_graphql.redis")
 
@@ -94,6 +97,9 @@ class SharedRedis:
         pool = self.client.connection_pool
         pool.connection_class = _packed_by_hiredis(pool.connection_class)
         self._errors = RedisError
+        # The hot paths' commands (rate limits, budgets, cache reads): each
+        # written at once, one connection for all (see PipelinedLine).
+        self.line = PipelinedLine(pool)
         self.metrics = metrics
         self._breaker = CircuitBreaker(1, retry_seconds, timer)
         self._down = False
@@ -159,3 +165,139 @@ def _packed_by_hiredis(connection: type[Any]) -> type[Any]:
 
     Packed.__name__ = Packed.__qualname__ = f"Hiredis{connection.__name__}"
     return Packed
+
+
+class PipelinedLine:
+    """One connection of the pool on which each `ask` is written at once,
+    without waiting for the replies of those before it: Redis runs one
+    connection's commands in the order they arrive and answers in that
+    order, so asks keep their order without one round trip waiting for
+    another. (A pipeline of redis-py holds its connection until its replies
+    are in: asks sent that way go one round trip at a time, and callers
+    that wait for each other under load stay bunched together.)
+
+    As the app's client does: a lost connection (an idle one Redis closed)
+    sends what was unanswered once more, in order, on a new connection; a
+    timeout is an outage as it is. An ask that fails raises the Redis error,
+    for `SharedRedis.call` to judge."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        from redis.exceptions import ConnectionError as ConnectionLost
+        from redis.exceptions import ResponseError
+
+        self._pool = pool
+        self._lost = ConnectionLost
+        self._refused = ResponseError  # one command's error reply
+        self._connection: AbstractConnection | None = None
+        self._unsent: list[_Ask] = []
+        self._unanswered: deque[_Ask] = deque()
+        self._writing: asyncio.Task[None] | None = None
+        self._reading: asyncio.Task[None] | None = None
+
+    async def command(self, *args: Any) -> Any:
+        """One command's reply (an error reply raised)."""
+        (reply,) = await self.ask([args])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def ask(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Each command's reply, in order (an error reply as its
+        ResponseError, not raised)."""
+        # Packed here: a value hiredis cannot pack is the asker's bug, not
+        # the line's (nor the other asks').
+        ask = _Ask([hiredis.pack_command(command) for command in commands])
+        self._unsent.append(ask)
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write())
+        return await ask.replies
+
+    async def _write(self) -> None:
+        """Write what is unsent, in order, until nothing is (then stop)."""
+        try:
+            while self._unsent:
+                connection = self._connection
+                if connection is None:
+                    try:
+                        connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                    except Exception as error:  # a Redis error, or a bug
+                        self._fail(error)
+                        continue
+                    self._connection = connection
+                asks, self._unsent = self._unsent, []
+                packed = [command for ask in asks for command in ask.commands]
+                self._unanswered.extend(asks)
+                try:
+                    await connection.send_packed_command(packed, check_health=False)
+                except Exception as error:  # a Redis error, or a bug
+                    await self._drop(connection, error)
+                    continue
+                if self._reading is None:
+                    self._reading = asyncio.get_running_loop().create_task(
+                        self._read(connection)
+                    )
+        finally:
+            self._writing = None
+
+    async def _read(self, connection: AbstractConnection) -> None:
+        """Hand each reply to its ask, in order, until none is awaited."""
+        try:
+            while self._unanswered and self._connection is connection:
+                ask = self._unanswered[0]
+                while len(ask.answers) < len(ask.commands):
+                    try:
+                        reply = await connection.read_response()
+                    except self._refused as refused:
+                        reply = refused
+                    ask.answers.append(reply)
+                self._unanswered.popleft()
+                if not ask.replies.done():
+                    ask.replies.set_result(ask.answers)
+        except Exception as error:  # a Redis error, or a bug: the line is dropped
+            await self._drop(connection, error)
+        finally:
+            if self._connection is connection or self._connection is None:
+                self._reading = None
+
+    async def _drop(self, connection: AbstractConnection, error: Exception) -> None:
+        """The connection failed: every unanswered ask is sent again once if
+        it was lost (they may have run: their commands must be repeatable),
+        or fails with `error`. Done before any await, so that no ask asked
+        meanwhile is written before them."""
+        if self._connection is not connection:
+            return  # dropped already
+        self._connection = None
+        self._reading = None
+        unanswered, self._unanswered = list(self._unanswered), deque()
+        again = []
+        for ask in unanswered:
+            if isinstance(error, self._lost) and not ask.sent_again:
+                ask.sent_again = True
+                ask.answers.clear()
+                again.append(ask)
+            elif not ask.replies.done():
+                ask.replies.set_exception(error)
+        self._unsent = again + self._unsent
+        if self._unsent and self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write())
+        await connection.disconnect(nowait=True)
+        await self._pool.release(connection)
+
+    def _fail(self, error: Exception) -> None:
+        """No connection could be had: what is unsent fails."""
+        unsent, self._unsent = self._unsent, []
+        for ask in unsent:
+            if not ask.replies.done():
+                ask.replies.set_exception(error)
+
+
+class _Ask:
+    __slots__ = ("answers", "commands", "replies", "sent_again")
+
+    def __init__(self, commands: list[bytes]) -> None:  # each packed
+        self.commands = commands
+        self.answers: list[Any] = []
+        self.replies: asyncio.Future[list[Any]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.sent_again = False

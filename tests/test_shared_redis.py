@@ -112,3 +112,36 @@ def test_budgets_use_the_apps_client_and_leave_it_open(
 
     asyncio.run(scenario())
     assert _connections(redis_server) == []
+
+
+def test_the_line_answers_each_ask_in_the_order_asked(
+    redis_server: RedisServer,
+) -> None:
+    """Asks from many tasks at once, none waiting for another's reply: Redis
+    runs them in the order asked, each gets its own replies (an error reply
+    as its error), and a lost connection sends the unanswered ones again."""
+    from redis.exceptions import ResponseError
+
+    async def scenario() -> None:
+        redis = SharedRedis(redis_server.url, Metrics())
+        line = redis.line
+        try:
+
+            async def incr(times: int) -> list[int]:
+                return await line.ask([("INCR", "n")] * times)
+
+            replies = await asyncio.gather(*(incr(1 + i % 3) for i in range(300)))
+            assert [n for reply in replies for n in reply] == list(range(1, 601))
+            wrong = await line.ask([("INCR", "n"), ("HGET", "n", "f"), ("GET", "n")])
+            assert wrong[0] == 601 and wrong[2] == b"601"
+            assert isinstance(wrong[1], ResponseError)  # WRONGTYPE, for it alone
+            with pytest.raises(ResponseError):
+                await line.command("HGET", "n", "f")
+            # Redis closes the line's connection: sent again on a new one.
+            await redis.client.client_kill_filter(_type="normal", skipme=True)
+            assert await line.command("INCR", "n") == 602
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+    assert _connections(redis_server) == []  # closed with the app's client

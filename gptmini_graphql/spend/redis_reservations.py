@@ -167,18 +167,14 @@ class RedisReservations:
     Redis raises RedisUnavailable); the client is the app's, closed with it."""
 
     def __init__(self, redis: SharedRedis) -> None:
-        # Imported here: redis-py imports OpenTelemetry (see shared_redis.py).
-        from redis.exceptions import NoScriptError
-
-        self._lost_script = NoScriptError
         self._redis = redis
         self._client = redis.client
-        self._script = self._client.register_script(_STEPS)
         # Each user's and counter's key names, made once (cleared when many).
         self._names: dict[tuple[str, str], list[str]] = {}
         self._waiting: list[_Step] = []
-        self._sending: asyncio.Task[None] | None = None
+        self._sending: asyncio.Handle | None = None
         self._settle_later: asyncio.TimerHandle | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def _keys(self, tag: str, budget: Budget) -> list[str]:
         names = self._names.get((tag, budget.counter))
@@ -213,7 +209,7 @@ class RedisReservations:
             args += [amount, budget.limit, self._keep(budget, now)]
         reply = asyncio.get_running_loop().create_future()
         self._send(("reserve", keys, args, reply, tag))
-        found = await reply  # cancelled: released if granted (_send_all)
+        found = await reply  # cancelled: released if granted (_answer)
         answer = [_text(part) for part in found]
         if answer[0] == "missing":
             return Verdict(False, missing=[int(i) for i in answer[1:]])
@@ -261,10 +257,12 @@ class RedisReservations:
 
     async def drain(self) -> None:
         """Wait until every step asked for so far has been answered (shutdown)."""
-        if self._waiting:
-            self._start()
-        while self._sending is not None:
-            await asyncio.wait([self._sending])
+        while self._waiting or self._in_flight:
+            if self._waiting:
+                if self._sending is not None:
+                    self._sending.cancel()
+                self._send_waiting()
+            await asyncio.wait(self._in_flight)
 
     # --- the round trips ------------------------------------------------------
 
@@ -273,30 +271,73 @@ class RedisReservations:
         self._start()
 
     def _start(self) -> None:
-        """Send what waits now (a round trip is on its way: right after it)."""
+        """Send what waits at the end of this turn of the event loop (so the
+        steps asked in one turn share a round trip)."""
         if self._settle_later is not None:
             self._settle_later.cancel()
             self._settle_later = None
         if self._sending is None:
-            self._sending = asyncio.get_running_loop().create_task(self._send_all())
+            self._sending = asyncio.get_running_loop().call_soon(self._send_waiting)
 
-    async def _send_all(self) -> None:
-        """Round trips, one at a time, each with every step waiting by then."""
+    def _send_waiting(self) -> None:
+        """One round trip for every step waiting, on its way at once: not
+        after the round trips still in flight, whose replies it does not
+        wait for (the line keeps their order)."""
+        self._sending = None
+        steps, self._waiting = self._waiting, []
+        if steps:
+            trip = asyncio.get_running_loop().create_task(self._round_trip(steps))
+            self._in_flight.add(trip)
+            trip.add_done_callback(self._in_flight.discard)
+
+    async def _round_trip(self, steps: list[_Step]) -> None:
+        calls = self._calls(steps)
         try:
-            while self._waiting:
-                steps, self._waiting = self._waiting, []
-                try:
-                    replies = await self._redis.call(partial(self._round_trip, steps))
-                except BaseException as error:
-                    for step in steps:
-                        self._answer(step, error)
-                    if not isinstance(error, RedisUnavailable):
-                        raise  # cancelled (the loop is closing), or a bug
-                    continue
-                for step, reply in zip(steps, replies, strict=True):
-                    self._answer(step, reply)
-        finally:
-            self._sending = None
+            line = self._redis.line
+            results = await self._redis.call(
+                partial(line.ask, [command for command, _ in calls])
+            )
+        except BaseException as error:
+            for step in steps:
+                self._answer(step, error)
+            if not isinstance(error, RedisUnavailable):
+                raise  # cancelled (the loop is closing), or a bug
+            return
+        replies: list[Any] = [None] * len(steps)
+        for (_, indexes), result in zip(calls, results, strict=True):
+            if isinstance(result, Exception):
+                # A script that failed: Redis is not doing its part.
+                for index in indexes:
+                    self._answer(steps[index], result)
+                continue
+            for index, reply in zip(indexes, result, strict=True):
+                replies[index] = reply
+        for step, reply in zip(steps, replies, strict=True):
+            if reply is not None:
+                self._answer(step, reply)
+
+    def _calls(self, steps: list[_Step]) -> list[tuple[tuple[Any, ...], list[int]]]:
+        """Each user's steps in script calls of their own, in order: each
+        call's command, and the indexes of its steps."""
+        by_user: dict[str, list[int]] = {}
+        for index, step in enumerate(steps):
+            by_user.setdefault(step[4], []).append(index)
+        calls = []
+        for indexes in by_user.values():
+            for start in range(0, len(indexes), STEPS_PER_CALL):
+                call = indexes[start : start + STEPS_PER_CALL]
+                keys: list[str] = []
+                args: list[str | int] = []
+                for index in call:
+                    name, step_keys, step_args, _, _ = steps[index]
+                    keys += step_keys
+                    args += [name, len(step_keys), len(step_args), *step_args]
+                # EVAL, not EVALSHA: Redis keeps the script compiled by its
+                # hash either way, and a Redis that restarted (or SCRIPT
+                # FLUSHed) runs it all the same: no NOSCRIPT to load and run
+                # again after later round trips already ran.
+                calls.append((("EVAL", _STEPS, len(keys), *keys, *args), call))
+        return calls
 
     def _answer(self, step: _Step, reply: Any) -> None:
         name, keys, args, waiter, tag = step
@@ -317,52 +358,6 @@ class RedisReservations:
             for keep in args[5::3]:
                 release += [0, keep]
             self._send(("settle", [*keys, self._settled(tag)], release, None, tag))
-
-    async def _round_trip(self, steps: list[_Step]) -> list[Any]:
-        """Each step's reply (or its error) from one pipeline. A script Redis
-        has lost (a restart, SCRIPT FLUSH) is loaded, and its steps run again."""
-        replies = await self._pipeline(steps)
-        lost = [i for i, r in enumerate(replies) if isinstance(r, self._lost_script)]
-        if lost:
-            await self._client.script_load(self._script.script)
-            again = await self._pipeline([steps[i] for i in lost])
-            for index, reply in zip(lost, again, strict=True):
-                replies[index] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply  # a script that failed: Redis is not doing its part
-        return replies
-
-    async def _pipeline(self, steps: list[_Step]) -> list[Any]:
-        """Each step's reply: each user's steps in script calls of their own,
-        in order, all the calls in one pipeline."""
-        by_user: dict[str, list[int]] = {}
-        for index, step in enumerate(steps):
-            by_user.setdefault(step[4], []).append(index)
-        calls = [
-            indexes[start : start + STEPS_PER_CALL]
-            for indexes in by_user.values()
-            for start in range(0, len(indexes), STEPS_PER_CALL)
-        ]
-        # EVALSHA directly: a pipeline of Script calls asks SCRIPT EXISTS
-        # first, a second round trip each time.
-        async with self._client.pipeline(transaction=False) as pipe:
-            for call in calls:
-                keys: list[str] = []
-                args: list[str | int] = []
-                for index in call:
-                    name, step_keys, step_args, _, _ = steps[index]
-                    keys += step_keys
-                    args += [name, len(step_keys), len(step_args), *step_args]
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
-        replies: list[Any] = [None] * len(steps)
-        for call, result in zip(calls, results, strict=True):
-            # An error (a lost script, a failed step) is every step's of the call.
-            each = [result] * len(call) if isinstance(result, Exception) else result
-            for index, reply in zip(call, each, strict=True):
-                replies[index] = reply
-        return replies
 
     def _settle_failed(self) -> None:
         self._redis.metrics.budget_store_errors.inc()
