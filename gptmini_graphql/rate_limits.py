@@ -59,7 +59,7 @@ class RateLimiter:
         self._shared = (
             SlidingWindowCounterRateLimiter(_redis_storage(redis)) if redis else None
         )
-        self._windows = RedisWindows(redis.client, KEY_PREFIX) if redis else None
+        self._windows = RedisWindows(redis, KEY_PREFIX) if redis else None
 
     async def hit(
         self,

@@ -84,9 +84,11 @@ class ResponseCache:
     async def get(self, key: str) -> dict[str, Any] | None:
         if self._redis is None:
             return self._memory.get(key)
-        client = self._redis.client
+        line = self._redis.line  # the app's pipelined line (shared_redis.py)
         try:
-            raw = await self._redis.call(lambda: client.get(REDIS_PREFIX + key))
+            raw = await self._redis.call(
+                lambda: line.command("GET", REDIS_PREFIX + key)
+            )
         except RedisUnavailable:
             self.metrics.cache_errors.labels("read").inc()
             return None
