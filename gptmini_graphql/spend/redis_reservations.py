@@ -1,12 +1,16 @@
 """Reservations in Redis (reservations.py says what each step means): one
 Lua function per step, exact across every process that shares the Redis.
 
-The steps of this process go to Redis in the order they were asked for, as
-many as are waiting in one round trip (the next one sent when the last has
-answered), and each user's steps in that round trip in one script call
-(`_STEPS`, which runs them in order): under load one command carries the
-reserves and settles of dozens of calls, each of which would otherwise cost
-a command to pack, send, time and parse.
+The steps of this process go to Redis in the order they were asked for:
+those asked in one turn of the event loop in one round trip, sent at once
+on the app's pipelined line (shared_redis.py), which does not wait for the
+replies of round trips still in flight yet keeps their order; each user's
+steps in that round trip in one script call (`_STEPS`, which runs them in
+order): under load one command carries the reserves and settles of many
+calls, each of which would otherwise cost a command to pack, send and parse.
+(Round trips that waited for each other bunched 64 concurrent callers into
+one, answered at one instant: they then went upstream, came back and were
+served together, again and again.)
 
 A settle is not waited for: the call's answer goes out at once, and the
 settle goes with this process's next step (a reserve, usually), or alone
