@@ -168,7 +168,8 @@ class RedisReservations:
     """Every key of a user shares the hash tag `{user id}`, so a script
     call's keys stay in one slot of a Redis Cluster. Through the app's one client
     and its outage policy (`SharedRedis.call`: a round trip that cannot reach
-    Redis raises RedisUnavailable); the client is the app's, closed with it."""
+    Redis, or whose script fails, raises RedisUnavailable); the client is the
+    app's, closed with it."""
 
     def __init__(self, redis: SharedRedis) -> None:
         self._redis = redis
@@ -297,9 +298,8 @@ class RedisReservations:
     async def _round_trip(self, steps: list[_Step]) -> None:
         calls = self._calls(steps)
         try:
-            line = self._redis.line
             results = await self._redis.call(
-                partial(line.ask, [command for command, _ in calls])
+                partial(self._ask, [command for command, _ in calls])
             )
         except BaseException as error:
             for step in steps:
@@ -309,16 +309,24 @@ class RedisReservations:
             return
         replies: list[Any] = [None] * len(steps)
         for (_, indexes), result in zip(calls, results, strict=True):
-            if isinstance(result, Exception):
-                # A script that failed: Redis is not doing its part.
-                for index in indexes:
-                    self._answer(steps[index], result)
-                continue
             for index, reply in zip(indexes, result, strict=True):
                 replies[index] = reply
         for step, reply in zip(steps, replies, strict=True):
-            if reply is not None:
-                self._answer(step, reply)
+            self._answer(step, reply)
+
+    async def _ask(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Each script call's reply; a call that failed raises its error."""
+        results = await self._redis.line.ask(commands)
+        for result in results:
+            if isinstance(result, Exception):
+                # A script that failed (READONLY after a failover, OOM, a key
+                # of the wrong type): Redis is not doing its part. Raised
+                # here, inside `SharedRedis.call`, it is an outage like any
+                # other: the circuit opens, logged and counted, and every
+                # step of the round trip gets RedisUnavailable (callers with
+                # budgets: BUDGET_UNAVAILABLE), not a raw ResponseError.
+                raise result
+        return results
 
     def _calls(self, steps: list[_Step]) -> list[tuple[tuple[Any, ...], list[int]]]:
         """Each user's steps in script calls of their own, in order: each

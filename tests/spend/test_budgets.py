@@ -308,6 +308,40 @@ def test_budgets_refuse_while_their_redis_is_down(
     assert details["retryAfter"] >= 1
 
 
+def test_a_failing_budget_script_is_an_outage(
+    capfd, make_api, redis_server: RedisServer
+) -> None:
+    """Redis up but the budget script failing (here a key of the wrong type;
+    READONLY after a failover or OOM alike): refused as with Redis down,
+    and counted and logged as an outage, not an internal error."""
+    import redis
+
+    api = make_api(redis_url=redis_server.url, budget_usd_per_day=1.0)
+    token = api.login()
+    assert "errors" not in api.post(CALL, token=token)
+    client = redis.Redis(port=redis_server.port, socket_timeout=1)
+    suffixes = (":reserved", ":amounts", ":settled")
+    spent = [
+        key
+        for key in client.keys("gptmini:spend:*")
+        if not key.decode().endswith(suffixes)
+    ]
+    assert spent
+    for key in spent:  # each spent counter a hash: WRONGTYPE for the script
+        client.delete(key)
+        client.hset(key, "not", "a counter")
+    client.close()
+    capfd.readouterr()
+
+    details = refusal(api.post(CALL, token=token))
+
+    assert details["code"] == "BUDGET_UNAVAILABLE"
+    assert "redis unreachable" in capfd.readouterr().err
+    metrics = api.client.get("/metrics").text.splitlines()
+    assert "gptmini_redis_outages_total 1.0" in metrics
+    assert "gptmini_redis_down 1.0" in metrics
+
+
 def test_without_budgets_a_down_redis_stops_nothing(
     make_api, redis_server: RedisServer
 ) -> None:
