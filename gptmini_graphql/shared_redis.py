@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import hiredis
@@ -143,6 +143,9 @@ class SharedRedis:
             logger.info("redis reachable again")
 
     async def aclose(self) -> None:
+        # The line first: what it has in flight fails rather than being sent
+        # again on a new connection from the closed pool.
+        await self.line.aclose()
         await self.client.aclose()  # and its connection pool, which limits shares
 
 
@@ -179,7 +182,14 @@ class PipelinedLine:
     As the app's client does: a lost connection (an idle one Redis closed)
     sends what was unanswered once more, in order, on a new connection; a
     timeout is an outage as it is. An ask that fails raises the Redis error,
-    for `SharedRedis.call` to judge."""
+    for `SharedRedis.call` to judge.
+
+    Two tasks do the work: a writer (`_write`, while asks are unsent) and a
+    reader (`_read`, while replies are due). Whichever of them meets an
+    error drops the connection (`_drop`): the replies still due on it can
+    no longer be matched to their asks. Each connection taken has a number
+    (`_generation`): a task of an earlier one knows it is done with, even
+    when the pool hands the same connection object back, reconnected."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         from redis.exceptions import ConnectionError as ConnectionLost
@@ -189,10 +199,13 @@ class PipelinedLine:
         self._lost = ConnectionLost
         self._refused = ResponseError  # one command's error reply
         self._connection: AbstractConnection | None = None
+        self._generation = 0  # of `_connection`: how many were taken
         self._unsent: list[_Ask] = []
-        self._unanswered: deque[_Ask] = deque()
+        self._unanswered: deque[_Ask] = deque()  # sent on `_connection`, in order
         self._writing: asyncio.Task[None] | None = None
         self._reading: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # every one still running
+        self._closed = False
 
     async def command(self, *args: Any) -> Any:
         """One command's reply (an error reply raised)."""
@@ -204,87 +217,147 @@ class PipelinedLine:
     async def ask(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Each command's reply, in order (an error reply as its
         ResponseError, not raised)."""
+        if self._closed:  # the app is shutting down: an outage to its callers
+            raise self._lost("the pipelined line is closed")
         # Packed here: a value hiredis cannot pack is the asker's bug, not
         # the line's (nor the other asks').
         ask = _Ask([hiredis.pack_command(command) for command in commands])
         self._unsent.append(ask)
         if self._writing is None:
-            self._writing = asyncio.get_running_loop().create_task(self._write())
+            self._writing = self._start(self._write())
         return await ask.replies
+
+    async def aclose(self) -> None:
+        """Closed for good: asks in flight fail (nothing is sent again), new
+        ones fail at once, and the connection goes back to the pool closed.
+        Before the pool is closed: otherwise what is in flight would be sent
+        again on a new connection from the closed pool, and left open."""
+        if self._closed:
+            return
+        self._closed = True
+        # The writer and readers are told to stop before anything here
+        # awaits, so that none takes or writes to a connection after this;
+        # what is in flight fails first with this error (their handlers then
+        # find nothing left to fail).
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        closed = self._lost("the pipelined line is closed")
+        self._fail(closed)
+        await self._drop(self._generation, closed, send_again=False)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _current(self, generation: int) -> bool:
+        """Whether the connection numbered `generation` is still the line's."""
+        return self._connection is not None and generation == self._generation
 
     async def _write(self) -> None:
         """Write what is unsent, in order, until nothing is (then stop)."""
         try:
             while self._unsent:
-                connection = self._connection
-                if connection is None:
+                if self._connection is None:
                     try:
                         connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
                     except Exception as error:  # a Redis error, or a bug
                         self._fail(error)
                         continue
                     self._connection = connection
+                    self._generation += 1
+                connection, generation = self._connection, self._generation
                 asks, self._unsent = self._unsent, []
                 packed = [command for ask in asks for command in ask.commands]
                 self._unanswered.extend(asks)
                 try:
                     await connection.send_packed_command(packed, check_health=False)
                 except Exception as error:  # a Redis error, or a bug
-                    await self._drop(connection, error)
+                    await self._drop(generation, error)
                     continue
-                if self._reading is None:
-                    self._reading = asyncio.get_running_loop().create_task(
-                        self._read(connection)
-                    )
+                if self._reading is None and self._current(generation):
+                    self._reading = self._start(self._read(connection, generation))
+        except BaseException as error:
+            # Stopped mid-way (cancelled: the line closing, the loop ending):
+            # how much reached the socket is unknown, and no writer is left
+            # to send the rest. All of it fails, as an outage.
+            stopped = self._lost(f"the pipelined line's writer stopped: {error!r}")
+            self._fail(stopped)
+            await self._drop(self._generation, stopped, send_again=False)
+            raise
         finally:
-            self._writing = None
+            if self._writing is asyncio.current_task():
+                self._writing = None
 
-    async def _read(self, connection: AbstractConnection) -> None:
+    async def _read(self, connection: AbstractConnection, generation: int) -> None:
         """Hand each reply to its ask, in order, until none is awaited."""
         try:
-            while self._unanswered and self._connection is connection:
+            while self._unanswered and self._current(generation):
                 ask = self._unanswered[0]
-                while len(ask.answers) < len(ask.commands):
+                answers = []
+                for _ in ask.commands:
                     try:
-                        reply = await connection.read_response()
+                        answers.append(await connection.read_response())
                     except self._refused as refused:
-                        reply = refused
-                    ask.answers.append(reply)
+                        answers.append(refused)
+                if not self._current(generation):
+                    return  # dropped meanwhile: its asks are another reader's
                 self._unanswered.popleft()
-                if not ask.replies.done():
-                    ask.replies.set_result(ask.answers)
+                if not ask.replies.done():  # (its caller may have left)
+                    ask.replies.set_result(answers)
         except Exception as error:  # a Redis error, or a bug: the line is dropped
-            await self._drop(connection, error)
+            await self._drop(generation, error)
+        except BaseException as error:
+            # Cancelled (by `_drop` when the writer dropped the connection, by
+            # `aclose`, or from outside: the loop ending): the replies still
+            # due on this connection would go to the wrong asks if another
+            # reader went on. They fail, as an outage, and are not sent again
+            # (whoever stopped the reader wants the line's work stopped).
+            stopped = self._lost(f"the pipelined line's reader stopped: {error!r}")
+            await self._drop(generation, stopped, send_again=False)
+            raise
         finally:
-            if self._connection is connection or self._connection is None:
+            if self._reading is asyncio.current_task():
                 self._reading = None
 
-    async def _drop(self, connection: AbstractConnection, error: Exception) -> None:
-        """The connection failed: every unanswered ask is sent again once if
-        it was lost (they may have run: their commands must be repeatable),
-        or fails with `error`. Done before any await, so that no ask asked
+    async def _drop(
+        self, generation: int, error: BaseException, *, send_again: bool = True
+    ) -> None:
+        """The connection numbered `generation` failed: every unanswered ask
+        is sent again once if it was lost (they may have run: their commands
+        must be repeatable) and `send_again` (not when the line stopped), or
+        fails with `error`. Done before any await, so that no ask asked
         meanwhile is written before them."""
-        if self._connection is not connection:
+        connection = self._connection
+        if connection is None or generation != self._generation:
             return  # dropped already
         self._connection = None
-        self._reading = None
-        unanswered, self._unanswered = list(self._unanswered), deque()
+        reader, self._reading = self._reading, None
+        if reader is not None and reader is not asyncio.current_task():
+            # It must not read on: the pool may hand this connection object
+            # back, reconnected, with another reader's replies on it.
+            reader.cancel()
+        unanswered, self._unanswered = self._unanswered, deque()
+        send_again = send_again and not self._closed and isinstance(error, self._lost)
         again = []
         for ask in unanswered:
-            if isinstance(error, self._lost) and not ask.sent_again:
+            if send_again and not ask.sent_again:
                 ask.sent_again = True
-                ask.answers.clear()
                 again.append(ask)
             elif not ask.replies.done():
                 ask.replies.set_exception(error)
         self._unsent = again + self._unsent
-        if self._unsent and self._writing is None:
-            self._writing = asyncio.get_running_loop().create_task(self._write())
+        if self._unsent and self._writing is None and not self._closed:
+            self._writing = self._start(self._write())
         await connection.disconnect(nowait=True)
         await self._pool.release(connection)
 
-    def _fail(self, error: Exception) -> None:
-        """No connection could be had: what is unsent fails."""
+    def _fail(self, error: BaseException) -> None:
+        """No connection could be had, or the line stopped: what is unsent
+        fails."""
         unsent, self._unsent = self._unsent, []
         for ask in unsent:
             if not ask.replies.done():
@@ -292,11 +365,10 @@ class PipelinedLine:
 
 
 class _Ask:
-    __slots__ = ("answers", "commands", "replies", "sent_again")
+    __slots__ = ("commands", "replies", "sent_again")
 
     def __init__(self, commands: list[bytes]) -> None:  # each packed
         self.commands = commands
-        self.answers: list[Any] = []
         self.replies: asyncio.Future[list[Any]] = (
             asyncio.get_running_loop().create_future()
         )

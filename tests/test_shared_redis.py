@@ -5,13 +5,20 @@ Rate limits, the response cache, persisted queries and budgets all use it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
+import warnings
 
 import pytest
 
 from gptmini_graphql.logging import configure_logging
 from gptmini_graphql.metrics import Metrics
-from gptmini_graphql.shared_redis import CLIENT_NAME, RedisUnavailable, SharedRedis
+from gptmini_graphql.shared_redis import (
+    CLIENT_NAME,
+    PipelinedLine,
+    RedisUnavailable,
+    SharedRedis,
+)
 from tests.redis_server import RedisServer
 from tests.test_persisted_queries import extensions
 
@@ -145,3 +152,67 @@ def test_the_line_answers_each_ask_in_the_order_asked(
 
     asyncio.run(scenario())
     assert _connections(redis_server) == []  # closed with the app's client
+
+
+async def _written(line: PipelinedLine) -> None:
+    """Until the ask just made is written (its reply then awaited)."""
+    await asyncio.sleep(0)  # the asking task runs: it starts the writer
+    assert line._writing is not None
+    await line._writing  # which stops once nothing is left unsent
+
+
+def test_closing_fails_what_the_line_has_in_flight(redis_server: RedisServer) -> None:
+    """Closed with asks in flight (the app shutting down mid-request): they
+    fail as an outage, are not sent again on a new connection, and the line
+    leaves no connection open."""
+    from redis.exceptions import ConnectionError as ConnectionLost
+
+    async def scenario() -> None:
+        redis = SharedRedis(redis_server.url, Metrics())
+        line = redis.line
+        await line.command("SET", "k", "v")
+        # Its reply is due only when BLPOP gives up: in flight at close.
+        blocked = asyncio.create_task(line.ask([("BLPOP", "none", "5"), ("GET", "k")]))
+        await _written(line)
+        await redis.aclose()
+        with pytest.raises(ConnectionLost, match="closed"):
+            await asyncio.wait_for(blocked, 10)  # (a hang, not a time, fails)
+        with pytest.raises(ConnectionLost, match="closed"):
+            await line.command("GET", "k")
+        with pytest.raises(RedisUnavailable):  # as callers see it
+            await redis.call(lambda: line.command("GET", "k"))
+        assert not line._tasks  # its writer and reader awaited
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        asyncio.run(scenario())
+        gc.collect()  # an unclosed socket or transport warns when collected
+    assert [w.message for w in caught if w.category is ResourceWarning] == []
+    assert _connections(redis_server) == []
+
+
+def test_a_cancelled_reader_hands_no_reply_to_the_wrong_ask(
+    redis_server: RedisServer,
+) -> None:
+    """The line's reader cancelled from outside (a loop ending, a task group)
+    with a reply still due: its ask fails as an outage, and the next ask gets
+    its own reply on a new connection, not the one left due on the old."""
+    from redis.exceptions import ConnectionError as ConnectionLost
+
+    async def scenario() -> None:
+        redis = SharedRedis(redis_server.url, Metrics())
+        line = redis.line
+        try:
+            await line.command("SET", "b", "B")
+            blocked = asyncio.create_task(line.command("BLPOP", "none", "1"))
+            await _written(line)
+            assert line._reading is not None
+            line._reading.cancel()
+            with pytest.raises(ConnectionLost, match="reader stopped"):
+                await asyncio.wait_for(blocked, 10)
+            assert await line.command("GET", "b") == b"B"
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+    assert _connections(redis_server) == []
