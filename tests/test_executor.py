@@ -57,6 +57,19 @@ def _run(
     return result.data, [error.formatted for error in result.errors or ()]
 
 
+def planned_objects(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The object types planned from now on, in order (plan_object counted)."""
+    planned: list[object] = []
+    plan_object = executor_module.plan_object
+
+    def counted_plan(*args: Any) -> Any:
+        planned.append(args[1])
+        return plan_object(*args)
+
+    monkeypatch.setattr(executor_module, "plan_object", counted_plan)
+    return planned
+
+
 QUERIES = [
     "{ piece(kind: $kind) { text size inner { size label __typename } } }",
     "{ first: piece(kind: $kind) { t: text __typename } second: piece(kind: $kind) "
@@ -84,20 +97,14 @@ def test_an_answer_is_completed_as_graphql_core_completes_it(
 def test_a_documents_selection_is_planned_once_and_read_through_the_plan(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    planned: list[object] = []
+    planned = planned_objects(monkeypatch)
     completed: list[object] = []
-    plan_object = executor_module.plan_object
     complete = executor_module.ObjectPlan.complete
-
-    def counted_plan(*args: Any) -> Any:
-        planned.append(args[1])
-        return plan_object(*args)
 
     def counted_complete(self: Any, value: Any) -> Any:
         completed.append(value)
         return complete(self, value)
 
-    monkeypatch.setattr(executor_module, "plan_object", counted_plan)
     monkeypatch.setattr(executor_module.ObjectPlan, "complete", counted_complete)
     # Parsed once, as the server's own cache does (extensions/parsing.py).
     schema = strawberry.Schema(
@@ -122,14 +129,7 @@ def test_a_documents_selection_is_planned_once_and_read_through_the_plan(
 def test_a_selection_that_variables_can_change_is_planned_for_each_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    planned: list[object] = []
-    plan_object = executor_module.plan_object
-
-    def counted_plan(*args: Any) -> Any:
-        planned.append(args[1])
-        return plan_object(*args)
-
-    monkeypatch.setattr(executor_module, "plan_object", counted_plan)
+    planned = planned_objects(monkeypatch)
     schema = strawberry.Schema(
         query=Query, execution_context_class=CodedExecutor, extensions=[ParserCache]
     )
@@ -223,14 +223,7 @@ def test_a_nested_selection_refused_by_its_variables_fails_where_graphql_core_sa
 def test_a_lists_items_are_not_planned_one_by_one(
     monkeypatch: pytest.MonkeyPatch, query: str, variables: dict[str, Any]
 ) -> None:
-    planned: list[object] = []
-    plan_object = executor_module.plan_object
-
-    def counted_plan(*args: Any) -> Any:
-        planned.append(args[1])
-        return plan_object(*args)
-
-    monkeypatch.setattr(executor_module, "plan_object", counted_plan)
+    planned = planned_objects(monkeypatch)
     schema = strawberry.Schema(
         query=NestedQuery,
         execution_context_class=CodedExecutor,
