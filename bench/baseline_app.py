@@ -2,7 +2,10 @@
 summary — a bare Starlette route that parses JSON, calls the openai SDK through
 one shared client and answers JSON. No GraphQL, auth, rate limits or logging.
 And for a stream: `/stream` reads the SDK's stream and sends each text delta
-on as an SSE event, then one with the usage.
+on as an SSE event, then one with the usage. `/answer` is the floor under
+both: it parses the same JSON body and answers a fixed JSON of a summary's
+size without calling anything, the least any route served by uvicorn and
+Starlette costs here.
 
 It imports nothing of ours (our tasks would bring Strawberry and the rest into
 its memory): the rig hands it the chat arguments our tasks make, as JSON
@@ -78,6 +81,19 @@ async def summarize(request: Request) -> JSONResponse:
     )
 
 
+# A summary's answer as `/summarize` sends it, made once.
+FIXED_ANSWER = {
+    "text": "A short summary of the text, about as long as the fake upstream's.",
+    "model": "gpt-4o-mini",
+    "usage": {"totalTokens": 42},
+}
+
+
+async def answer(request: Request) -> JSONResponse:
+    body = await request.json()
+    return JSONResponse({**FIXED_ANSWER, "chars": len(body["text"])})
+
+
 async def stream(request: Request) -> StreamingResponse:
     body = await request.json()
     client: openai.AsyncOpenAI = request.state.client
@@ -105,6 +121,7 @@ app = Starlette(
     routes=[
         Route("/summarize", summarize, methods=["POST"]),
         Route("/stream", stream, methods=["POST"]),
+        Route("/answer", answer, methods=["POST"]),
         Route("/healthz", healthz),
     ],
     lifespan=lifespan,

@@ -52,6 +52,19 @@ def baseline(rig: Rig, options: Options) -> list[dict]:
 
 
 @scenario(
+    "floor",
+    "bare Starlette answering a fixed JSON to the same request body, no upstream: "
+    "the least a request served by uvicorn and Starlette costs (floor)",
+)
+def floor(rig: Rig, options: Options) -> list[dict]:
+    server = rig.baseline()
+    body = json.dumps({"text": TEXT}).encode()
+    headers = {"Content-Type": "application/json"}
+    request = http_request("POST", "/answer", server.port, body, headers)
+    return http_load(rig, options, server, request, json_check("text"))
+
+
+@scenario(
     "summarize",
     "authenticated, rate-limited, budgeted and ledgered summarize through our "
     "server (GraphQL; rig.api: Redis and PostgreSQL when REDIS_URL and "
@@ -178,6 +191,7 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         direct,
+        floor,
         baseline,
         summarize,
         spend,
