@@ -40,6 +40,7 @@ class Rig:
         self._servers: dict[str, Server] = {}
         self._cwd = tempfile.TemporaryDirectory(prefix="bench-cwd-")
         self._database: str | None = None  # our API servers' one, made once
+        self._dropped_at_close: list[str] = []  # every database made here
         # A git ref whose server is measured beside ours (`--before`).
         self.before_ref = before_ref
         self.before_token = ""
@@ -85,6 +86,7 @@ class Rig:
             return self._servers[name]
         if self._database is None:
             self._database = fresh_database(self.cwd, "api")
+            self._dropped_at_close.append(self._database)
             self._migrate(self.api_env({"DATABASE_URL": self._database}), self.cwd)
         upstream = upstream or self.upstream()
         env = {
@@ -113,9 +115,9 @@ class Rig:
 
     def before(self, name: str = "before", upstream: Server | None = None) -> Server:
         """The server as it was at `before_ref` (git archive), same upstream
-        (or `upstream`), same settings but its own SQLite database (its own
-        schema), logged in: "before" figures from the same run. Another
-        `name`, another server (on the same source)."""
+        (or `upstream`), same settings and the same kind of database as ours
+        (a fresh one: that commit's schema), logged in: "before" figures from
+        the same run. Another `name`, another server (on the same source)."""
         assert self.before_ref is not None
         if name in self._servers:
             return self._servers[name]
@@ -124,8 +126,11 @@ class Rig:
             self._extract_before(source)
         cwd = Path(self._cwd.name) / f"{name}-cwd"
         cwd.mkdir()
+        database = fresh_database(cwd, name)
+        self._dropped_at_close.append(database)
         env = self.api_env(
             {
+                "DATABASE_URL": database,
                 "OPENAI_BASE_URL": (upstream or self.upstream()).url + "/v1",
                 "OPENAI_API_KEY": "bench",
                 "PYTHONPATH": str(source),
@@ -203,6 +208,6 @@ class Rig:
         # Clients before the upstream they call, so none logs a broken call.
         for server in reversed(self._servers.values()):
             server.stop()
-        if self._database is not None:
-            drop(self._database)
+        for database in self._dropped_at_close:
+            drop(database)
         self._cwd.cleanup()
