@@ -81,23 +81,29 @@ class Left:
     real cost (a settle is not waited for, so the store is not asked again)."""
 
     # Each budget's figure, by label: written at reserve and again at settle,
-    # and read once (`budgets`), so only then made into what clients read.
+    # and made into what clients read only when read (`budgets`).
     used: dict[str, tuple[Budget, int]] = field(default_factory=dict)
+    # What `budgets` made, until the next `note`: a stream reads it for
+    # every event, and the figures change only at reserve and settle.
+    _shown: dict[str, dict[str, Any]] | None = None
 
     def note(self, budget: Budget, used: int | None) -> None:
         if used is not None:
             self.used[budget.label] = (budget, used)
+            self._shown = None
 
     @property
     def budgets(self) -> dict[str, dict[str, Any]]:
-        return {
-            label: {
-                "limit": budget.shown(budget.limit),
-                "remaining": budget.shown(max(budget.limit - used, 0)),
-                "resetsAt": budget.resets_at,
+        if self._shown is None:
+            self._shown = {
+                label: {
+                    "limit": budget.shown(budget.limit),
+                    "remaining": budget.shown(max(budget.limit - used, 0)),
+                    "resetsAt": budget.resets_at,
+                }
+                for label, (budget, used) in self.used.items()
             }
-            for label, (budget, used) in self.used.items()
-        }
+        return self._shown
 
 
 class _Refused(TypedDict):
