@@ -87,6 +87,13 @@ class LLM:
             input=max(p.input for p in known), output=max(p.output for p in known)
         )
 
+    @functools.cached_property
+    def cache_identity(self) -> str:
+        """Who answers a cached request, as its key says: the first upstream
+        (its URL and model), so another server or model is another answer."""
+        primary = self.upstreams[0] if self.upstreams else None
+        return f"{primary.client.base_url}|{primary.model}" if primary else ""
+
     @property
     def configured(self) -> bool:
         return bool(self.upstreams)
@@ -178,11 +185,9 @@ class LLM:
         if self.cache is None or cache is None or cache.mode == "bypass" or temperature:
             return await ask_upstream()
         started = time.perf_counter()
-        primary = self.upstreams[0] if self.upstreams else None
-        identity = f"{primary.client.base_url}|{primary.model}" if primary else ""
         try:
             entry, served = await self.cache.fetch(
-                self.cache.key(cache, identity, body),
+                self.cache.key(cache, self.cache_identity, body),
                 cache.mode,
                 lambda: _as_entry(ask_upstream()),
             )
