@@ -65,8 +65,10 @@ def test_a_server_on_a_migrated_database_loads_only_what_serving_needs(
     # the model's runtime only in its own process; OpenTelemetry only when
     # OTEL_EXPORTER_OTLP_ENDPOINT is set; pycountry's 7,900 languages never
     # (tasks/languages.py reads the 184 it needs from its data); the openai
-    # SDK never (48 MB: llm/chat_client.py is the upstream's client).
+    # SDK never (48 MB: llm/chat_client.py is the upstream's client);
+    # SQLAlchemy only to migrate (19 MB: requests speak to the driver).
     never = {"alembic", "mako", "llama_cpp", "opentelemetry", "pycountry", "openai"}
+    never |= {"sqlalchemy", "greenlet"}
     assert not never & loaded
 
 

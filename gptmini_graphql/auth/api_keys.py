@@ -13,13 +13,11 @@ import secrets
 import unicodedata
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
-
-from gptmini_graphql.db.database import Database
-from gptmini_graphql.db.models import ApiKey
+from gptmini_graphql.db.database import Database, Row
+from gptmini_graphql.db.values import Values
 from gptmini_graphql.errors import BadUserInput
 
 PREFIX = "gm_"
@@ -48,18 +46,27 @@ class KeyInfo:
     budgets: dict[str, float | int] | None = None  # the key's own
 
     @classmethod
-    def of(cls, key: ApiKey) -> KeyInfo:
+    def of(cls, row: Row, values: Values) -> KeyInfo:
+        """From a row of COLUMNS."""
+        budgets = values.to_json(row[8])
         return cls(
-            key.id,
-            key.user_id,
-            key.name,
-            key.prefix,
-            key.created_at,
-            key.expires_at,
-            key.revoked_at,
-            key.last_used_at,
-            dict(key.budgets) if key.budgets else None,
+            values.to_uuid(row[0]),
+            values.to_uuid(row[1]),
+            row[2],
+            row[3],
+            values.to_time(row[4]),  # type: ignore[arg-type]
+            values.to_time(row[5]),
+            values.to_time(row[6]),
+            values.to_time(row[7]),
+            dict(budgets) if budgets else None,
         )
+
+
+# A key's columns as KeyInfo.of reads them.
+COLUMNS = (
+    "id, user_id, name, prefix, created_at, expires_at, revoked_at, last_used_at, "
+    "budgets"
+)
 
 
 class ApiKeyStore:
@@ -91,26 +98,34 @@ class ApiKeyStore:
             if expires_at <= self._now():
                 raise BadUserInput("expiresAt must be in the future.")
         secret = PREFIX + secrets.token_urlsafe(32)
-        key = ApiKey(
-            user_id=user_id,
-            name=name,
-            prefix=secret[:SHOWN],
-            key_hash=digest(secret),
-            created_at=self._now(),
-            expires_at=expires_at,
-        )
-        async with self._db.session() as session:
-            session.add(key)
-        return KeyInfo.of(key), secret
+        key = KeyInfo(
+            uuid.uuid4(), user_id, name, secret[:SHOWN], self._now(), expires_at,
+            None, None,
+        )  # fmt: skip
+        values = self._db.values
+        async with self._db.transaction() as transaction:
+            await transaction.execute(
+                "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, "
+                "created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                values.uuid(key.id),
+                values.uuid(user_id),
+                name,
+                key.prefix,
+                digest(secret),
+                values.time(key.created_at),
+                values.time(expires_at),
+            )
+        return key, secret
 
     async def list(self, user_id: uuid.UUID) -> list[KeyInfo]:
-        async with self._db.session() as session:
-            keys = await session.scalars(
-                select(ApiKey)
-                .where(ApiKey.user_id == user_id)
-                .order_by(ApiKey.created_at, ApiKey.name)
+        values = self._db.values
+        async with self._db.transaction() as transaction:
+            rows = await transaction.fetch(
+                f"SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 "  # noqa: S608
+                "ORDER BY created_at, name",
+                values.uuid(user_id),
             )
-            return [KeyInfo.of(key) for key in keys]
+        return [KeyInfo.of(row, values) for row in rows]
 
     async def set_budgets(
         self,
@@ -122,31 +137,44 @@ class ApiKeyStore:
         (`user_id`) or, with None, for an admin."""
         from gptmini_graphql.spend.budgets import check_overrides
 
-        async with self._db.session() as session:
-            key = await session.get(ApiKey, key_id, with_for_update=True)
+        values = self._db.values
+        # SQLite locks the whole database for a write; PostgreSQL, the row.
+        lock = " FOR UPDATE" if self._db.postgres else ""
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetchrow(
+                f"SELECT {COLUMNS} FROM api_keys WHERE id = $1{lock}",  # noqa: S608
+                values.uuid(key_id),
+            )
+            key = None if row is None else KeyInfo.of(row, values)
             if key is None or (user_id is not None and key.user_id != user_id):
                 raise BadUserInput("No such API key.")
             merged = {**(key.budgets or {}), **changes}
             budgets = check_overrides(
                 {k: v for k, v in merged.items() if v is not None}
             )
-            key.budgets = budgets or None
-            info = KeyInfo.of(key)
+            await transaction.execute(
+                "UPDATE api_keys SET budgets = $2 WHERE id = $1",
+                values.uuid(key_id),
+                values.json(budgets or None),
+            )
+            info = replace(key, budgets=dict(budgets) if budgets else None)
         self._on_revoke()  # cached identities carry the old budgets
         return info
 
     async def revoke(self, user_id: uuid.UUID | None, key_id: uuid.UUID) -> KeyInfo:
         """Revoke a key of `user_id` (None: any user's, for admins)."""
-        statement = update(ApiKey).where(ApiKey.id == key_id)
-        if user_id is not None:
-            statement = statement.where(ApiKey.user_id == user_id)
-        async with self._db.session() as session:
-            key = await session.scalar(
-                statement.values(revoked_at=self._now()).returning(ApiKey)
+        values = self._db.values
+        owner = "" if user_id is None else " AND user_id = $3"
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetchrow(
+                f"UPDATE api_keys SET revoked_at = $2 WHERE id = $1{owner} "  # noqa: S608
+                f"RETURNING {COLUMNS}",
+                values.uuid(key_id),
+                values.time(self._now()),
+                *(() if user_id is None else (values.uuid(user_id),)),
             )
-            if key is None:
-                # Someone else's key reads as no key at all.
-                raise BadUserInput("No such API key.")
-            info = KeyInfo.of(key)
+        if row is None:
+            # Someone else's key reads as no key at all.
+            raise BadUserInput("No such API key.")
         self._on_revoke()
-        return info
+        return KeyInfo.of(row, values)

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 from limits import parse_many
-from sqlalchemy import select
 
 from gptmini_graphql.auth.api_keys import SHOWN, digest, looks_like_key
 from gptmini_graphql.auth.last_used import LastUsed
 from gptmini_graphql.auth.principal import Principal, Role
 from gptmini_graphql.auth.tokens import TokenService
+from gptmini_graphql.auth.users import COLUMNS as USER_COLUMNS
+from gptmini_graphql.auth.users import UserInfo
 from gptmini_graphql.db.database import Database
-from gptmini_graphql.db.models import ApiKey, AuthSession, User
 from gptmini_graphql.errors import Unauthenticated
 
 CACHE_SIZE = 10_000
@@ -36,10 +36,26 @@ class _KeyEntry:
     expires: float | None
 
 
+# The user's columns, from a join whose users table is named `users`.
+_USER = ", ".join(f"users.{column}" for column in USER_COLUMNS.split(", "))
+_SESSION = (
+    f"SELECT sessions.revoked_at, {_USER} FROM sessions "  # noqa: S608 - ours
+    "JOIN users ON sessions.user_id = users.id WHERE sessions.id = $1"
+)
+_KEYS_BY_PREFIX = (
+    "SELECT api_keys.key_hash, api_keys.revoked_at, api_keys.id, "  # noqa: S608
+    f"api_keys.budgets, api_keys.expires_at, {_USER} "
+    "FROM api_keys JOIN users ON api_keys.user_id = users.id "
+    "WHERE api_keys.prefix = $1"
+)
+
+
 def principal_of(
-    user: User, key: ApiKey | None = None, **via: uuid.UUID
+    user: UserInfo,
+    key_budgets: dict[str, float | int] | None = None,
+    **via: uuid.UUID,
 ) -> Principal | None:
-    """The caller a user row makes, or None if the user may not call."""
+    """The caller a user makes, or None if the user may not call."""
     if user.disabled:
         return None
     limits = tuple(parse_many(user.rate_limit)) if user.rate_limit else None
@@ -49,7 +65,7 @@ def principal_of(
         Role(user.role),
         limits,
         budgets=tuple((user.budgets or {}).items()),
-        key_budgets=tuple((key.budgets or {}).items()) if key else (),
+        key_budgets=tuple((key_budgets or {}).items()),
         **via,
     )
 
@@ -93,17 +109,12 @@ class Identities:
         self._api_keys.clear()
 
     async def _load_session(self, session_id: uuid.UUID) -> Principal | None:
-        async with self._db.session() as session:
-            row = (
-                await session.execute(
-                    select(AuthSession, User)
-                    .join(User, AuthSession.user_id == User.id)
-                    .where(AuthSession.id == session_id)
-                )
-            ).first()
-        if row is None or row[0].revoked_at is not None:
+        values = self._db.values
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetchrow(_SESSION, values.uuid(session_id))
+        if row is None or row[0] is not None:
             return None
-        return principal_of(row[1], session_id=session_id)
+        return principal_of(UserInfo.of(row[1:], values), session_id=session_id)
 
     async def _by_key(self, secret: str) -> Principal:
         key_hash = digest(secret)
@@ -121,22 +132,22 @@ class Identities:
         return entry.principal
 
     async def _load_key(self, secret: str, key_hash: bytes) -> _KeyEntry | None:
-        async with self._db.session() as session:
-            rows = (
-                await session.execute(
-                    select(ApiKey, User)
-                    .join(User, ApiKey.user_id == User.id)
-                    .where(ApiKey.prefix == secret[:SHOWN])
-                )
-            ).all()
-        for key, user in rows:
-            if not hmac.compare_digest(key.key_hash, key_hash):
+        values = self._db.values
+        async with self._db.transaction() as transaction:
+            rows = await transaction.fetch(_KEYS_BY_PREFIX, secret[:SHOWN])
+        for stored_hash, revoked_at, key_id, budgets, expires_at, *user in rows:
+            if not hmac.compare_digest(bytes(stored_hash), key_hash):
                 continue
-            if key.revoked_at is not None:
+            if revoked_at is not None:
                 return None
-            principal = principal_of(user, key, api_key_id=key.id)
+            principal = principal_of(
+                UserInfo.of(user, values),
+                values.to_json(budgets),
+                api_key_id=values.to_uuid(key_id),
+            )
             if principal is None:
                 return None
-            expires = key.expires_at.timestamp() if key.expires_at else None
+            expires_at = values.to_time(expires_at)
+            expires = expires_at.timestamp() if expires_at else None
             return _KeyEntry(principal, expires)
         return None

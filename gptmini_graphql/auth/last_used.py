@@ -8,10 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import update
-
 from gptmini_graphql.db.database import Database
-from gptmini_graphql.db.models import ApiKey
 
 FLUSH_SECONDS = 60.0
 
@@ -30,17 +27,16 @@ class LastUsed:
         pending, self._pending = self._pending, {}
         if not pending:
             return
+        values = self._db.values
         try:
-            async with self._db.session() as session:
+            async with self._db.transaction() as transaction:
                 for key_id, when in pending.items():
-                    at = datetime.fromtimestamp(when, UTC)
-                    await session.execute(
-                        update(ApiKey)
-                        .where(ApiKey.id == key_id)
-                        .where(
-                            ApiKey.last_used_at.is_(None) | (ApiKey.last_used_at < at)
-                        )
-                        .values(last_used_at=at)
+                    at = values.time(datetime.fromtimestamp(when, UTC))
+                    await transaction.execute(
+                        "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 "
+                        "AND (last_used_at IS NULL OR last_used_at < $2)",
+                        values.uuid(key_id),
+                        at,
                     )
         except BaseException:
             # Kept for the next flush (newer uses since then win).

@@ -15,13 +15,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from gptmini_graphql.db.database import Database
-from gptmini_graphql.db.models import AuthSession, RefreshToken, User
+from gptmini_graphql.db.database import Database, Transaction
 from gptmini_graphql.errors import Unauthenticated
 
 logger = logging.getLogger("gptmini_graphql.auth")
@@ -60,28 +55,34 @@ class SessionStore:
 
     async def start(self, user_id: uuid.UUID) -> Refreshed:
         now = self._now()
-        async with self._db.session() as session:
-            auth_session = AuthSession(user_id=user_id, created_at=now)
-            session.add(auth_session)
-            await session.flush()
-            return self._new_token(session, auth_session.id, user_id, now)
+        session_id = uuid.uuid4()
+        values = self._db.values
+        async with self._db.transaction() as transaction:
+            await transaction.execute(
+                "INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)",
+                values.uuid(session_id),
+                values.uuid(user_id),
+                values.time(now),
+            )
+            return await self._new_token(transaction, session_id, user_id, now)
 
-    def _new_token(
+    async def _new_token(
         self,
-        session: AsyncSession,
+        transaction: Transaction,
         session_id: uuid.UUID,
         user_id: uuid.UUID,
         now: datetime,
     ) -> Refreshed:
         token = PREFIX + secrets.token_urlsafe(32)
         expires_at = now + self._ttl
-        session.add(
-            RefreshToken(
-                token_hash=_digest(token),
-                session_id=session_id,
-                created_at=now,
-                expires_at=expires_at,
-            )
+        values = self._db.values
+        await transaction.execute(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_at, "
+            "expires_at) VALUES ($1, $2, $3, $4)",
+            _digest(token),
+            values.uuid(session_id),
+            values.time(now),
+            values.time(expires_at),
         )
         return Refreshed(user_id, session_id, token, expires_at)
 
@@ -90,57 +91,60 @@ class SessionStore:
         of an enabled user; anything else is UNAUTHENTICATED."""
         now = self._now()
         digest = _digest(token)
-        reused = None
-        async with self._db.session() as session:
-            row = (
-                await session.execute(
-                    select(RefreshToken, AuthSession, User)
-                    .join(AuthSession, RefreshToken.session_id == AuthSession.id)
-                    .join(User, AuthSession.user_id == User.id)
-                    .where(RefreshToken.token_hash == digest)
-                )
-            ).first()
+        values = self._db.values
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetchrow(
+                "SELECT refresh_tokens.expires_at, sessions.id, sessions.revoked_at, "
+                "users.id, users.disabled FROM refresh_tokens "
+                "JOIN sessions ON refresh_tokens.session_id = sessions.id "
+                "JOIN users ON sessions.user_id = users.id "
+                "WHERE refresh_tokens.token_hash = $1",
+                digest,
+            )
             if row is None:
                 raise Unauthenticated(INVALID)
-            refresh, auth_session, user = row
-            if auth_session.revoked_at is not None or user.disabled:
+            expires_at, session_id, revoked_at, user_id, disabled = row
+            if revoked_at is not None or disabled:
                 raise Unauthenticated(INVALID)
-            if refresh.expires_at <= now:
+            if values.to_time(expires_at) <= now:  # type: ignore[operator]
                 raise Unauthenticated(INVALID)
+            session_id = values.to_uuid(session_id)
             # Conditional: of two concurrent uses, exactly one wins.
-            won = await session.execute(
-                update(RefreshToken)
-                .where(RefreshToken.token_hash == digest)
-                .where(RefreshToken.used_at.is_(None))
-                .values(used_at=now)
+            won = await transaction.execute(
+                "UPDATE refresh_tokens SET used_at = $2 "
+                "WHERE token_hash = $1 AND used_at IS NULL",
+                digest,
+                values.time(now),
             )
-            if cast(CursorResult[Any], won).rowcount == 1:
-                return self._new_token(session, auth_session.id, user.id, now)
-            reused = auth_session.id
-        await self.revoke(reused, "reuse")
+            if won == 1:
+                return await self._new_token(
+                    transaction, session_id, values.to_uuid(user_id), now
+                )
+        await self.revoke(session_id, "reuse")
         logger.warning(
             "refresh token reused: session revoked",
-            extra={"session_id": str(reused)},
+            extra={"session_id": str(session_id)},
         )
         raise Unauthenticated(INVALID)
 
     async def revoke(self, session_id: uuid.UUID, reason: str) -> None:
-        async with self._db.session() as session:
-            await session.execute(
-                update(AuthSession)
-                .where(AuthSession.id == session_id)
-                .where(AuthSession.revoked_at.is_(None))
-                .values(revoked_at=self._now(), revoked_reason=reason)
+        values = self._db.values
+        async with self._db.transaction() as transaction:
+            await transaction.execute(
+                "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 "
+                "WHERE id = $1 AND revoked_at IS NULL",
+                values.uuid(session_id),
+                values.time(self._now()),
+                reason,
             )
         self._on_revoke()
 
     async def revoke_by_token(self, token: str) -> None:
         """Logout with a refresh token: its session ends (unknown tokens: no-op)."""
-        async with self._db.session() as session:
-            session_id = await session.scalar(
-                select(RefreshToken.session_id).where(
-                    RefreshToken.token_hash == _digest(token)
-                )
+        async with self._db.transaction() as transaction:
+            session_id = await transaction.fetchval(
+                "SELECT session_id FROM refresh_tokens WHERE token_hash = $1",
+                _digest(token),
             )
         if session_id is not None:
-            await self.revoke(session_id, "logout")
+            await self.revoke(self._db.values.to_uuid(session_id), "logout")

@@ -9,13 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from limits import parse_many
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from gptmini_graphql.auth import passwords
 from gptmini_graphql.auth.principal import Role
-from gptmini_graphql.db.database import Database
-from gptmini_graphql.db.models import AuthSession, User
+from gptmini_graphql.db.database import Conflict, Database, Row
+from gptmini_graphql.db.values import Values
 from gptmini_graphql.errors import BadUserInput
 
 MAX_USERNAME = 64
@@ -72,16 +70,24 @@ class UserInfo:
     budgets: dict[str, float | int] | None = None  # overrides of the defaults
 
     @classmethod
-    def of(cls, user: User) -> UserInfo:
+    def of(cls, row: Row, values: Values) -> UserInfo:
+        """From a row of COLUMNS."""
+        user_id, username, role, disabled, rate_limit, created_at, budgets = row
+        budgets = values.to_json(budgets)
         return cls(
-            user.id,
-            user.username,
-            Role(user.role),
-            user.disabled,
-            user.rate_limit,
-            user.created_at,
-            dict(user.budgets) if user.budgets else None,
+            values.to_uuid(user_id),
+            username,
+            Role(role),
+            bool(disabled),
+            rate_limit,
+            values.to_time(created_at),  # type: ignore[arg-type]
+            dict(budgets) if budgets else None,
         )
+
+
+# A user's columns as UserInfo.of reads them.
+COLUMNS = "id, username, role, disabled, rate_limit, created_at, budgets"
+_SELECT = f"SELECT {COLUMNS} FROM users"  # noqa: S608 - our own column names
 
 
 class UserStore:
@@ -108,26 +114,29 @@ class UserStore:
             passwords.check_new(password)
         password_hash = await passwords.hash_password(password)
         now = self._now()
-        user = User(
-            username=username,
-            password_hash=password_hash,
-            role=role_.value,
-            disabled=False,
-            created_at=now,
-            updated_at=now,
-        )
+        user = UserInfo(uuid.uuid4(), username, role_, False, None, now)
+        values = self._db.values
         try:
-            async with self._db.session() as session:
-                session.add(user)
-        except IntegrityError:
+            async with self._db.transaction() as transaction:
+                await transaction.execute(
+                    "INSERT INTO users (id, username, password_hash, role, disabled,"
+                    " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                    values.uuid(user.id),
+                    username,
+                    password_hash,
+                    role_.value,
+                    False,
+                    values.time(now),
+                )
+        except Conflict:
             raise BadUserInput("A user of that name exists already.") from None
-        return UserInfo.of(user)
+        return user
 
     async def seed(self, username: str, password: str) -> UserInfo | None:
         """The settings' user, as an admin, if there is no user at all yet
         (the first start): deployments from before the database keep working."""
-        async with self._db.session() as session:
-            if await session.scalar(select(func.count()).select_from(User)):
+        async with self._db.transaction() as transaction:
+            if await transaction.fetchval("SELECT count(*) FROM users"):
                 return None
         try:
             return await self.create(username, password, "admin", check_password=False)
@@ -137,33 +146,39 @@ class UserStore:
     async def authenticate(self, username: str, password: str) -> UserInfo | None:
         """The user, if the password is theirs and they are enabled; the same
         work whichever part is wrong."""
-        user = None
+        row = None
         if 0 < len(username) <= MAX_USERNAME:
-            async with self._db.session() as session:
-                user = await session.scalar(
-                    select(User).where(User.username == username)
+            async with self._db.transaction() as transaction:
+                row = await transaction.fetchrow(
+                    f"SELECT password_hash, {COLUMNS} FROM users "  # noqa: S608
+                    "WHERE username = $1",
+                    username,
                 )
-        ok = await passwords.verify(user.password_hash if user else None, password)
-        if not ok or user is None or user.disabled:
+        ok = await passwords.verify(row[0] if row else None, password)
+        if not ok or row is None:
             return None
-        return UserInfo.of(user)
+        user = UserInfo.of(row[1:], self._db.values)
+        return None if user.disabled else user
 
     async def get(self, username: str) -> UserInfo:
-        async with self._db.session() as session:
-            user = await session.scalar(select(User).where(User.username == username))
-        if user is None:
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetchrow(f"{_SELECT} WHERE username = $1", username)
+        if row is None:
             raise BadUserInput("No such user.")
-        return UserInfo.of(user)
+        return UserInfo.of(row, self._db.values)
 
     async def get_by_id(self, user_id: uuid.UUID) -> UserInfo | None:
-        async with self._db.session() as session:
-            user = await session.get(User, user_id)
-        return UserInfo.of(user) if user else None
+        values = self._db.values
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetchrow(
+                f"{_SELECT} WHERE id = $1", values.uuid(user_id)
+            )
+        return UserInfo.of(row, values) if row else None
 
     async def all(self) -> list[UserInfo]:
-        async with self._db.session() as session:
-            users = await session.scalars(select(User).order_by(User.username))
-            return [UserInfo.of(user) for user in users]
+        async with self._db.transaction() as transaction:
+            rows = await transaction.fetch(f"{_SELECT} ORDER BY username")
+        return [UserInfo.of(row, self._db.values) for row in rows]
 
     async def update(
         self,
@@ -196,7 +211,9 @@ class UserStore:
         merged = {**current, **changes}
         budgets = check_overrides({k: v for k, v in merged.items() if v is not None})
         return await self._update(
-            username, {"budgets": budgets or None}, end_sessions=False
+            username,
+            {"budgets": self._db.values.json(budgets or None)},
+            end_sessions=False,
         )
 
     async def set_password(self, username: str, password: str) -> UserInfo:
@@ -209,29 +226,29 @@ class UserStore:
     async def _update(
         self, username: str, values: dict[str, object], *, end_sessions: bool
     ) -> UserInfo:
-        now = self._now()
-        async with self._db.session() as session:
-            user = await session.scalar(
-                update(User)
-                .where(User.username == username)
-                .values(**values, updated_at=now)
-                .returning(User)
+        """`values`: column names (ours, never a caller's) and stored values."""
+        now = self._db.values.time(self._now())
+        columns = list(values)
+        assignments = ", ".join(f"{c} = ${n}" for n, c in enumerate(columns, 3))
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetchrow(
+                f"UPDATE users SET updated_at = $2, {assignments} "  # noqa: S608
+                f"WHERE username = $1 RETURNING {COLUMNS}",
+                username,
+                now,
+                *values.values(),
             )
-            if user is None:
+            if row is None:
                 raise BadUserInput("No such user.")
+            info = UserInfo.of(row, self._db.values)
             if end_sessions:
                 # A new password or a disabled user: every session ends.
-                await session.execute(
-                    update(AuthSession)
-                    .where(AuthSession.user_id == user.id)
-                    .where(AuthSession.revoked_at.is_(None))
-                    .values(
-                        revoked_at=now,
-                        revoked_reason="disabled"
-                        if values.get("disabled")
-                        else "password",
-                    )
+                await transaction.execute(
+                    "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 "
+                    "WHERE user_id = $1 AND revoked_at IS NULL",
+                    self._db.values.uuid(info.id),
+                    now,
+                    "disabled" if values.get("disabled") else "password",
                 )
-            info = UserInfo.of(user)
         self._on_change()
         return info

@@ -1,5 +1,6 @@
-"""The database: users, API keys and sessions (the usage ledger will join them).
+"""The database: users, API keys, sessions and the usage ledger.
 
-SQLite by default, PostgreSQL by URL; SQLAlchemy 2 (async) over aiosqlite or
-asyncpg, and every table made by an Alembic migration.
+SQLite by default, PostgreSQL by URL. Requests speak SQL to the driver
+(aiosqlite or asyncpg: database.py); the tables are SQLAlchemy models
+(models.py) made by Alembic migrations, loaded only to migrate (migrate.py).
 """

@@ -1,11 +1,15 @@
-"""DATABASE_URL as people write it, turned into the async driver's URL."""
+"""DATABASE_URL as people write it, turned into the async driver's URL.
+
+Parsed here rather than by SQLAlchemy: a server reads its DATABASE_URL at
+every start, and SQLAlchemy is only loaded to migrate (db/migrate.py).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 # Unset DATABASE_URL: a file under a directory that git ignores.
 DEFAULT_SQLITE_PATH = Path("data") / "gptmini.sqlite3"
@@ -19,32 +23,69 @@ class DatabaseURLError(ValueError):
     """A DATABASE_URL we cannot use; the message says why (never the password)."""
 
 
-def async_url(database_url: str | None) -> URL:
+@dataclass(frozen=True, slots=True)
+class DatabaseURL:
+    """A database URL with the driver we ship: `postgresql+asyncpg://…` or
+    `sqlite+aiosqlite://…`, written as SQLAlchemy writes it (migrations
+    hand it to SQLAlchemy)."""
+
+    backend: Literal["postgresql", "sqlite"]
+    # After the scheme's "//": credentials, host, path (as written, escaped).
+    rest: str
+    query: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def database(self) -> str | None:
+        """A SQLite file's path (None: in memory), or PostgreSQL's database."""
+        path = urlsplit(f"x://{self.rest}").path
+        return unquote(path[1:]) or None
+
+    @property
+    def password(self) -> str | None:
+        password = urlsplit(f"x://{self.rest}").password
+        return None if password is None else unquote(password)
+
+    def render_as_string(self, *, hide_password: bool = True) -> str:
+        driver = "asyncpg" if self.backend == "postgresql" else "aiosqlite"
+        rest = self.rest
+        if hide_password and self.password is not None:
+            credentials, at, place = rest.rpartition("@")
+            user = credentials.partition(":")[0]
+            rest = f"{user}:***{at}{place}"
+        query = f"?{urlencode(self.query)}" if self.query else ""
+        return f"{self.backend}+{driver}://{rest}{query}"
+
+    def asyncpg_dsn(self) -> str:
+        """The URL asyncpg connects to (libpq's words: `sslmode`)."""
+        query = [("sslmode" if k == "ssl" else k, v) for k, v in self.query]
+        return f"postgresql://{self.rest}" + (f"?{urlencode(query)}" if query else "")
+
+
+def async_url(database_url: str | None) -> DatabaseURL:
     """`sqlite:///path.db`, `sqlite://` (in memory), `postgresql://user@host/db`
     and their driver-qualified forms, each with the async driver we ship."""
     if database_url is None:
-        return URL.create("sqlite+aiosqlite", database=str(DEFAULT_SQLITE_PATH))
-    try:
-        url = make_url(database_url)
-    except ArgumentError as exc:
+        return DatabaseURL("sqlite", f"/{DEFAULT_SQLITE_PATH}")
+    scheme, separator, rest = database_url.partition("://")
+    if not separator or not scheme:
         raise DatabaseURLError(
             "DATABASE_URL is not a URL like sqlite:///data/app.db or "
             "postgresql://user@host:5432/db."
-        ) from exc
-    if url.drivername in _SQLITE:
-        return url.set(drivername="sqlite+aiosqlite")
-    if url.drivername in _POSTGRES:
-        query = dict(url.query)
+        )
+    rest, _, query_text = rest.partition("?")
+    query = parse_qsl(query_text, keep_blank_values=True)
+    if scheme in _SQLITE:
+        return DatabaseURL("sqlite", rest, tuple(query))
+    if scheme in _POSTGRES:
         # libpq's sslmode is asyncpg's ssl (the values are the same words).
-        if "sslmode" in query:
-            query["ssl"] = query.pop("sslmode")
-        return url.set(drivername="postgresql+asyncpg", query=query)
+        query = [("ssl" if k == "sslmode" else k, v) for k, v in query]
+        return DatabaseURL("postgresql", rest, tuple(query))
     raise DatabaseURLError(
-        f"DATABASE_URL's scheme {url.drivername!r} is not supported: use "
+        f"DATABASE_URL's scheme {scheme!r} is not supported: use "
         "sqlite:///path or postgresql://user@host/db."
     )
 
 
-def describe(url: URL) -> str:
+def describe(url: DatabaseURL) -> str:
     """For logs: the URL without its password."""
     return url.render_as_string(hide_password=True)

@@ -9,12 +9,9 @@ import csv
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TextIO, cast
-
-from sqlalchemy import CursorResult, delete, select
+from typing import TextIO
 
 from gptmini_graphql.db.database import Database
-from gptmini_graphql.db.models import LedgerRow
 from gptmini_graphql.settings import Settings
 from gptmini_graphql.spend.budgets import window
 
@@ -89,14 +86,10 @@ def run(args: argparse.Namespace) -> int:
 async def _prune(settings: Settings, before: datetime) -> int:
     db = Database(settings.database_url)
     try:
-        async with db.session() as session:
-            # A DELETE's result is a CursorResult (it has the rowcount), but
-            # AsyncSession.execute is typed as returning the base Result.
-            result = cast(
-                "CursorResult[()]",
-                await session.execute(delete(LedgerRow).where(LedgerRow.at < before)),
+        async with db.transaction() as transaction:
+            return await transaction.execute(
+                "DELETE FROM ledger WHERE at < $1", db.values.time(before)
             )
-            return result.rowcount or 0
     finally:
         await db.aclose()
 
@@ -108,29 +101,58 @@ async def _export(
     writer = csv.writer(out)
     writer.writerow(COLUMNS)
     count = 0
+    values = db.values
     try:
-        async with db.session() as session:
-            rows = await session.stream_scalars(
-                select(LedgerRow)
-                .where(LedgerRow.at >= start, LedgerRow.at < end)
-                .order_by(LedgerRow.at, LedgerRow.id)
-            )
-            async for row in rows:
-                cost = row.cost_nano_usd
+        after: tuple[object, int] | None = None  # the last row written
+        while True:
+            # Pages in (at, id) order: a million rows are never all in memory.
+            async with db.transaction() as transaction:
+                sql, arguments = _page(db, start, end, after)
+                rows = await transaction.fetch(sql, *arguments)
+            for row in rows:
+                (
+                    at, user_id, api_key_id, request_id, operation, field, model,
+                    upstream, prompt_tokens, completion_tokens, cached_tokens, cost,
+                    cached, estimated, latency_ms, outcome, _id,
+                ) = row  # fmt: skip
                 writer.writerow(
                     [
-                        row.at.isoformat(), row.user_id, row.api_key_id or "",
-                        _text(row.request_id), _text(row.operation or ""),
-                        _text(row.field), _text(row.model),
-                        _text(row.upstream or ""), row.prompt_tokens, row.completion_tokens,
-                        row.cached_tokens, "" if cost is None else f"{cost / 1e9:.9f}",
-                        row.cached, row.estimated, row.latency_ms, row.outcome,
+                        values.to_time(at).isoformat(),  # type: ignore[union-attr]
+                        values.to_uuid(user_id), "" if api_key_id is None else values.to_uuid(api_key_id),
+                        _text(request_id), _text(operation or ""),
+                        _text(field), _text(model),
+                        _text(upstream or ""), prompt_tokens, completion_tokens,
+                        cached_tokens, "" if cost is None else f"{cost / 1e9:.9f}",
+                        bool(cached), bool(estimated), latency_ms, outcome,
                     ]
                 )  # fmt: skip
                 count += 1
+            if len(rows) < EXPORT_PAGE:
+                break
+            after = (rows[-1][0], rows[-1][-1])
     finally:
         await db.aclose()
     return count
+
+
+EXPORT_PAGE = 5000
+_EXPORTED = (
+    "at, user_id, api_key_id, request_id, operation, field, model, upstream, "
+    "prompt_tokens, completion_tokens, cached_tokens, cost_nano_usd, cached, "
+    "estimated, latency_ms, outcome, id"
+)
+
+
+def _page(
+    db: Database, start: datetime, end: datetime, after: tuple[object, int] | None
+) -> tuple[str, list[object]]:
+    """The statement and arguments of the rows after `after` (stored at, id)."""
+    sql = f"SELECT {_EXPORTED} FROM ledger WHERE at >= $1 AND at < $2"  # noqa: S608
+    arguments: list[object] = [db.values.time(start), db.values.time(end)]
+    if after is not None:
+        sql += " AND (at > $3 OR (at = $3 AND id > $4))"
+        arguments += after
+    return f"{sql} ORDER BY at, id LIMIT {EXPORT_PAGE}", arguments
 
 
 def _text(value: str) -> str:

@@ -23,10 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypedDict, TypeVar
 
-from sqlalchemy import func, select
-
 from gptmini_graphql.db.database import Database
-from gptmini_graphql.db.models import LedgerRow
 from gptmini_graphql.errors import (
     BudgetExceeded,
     BudgetUnavailable,
@@ -36,6 +33,7 @@ from gptmini_graphql.metrics import Metrics
 from gptmini_graphql.settings import Settings
 from gptmini_graphql.shared_redis import RedisUnavailable
 from gptmini_graphql.spend import budgets as budgets_
+from gptmini_graphql.spend import usage
 from gptmini_graphql.spend.budgets import Budget
 from gptmini_graphql.spend.ledger import Ledger
 from gptmini_graphql.spend.reservations import ReservationStore
@@ -263,21 +261,7 @@ class Spend:
         """What the ledger says `budget`'s owner spent in its period (this
         process's queued rows written first)."""
         await self.ledger.flush()
-        owner = LedgerRow.user_id if budget.scope == "user" else LedgerRow.api_key_id
-        if budget.unit == "usd":
-            total = func.coalesce(func.sum(LedgerRow.cost_nano_usd), 0)
-        else:
-            total = func.coalesce(
-                func.sum(LedgerRow.prompt_tokens + LedgerRow.completion_tokens), 0
-            )
-        query = select(total).where(
-            owner == budget.owner,
-            LedgerRow.at >= budget.start,
-            LedgerRow.at < budget.end,
-            LedgerRow.cached.is_(False),
-        )
-        async with self.db.session() as session:
-            return int(await session.scalar(query) or 0)
+        return await usage.spent(self.db, budget)
 
     async def _guarded(self, step: Awaitable[T]) -> T:
         """`step`'s result, or BUDGET_UNAVAILABLE while the store's Redis is

@@ -13,22 +13,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, case, func, select
-
 from gptmini_graphql.db.database import Database
-from gptmini_graphql.db.models import LedgerRow
-from gptmini_graphql.spend.budgets import from_nano
+from gptmini_graphql.spend.budgets import Budget, from_nano
 
 By = Literal["day", "model", "field", "operation", "api_key", "user"]
 
-_GROUPS: dict[str, SQLColumnExpression[object]] = {
-    "day": LedgerRow.day,
-    "model": LedgerRow.model,
-    "field": LedgerRow.field,
-    "operation": LedgerRow.operation,
-    "api_key": LedgerRow.api_key_id,
-    "user": LedgerRow.user_id,
+# Each `by`, the ledger's column (only these names go into a statement).
+_GROUPS: dict[str, str] = {
+    "day": "day",
+    "model": "model",
+    "field": "field",
+    "operation": "operation",
+    "api_key": "api_key_id",
+    "user": "user_id",
 }
+_IDS = {"api_key_id", "user_id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,38 +45,47 @@ class Totals:
         return from_nano(self.cost_nano_usd)
 
 
-def _uncached(column: SQLColumnExpression[int]) -> ColumnElement[int]:
-    return func.coalesce(func.sum(case((LedgerRow.cached, 0), else_=column)), 0)
+def _uncached(column: str) -> str:
+    return f"COALESCE(SUM(CASE WHEN cached THEN 0 ELSE {column} END), 0)"
 
 
-_SUMS = (
-    func.count(),
-    func.coalesce(func.sum(case((LedgerRow.cached, 1), else_=0)), 0),
-    _uncached(LedgerRow.prompt_tokens),
-    _uncached(LedgerRow.completion_tokens),
-    _uncached(LedgerRow.cached_tokens),
-    func.coalesce(func.sum(LedgerRow.cost_nano_usd), 0),
-    func.coalesce(func.sum(case((LedgerRow.cost_nano_usd.is_(None), 1), else_=0)), 0),
+_SUMS = ", ".join(
+    (
+        "count(*)",
+        "COALESCE(SUM(CASE WHEN cached THEN 1 ELSE 0 END), 0)",
+        _uncached("prompt_tokens"),
+        _uncached("completion_tokens"),
+        _uncached("cached_tokens"),
+        "COALESCE(SUM(cost_nano_usd), 0)",
+        "COALESCE(SUM(CASE WHEN cost_nano_usd IS NULL THEN 1 ELSE 0 END), 0)",
+    )
 )
 
 
 def _where(
-    user_id: uuid.UUID | None, start: datetime, end: datetime
-) -> list[ColumnElement[bool]]:
-    conditions = [LedgerRow.at >= start, LedgerRow.at < end]
+    db: Database, user_id: uuid.UUID | None, start: datetime, end: datetime
+) -> tuple[str, list[object]]:
+    """The WHERE clause and its arguments."""
+    values = db.values
+    arguments = [values.time(start), values.time(end)]
+    where = "WHERE at >= $1 AND at < $2"
     if user_id is not None:
-        conditions.append(LedgerRow.user_id == user_id)
-    return conditions
+        where += " AND user_id = $3"
+        arguments.append(values.uuid(user_id))
+    return where, arguments
 
 
 async def totals(
     db: Database, user_id: uuid.UUID | None, start: datetime, end: datetime
 ) -> Totals:
     """`user_id` None: every user's."""
-    async with db.session() as session:
-        row = (
-            await session.execute(select(*_SUMS).where(*_where(user_id, start, end)))
-        ).one()
+    where, arguments = _where(db, user_id, start, end)
+    async with db.transaction() as transaction:
+        row = await transaction.fetchrow(
+            f"SELECT {_SUMS} FROM ledger {where}",  # noqa: S608 - ours alone
+            *arguments,
+        )
+    assert row is not None  # an aggregate has its one row
     return Totals(*(int(value) for value in row))
 
 
@@ -87,15 +95,35 @@ async def breakdown(
     """Totals per value of `by`, in order of that value (None: no key, no
     operation name)."""
     group = _GROUPS[by]
-    query = (
-        select(group, *_SUMS)
-        .where(*_where(user_id, start, end))
-        .group_by(group)
-        .order_by(group)
-    )
-    async with db.session() as session:
-        rows = (await session.execute(query)).all()
+    where, arguments = _where(db, user_id, start, end)
+    async with db.transaction() as transaction:
+        rows = await transaction.fetch(
+            f"SELECT {group}, {_SUMS} FROM ledger {where} "  # noqa: S608 - ours
+            f"GROUP BY {group} ORDER BY {group}",
+            *arguments,
+        )
+    to_key = db.values.to_uuid if group in _IDS else (lambda value: value)
     return [
-        (None if key is None else str(key), Totals(*(int(v) for v in values)))
+        (None if key is None else str(to_key(key)), Totals(*(int(v) for v in values)))
         for key, *values in rows
     ]
+
+
+async def spent(db: Database, budget: Budget) -> int:
+    """What `budget`'s owner spent in its period by the ledger (answers from
+    our cache cost nothing): nano-dollars or tokens, as its unit says."""
+    owner = "user_id" if budget.scope == "user" else "api_key_id"
+    total = (
+        "cost_nano_usd" if budget.unit == "usd" else "prompt_tokens + completion_tokens"
+    )
+    values = db.values
+    async with db.transaction() as transaction:
+        value = await transaction.fetchval(
+            f"SELECT COALESCE(SUM({total}), 0) FROM ledger "  # noqa: S608 - ours
+            f"WHERE {owner} = $1 AND at >= $2 AND at < $3 AND cached = $4",
+            values.uuid(budget.owner),
+            values.time(budget.start),
+            values.time(budget.end),
+            False,
+        )
+    return int(value or 0)

@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from gptmini_graphql.auth.accounts import NotMigrated
 from gptmini_graphql.db.database import HEAD, SQLITE_CACHE_KIB, Database, alembic_config
@@ -21,12 +22,15 @@ from gptmini_graphql.db.models import Base
 
 def _state(database_url: str) -> tuple[list, set[str], str | None]:
     async def run():
-        db = Database(database_url)
+        # SQLAlchemy's own engine: what Alembic compares with (the server
+        # reads and writes without SQLAlchemy).
+        url = Database(database_url).url.render_as_string(hide_password=False)
+        engine = create_async_engine(url)
         try:
-            async with db.engine.connect() as connection:
+            async with engine.connect() as connection:
                 return await connection.run_sync(_inspect)
         finally:
-            await db.aclose()
+            await engine.dispose()
 
     return asyncio.run(run())
 
@@ -90,9 +94,8 @@ def test_a_sqlite_connection_keeps_a_small_page_cache(tmp_path) -> None:
     async def cache_size() -> int:
         database = Database(f"sqlite:///{tmp_path / 'cache.sqlite3'}")
         try:
-            async with database.engine.connect() as connection:
-                result = await connection.exec_driver_sql("PRAGMA cache_size")
-                return int(result.scalar_one())
+            async with database.transaction() as transaction:
+                return int(await transaction.fetchval("PRAGMA cache_size"))
         finally:
             await database.aclose()
 

@@ -6,6 +6,7 @@ is down. In memory and, with REDIS_URL, in Redis."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
 
 from gptmini_graphql.__main__ import main
 from tests.conftest import API, MEMORY_AND_REDIS, Clock, error_codes, redis_url
@@ -112,18 +112,25 @@ def test_callers_who_find_a_new_minute_together_read_the_ledger_once(
     token = api.login()
     seeding: list[str] = []
 
-    def read_the_ledger(conn, cursor, statement: str, *args: object) -> None:
-        if "FROM ledger" in statement and "sum(" in statement:
-            seeding.append(statement)
+    class ReadTheLedger(logging.Handler):
+        # Each statement the server sends is logged at DEBUG (db/database.py).
+        def emit(self, record: logging.LogRecord) -> None:
+            statement = getattr(record, "statement", "")
+            if "FROM ledger" in statement and "SUM(" in statement:
+                seeding.append(statement)
 
-    event.listen(Engine, "before_cursor_execute", read_the_ledger)
+    statements = logging.getLogger("gptmini_graphql.db")
+    handler, level = ReadTheLedger(), statements.level
+    statements.addHandler(handler)
+    statements.setLevel(logging.DEBUG)
     try:
         with ThreadPoolExecutor(16) as callers:
             results = list(
                 callers.map(lambda _: api.post(CALL, token=token), range(16))
             )
     finally:
-        event.remove(Engine, "before_cursor_execute", read_the_ledger)
+        statements.removeHandler(handler)
+        statements.setLevel(level)
     assert all("errors" not in result for result in results), results
     assert len(seeding) == 1, seeding
 
