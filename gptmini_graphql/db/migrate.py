@@ -18,6 +18,7 @@ from typing import BinaryIO
 from alembic import command
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from gptmini_graphql.db.database import alembic_config
 
@@ -25,7 +26,8 @@ from gptmini_graphql.db.database import alembic_config
 async def upgrade(url: str) -> None:
     """Every migration up to head, in one transaction, on the database of
     `url` (SQLAlchemy's form: db/url.py)."""
-    engine = create_async_engine(url)
+    # One connection, once: nothing to pool.
+    engine = create_async_engine(url, poolclass=NullPool)
     try:
         sqlite_path = engine.url.database if engine.dialect.name == "sqlite" else None
         async with _file_lock(sqlite_path), engine.begin() as connection:
