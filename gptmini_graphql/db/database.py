@@ -145,11 +145,12 @@ class Database:
     async def _sqlite_transaction(self) -> AsyncIterator[Transaction]:
         async with self._turns:
             connection = await self._sqlite_connection()
-            await connection.execute("BEGIN")
             try:
                 yield _SQLiteTransaction(connection)
                 await connection.commit()
             except BaseException:
+                # Also when cancelled: the driver's thread finishes the
+                # statement anyway, and this is queued after it.
                 await asyncio.shield(connection.rollback())
                 raise
 
@@ -160,7 +161,11 @@ class Database:
             connection = await aiosqlite.connect(
                 self._sqlite_target(),
                 timeout=SQLITE_BUSY_SECONDS,
-                isolation_level=None,  # BEGIN and COMMIT are ours
+                # sqlite3 begins the transaction at its first write (as over
+                # SQLAlchemy): reads before it take no snapshot, so a write
+                # after them waits for another process's writer (busy
+                # timeout) instead of failing "locked" at once.
+                isolation_level="DEFERRED",
                 uri=self._in_memory,
             )
             # Foreign keys are off by default; WAL lets readers run beside a writer.

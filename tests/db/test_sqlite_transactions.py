@@ -1,0 +1,63 @@
+"""SQLite: one connection per process, whose transactions take turns. A
+transaction cancelled at any point leaves the connection ready for the next,
+and a transaction that reads before it writes waits for another process's
+writer as a write does (as it did over SQLAlchemy), rather than failing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from gptmini_graphql.db.database import Database
+
+
+def test_a_cancelled_transaction_leaves_the_connection_usable(tmp_path: Path) -> None:
+    async def run() -> None:
+        db = Database(f"sqlite:///{tmp_path}/t.sqlite3")
+        try:
+            async with db.transaction() as transaction:
+                await transaction.execute("CREATE TABLE t (x INTEGER)")
+
+            async def write() -> None:
+                async with db.transaction() as transaction:
+                    await transaction.execute("INSERT INTO t VALUES (1)")
+                    await transaction.execute("INSERT INTO t VALUES (2)")
+
+            # Cancelled at each of its awaits in turn (0: before it starts).
+            for steps in range(8):
+                task = asyncio.create_task(write())
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                async with db.transaction() as transaction:
+                    count = await transaction.fetchval("SELECT count(*) FROM t")
+                    assert count % 2 == 0  # all of a transaction, or none
+        finally:
+            await db.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_read_then_write_waits_for_another_process(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.sqlite3"
+
+    async def run() -> None:
+        ours, theirs = Database(url), Database(url)  # two processes' connections
+        try:
+            async with ours.transaction() as transaction:
+                await transaction.execute("CREATE TABLE t (x INTEGER)")
+            async with ours.transaction() as transaction:
+                assert await transaction.fetch("SELECT x FROM t") == []
+                async with theirs.transaction() as other:
+                    await other.execute("INSERT INTO t VALUES (1)")
+                await transaction.execute("INSERT INTO t VALUES (2)")
+            async with ours.transaction() as transaction:
+                assert await transaction.fetchval("SELECT count(*) FROM t") == 2
+        finally:
+            await ours.aclose()
+            await theirs.aclose()
+
+    asyncio.run(run())
