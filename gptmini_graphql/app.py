@@ -81,11 +81,12 @@ def create_app(
             metrics,
             tracing,
         )
-        # What start-up built (modules, schema, SQLAlchemy's and Alembic's
-        # tables) lives as long as the app: kept out of the collector's sight,
-        # it is not walked again by every full collection under load. (The
-        # database layer made the heap half as large again, and summarize at
-        # 64 concurrent requests 10% dearer until this.)
+        # What start-up built (modules, the schema, and on a start that
+        # migrates, SQLAlchemy's and Alembic's) lives as long as the app: kept
+        # out of the collector's sight, it is not walked again by every full
+        # collection under load. (SQLAlchemy, when the requests still used
+        # it, made the heap half as large again, and summarize at 64
+        # concurrent requests 10% dearer until this.)
         gc.freeze()
         logger.info(
             "started",

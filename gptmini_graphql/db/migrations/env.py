@@ -1,4 +1,4 @@
-"""Alembic's environment: always handed a connection by Database.migrate
+"""Alembic's environment: always handed a connection by db/migrate.py
 (from the app's start or the `db upgrade` command), so it never opens its own."""
 
 from __future__ import annotations
