@@ -228,11 +228,13 @@ class UserStore:
     ) -> UserInfo:
         """`values`: column names (ours, never a caller's) and stored values."""
         now = self._db.values.time(self._now())
-        columns = list(values)
-        assignments = ", ".join(f"{c} = ${n}" for n, c in enumerate(columns, 3))
+        # updated_at even when nothing else changes (no dangling comma).
+        assignments = ", ".join(
+            ["updated_at = $2", *(f"{c} = ${n}" for n, c in enumerate(values, 3))]
+        )
         async with self._db.transaction() as transaction:
             row = await transaction.fetchrow(
-                f"UPDATE users SET updated_at = $2, {assignments} "  # noqa: S608
+                f"UPDATE users SET {assignments} "  # noqa: S608
                 f"WHERE username = $1 RETURNING {COLUMNS}",
                 username,
                 now,

@@ -117,6 +117,17 @@ def test_bad_updates_change_nothing(admin_api) -> None:
     ]
 
 
+def test_an_update_that_changes_nothing_answers_the_user(admin_api) -> None:
+    api = admin_api
+    add_user(api, api.admin, "pat")
+    same = ok(api.post(UPDATE_USER, {"username": "pat"}, token=api.admin))
+    assert same["updateUser"] == {
+        "username": "pat", "role": "USER", "disabled": False, "rateLimit": None,
+    }  # fmt: skip
+    nobody = api.post(UPDATE_USER, {"username": "nobody"}, token=api.admin)
+    assert refused(nobody) == "BAD_USER_INPUT"
+
+
 def test_a_users_own_rate_limit_replaces_the_default(admin_api) -> None:
     api = admin_api
     mia, ned = add_user(api, api.admin, "mia"), add_user(api, api.admin, "ned")
