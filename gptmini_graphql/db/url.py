@@ -6,10 +6,11 @@ every start, and SQLAlchemy is only loaded to migrate (db/migrate.py).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 # Unset DATABASE_URL: a file under a directory that git ignores.
 DEFAULT_SQLITE_PATH = Path("data") / "gptmini.sqlite3"
@@ -21,6 +22,20 @@ _SQLITE = {"sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"}
 
 class DatabaseURLError(ValueError):
     """A DATABASE_URL we cannot use; the message says why (never the password)."""
+
+
+# What follows "scheme://", read as SQLAlchemy reads it (its engine/url.py),
+# so the migrations' engine and the server agree on each part: a password
+# may hold an unescaped '/', '?' or '#', and is hidden whole in logs.
+_PARTS = re.compile(
+    r"""
+    (?:(?P<username>[^:/]*)(?::(?P<password>[^@]*))?@)?
+    (?:\[[^/?]+\]|[^/:?]+)?(?::[^/?]*)?
+    (?:/(?P<database>[^?]*))?
+    (?:\?(?P<query>.*))?
+    """,
+    re.VERBOSE | re.DOTALL,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,30 +50,45 @@ class DatabaseURL:
     query: tuple[tuple[str, str], ...] = ()
 
     @property
+    def _parts(self) -> re.Match[str]:
+        parts = _PARTS.fullmatch(self.rest)
+        assert parts is not None  # async_url matched it
+        return parts
+
+    @property
     def database(self) -> str | None:
         """A SQLite file's path (None: in memory), or PostgreSQL's database."""
-        path = urlsplit(f"x://{self.rest}").path
-        return unquote(path[1:]) or None
+        return unquote(self._parts["database"] or "") or None
 
     @property
     def password(self) -> str | None:
-        password = urlsplit(f"x://{self.rest}").password
+        password = self._parts["password"]
         return None if password is None else unquote(password)
+
+    def _with_password(self, written: str) -> str:
+        parts = self._parts
+        if parts["password"] is None:
+            return self.rest
+        start, end = parts.span("password")
+        return self.rest[:start] + written + self.rest[end:]
 
     def render_as_string(self, *, hide_password: bool = True) -> str:
         driver = "asyncpg" if self.backend == "postgresql" else "aiosqlite"
-        rest = self.rest
-        if hide_password and self.password is not None:
-            credentials, at, place = rest.rpartition("@")
-            user = credentials.partition(":")[0]
-            rest = f"{user}:***{at}{place}"
+        rest = self._with_password("***") if hide_password else self.rest
         query = f"?{urlencode(self.query)}" if self.query else ""
         return f"{self.backend}+{driver}://{rest}{query}"
 
     def asyncpg_dsn(self) -> str:
-        """The URL asyncpg connects to (libpq's words: `sslmode`)."""
+        """The URL asyncpg connects to (libpq's words: `sslmode`), its
+        password escaped as asyncpg's own URL parser needs."""
+        password = self.password
+        rest = (
+            self.rest
+            if password is None
+            else self._with_password(quote(password, safe=""))
+        )
         query = [("sslmode" if k == "ssl" else k, v) for k, v in self.query]
-        return f"postgresql://{self.rest}" + (f"?{urlencode(query)}" if query else "")
+        return f"postgresql://{rest}" + (f"?{urlencode(query)}" if query else "")
 
 
 def async_url(database_url: str | None) -> DatabaseURL:
@@ -67,13 +97,16 @@ def async_url(database_url: str | None) -> DatabaseURL:
     if database_url is None:
         return DatabaseURL("sqlite", f"/{DEFAULT_SQLITE_PATH}")
     scheme, separator, rest = database_url.partition("://")
-    if not separator or not scheme:
+    parts = _PARTS.fullmatch(rest)
+    if not separator or not scheme or parts is None:
         raise DatabaseURLError(
             "DATABASE_URL is not a URL like sqlite:///data/app.db or "
             "postgresql://user@host:5432/db."
         )
-    rest, _, query_text = rest.partition("?")
-    query = parse_qsl(query_text, keep_blank_values=True)
+    query_text = parts["query"]
+    if query_text is not None:
+        rest = rest[: parts.start("query") - 1]
+    query = parse_qsl(query_text or "", keep_blank_values=True)
     if scheme in _SQLITE:
         return DatabaseURL("sqlite", rest, tuple(query))
     if scheme in _POSTGRES:
