@@ -292,14 +292,17 @@ def _driver_errors(
     database raises (not a bug of ours); and, among those, what is a bug of
     ours after all. asyncpg's refusals (a database not accepting
     connections) are PostgresErrors too; our own mistakes are its data and
-    syntax ones. A SQLite server never imports asyncpg."""
+    syntax ones. SQLite's are alike: a locked, unreadable or damaged file is
+    a DatabaseError, our mistakes its Programming and Data errors. A SQLite
+    server never imports asyncpg."""
     outages: tuple[type[BaseException], ...] = (
-        sqlite3.OperationalError,
+        sqlite3.DatabaseError,
         OSError,
         TimeoutError,
     )
     if not postgres:
-        return (sqlite3.IntegrityError,), outages, ()
+        ours = (sqlite3.ProgrammingError, sqlite3.DataError)
+        return (sqlite3.IntegrityError,), outages, ours
     import asyncpg
 
     return (

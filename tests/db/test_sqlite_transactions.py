@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from pathlib import Path
 
+import pytest
+
 from gptmini_graphql.db.database import Database
+from gptmini_graphql.errors import DatabaseUnavailable
 
 
 def test_a_cancelled_transaction_leaves_the_connection_usable(tmp_path: Path) -> None:
@@ -59,5 +63,31 @@ def test_a_read_then_write_waits_for_another_process(tmp_path: Path) -> None:
         finally:
             await ours.aclose()
             await theirs.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_damaged_file_is_an_outage_and_our_mistake_is_not(tmp_path: Path) -> None:
+    """As over SQLAlchemy: a file SQLite cannot read is DATABASE_UNAVAILABLE
+    (a coded, retryable refusal), a statement of ours SQLite refuses is a bug
+    and raised as it is."""
+    damaged = tmp_path / "damaged.sqlite3"
+    damaged.write_bytes(b"not a database, " * 256)
+
+    async def run() -> None:
+        db = Database(f"sqlite:///{damaged}")
+        try:
+            with pytest.raises(DatabaseUnavailable):
+                async with db.transaction() as transaction:
+                    await transaction.fetch("SELECT 1 FROM sqlite_master")
+        finally:
+            await db.aclose()
+        db = Database(f"sqlite:///{tmp_path}/fine.sqlite3")
+        try:
+            with pytest.raises(sqlite3.ProgrammingError):
+                async with db.transaction() as transaction:
+                    await transaction.fetch("SELECT ?1, ?2", 1)
+        finally:
+            await db.aclose()
 
     asyncio.run(run())
