@@ -79,6 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gptmini_graphql.drain import hard_stop_seconds
+    from gptmini_graphql.http_protocol import OneWriteHTTPProtocol
     from gptmini_graphql.settings import InsecureSettings, Settings
 
     settings = Settings()
@@ -131,6 +132,8 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port or settings.port,
             reload=args.reload,
             workers=args.workers,
+            # httptools, each response's head sent with its body.
+            http=OneWriteHTTPProtocol,
             # Our JSON logging; the operation log line replaces the access log.
             log_config=None,
             access_log=False,
