@@ -20,6 +20,7 @@ A step refuses by raising a `Refusal` (refusals.py); `__call__` answers it.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from cross_web import (
@@ -120,7 +121,7 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
         request = Request(scope=scope, receive=receive)
         try:
             try:
-                response = await self.run(request)
+                response = await self.answer(request)
             except Refusal as refusal:
                 response = self._refuse(request, refusal)
             except HTTPException as error:
@@ -128,6 +129,43 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             await response(scope, receive, send)
         finally:
             forget_exchange(request)
+
+    async def answer(self, request: Request) -> Response:
+        """Strawberry's `run` for an HTTP request, for the two results one
+        can have here: one result, or a subscription's stream (batches are
+        refused, @defer and @stream off). Strawberry's tells them apart by
+        an isinstance against a runtime Protocol, which looks the result's
+        attributes up statically: 2% of a cache hit. (A WebSocket's
+        connection is Strawberry's `run` alone.)"""
+        adapter = self.request_adapter_class(request)
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, response=sub_response)
+        if not self.is_request_allowed(adapter):
+            raise HTTPException(405, "GraphQL only supports GET and POST requests.")
+        if self.should_render_graphql_ide(adapter):
+            return await self.render_graphql_ide(request)
+        try:
+            request_data = await self.parse_http_body(adapter)
+        except json.JSONDecodeError as error:
+            raise HTTPException(400, "Unable to parse request body as JSON") from error
+        except KeyError as error:
+            raise HTTPException(400, "File(s) missing in form data") from error
+        result = await self.execute_operation(
+            request=request,
+            request_adapter=adapter,
+            request_data=request_data,
+            context=context,
+            root_value=None,
+            sub_response=sub_response,
+        )
+        if not isinstance(result, ExecutionResult):
+            return await self._create_streaming_response(
+                request, result, request_data.protocol, sub_response
+            )
+        response_data = await self.process_result(request, result)
+        if result.errors:
+            self._handle_errors(result.errors, response_data)
+        return self.create_response(response_data, sub_response)
 
     # 1. negotiation -------------------------------------------------------------
 
