@@ -198,9 +198,10 @@ class CancelOnDisconnect:
     then, cancels the request's task; the cancellation reaches the model's
     HTTP call, whose closed connection stops the generation.
 
-    That task starts only once a request has run for WATCH_AFTER seconds:
-    most answer sooner (a cache hit in a millisecond or two), and a task
-    and a queue for each of them were a tenth of a cache hit's CPU. A
+    That task (and the queue it fills) starts only once a request has run
+    for WATCH_AFTER seconds: most answer sooner (a cache hit in a
+    millisecond or two), and a task and a queue for each of them were a
+    tenth of a cache hit's CPU. A
     caller that leaves early still stops the work, that much later.
 
     A request cancelled from outside before it answered (the server's last
@@ -216,14 +217,15 @@ class CancelOnDisconnect:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        messages: asyncio.Queue[Message] = asyncio.Queue()
+        # What the watcher hears, for the app; made with the watcher.
+        messages: asyncio.Queue[Message] | None = None
         started = responded = due = False
         body_read = not _has_body(scope)  # nothing to read ahead
         watcher: asyncio.Task[None] | None = None
         handling = asyncio.current_task()
         assert handling is not None
 
-        async def watch() -> None:
+        async def watch(messages: asyncio.Queue[Message]) -> None:
             while True:
                 message = await receive()
                 await messages.put(message)
@@ -232,10 +234,13 @@ class CancelOnDisconnect:
             if not responded:
                 handling.cancel()
 
-        def start_watching() -> None:
-            nonlocal watcher
+        def start_watching() -> asyncio.Queue[Message]:
+            nonlocal watcher, messages
+            if messages is None:
+                messages = asyncio.Queue()
             if watcher is None and not responded:
-                watcher = asyncio.create_task(watch())
+                watcher = asyncio.create_task(watch(messages))
+            return messages
 
         def time_is_up() -> None:
             nonlocal due
@@ -254,10 +259,10 @@ class CancelOnDisconnect:
                 return message
             # Past the body the app waits for the disconnect itself: the
             # watcher owns `receive` from now on, and tells it too.
-            start_watching()
-            message = await messages.get()
+            heard = start_watching()
+            message = await heard.get()
             if message["type"] == "http.disconnect":
-                messages.put_nowait(message)  # for every later call too
+                heard.put_nowait(message)  # for every later call too
             return message
 
         async def tracking_send(message: Message) -> None:
