@@ -37,6 +37,10 @@ REDIS_PREFIX = f"gptmini:cache:v{CACHE_VERSION}:"
 
 Mode = Literal["use", "refresh", "bypass"]
 
+# What a key is the hash of: its JSON, keys sorted. One encoder, made once
+# (json.dumps with options makes one per call).
+_encode_key = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
 
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
@@ -69,15 +73,13 @@ class ResponseCache:
 
     @staticmethod
     def key(policy: CachePolicy, upstream: str, body: dict[str, Any]) -> str:
-        material = json.dumps(
+        material = _encode_key(
             {
                 "v": CACHE_VERSION,
                 "scope": policy.scope,
                 "upstream": upstream,
                 "body": body,
-            },
-            sort_keys=True,
-            ensure_ascii=False,
+            }
         )
         return hashlib.sha256(material.encode()).hexdigest()
 
