@@ -222,7 +222,10 @@ class CancelOnDisconnect:
         started = responded = due = False
         body_read = not _has_body(scope)  # nothing to read ahead
         watcher: asyncio.Task[None] | None = None
-        handling = asyncio.current_task()
+        # Found once: each lookup of the running loop is a system call
+        # (getpid, in Python 3.11), and current_task would make another.
+        loop = asyncio.get_running_loop()
+        handling = asyncio.current_task(loop)
         assert handling is not None
 
         async def watch(messages: asyncio.Queue[Message]) -> None:
@@ -239,7 +242,7 @@ class CancelOnDisconnect:
             if messages is None:
                 messages = asyncio.Queue()
             if watcher is None and not responded:
-                watcher = asyncio.create_task(watch(messages))
+                watcher = loop.create_task(watch(messages))
             return messages
 
         def time_is_up() -> None:
@@ -275,7 +278,7 @@ class CancelOnDisconnect:
                 responded = True
             await send(message)
 
-        timer = asyncio.get_running_loop().call_later(self.WATCH_AFTER, time_is_up)
+        timer = loop.call_later(self.WATCH_AFTER, time_is_up)
         try:
             await self.app(scope, app_receive, tracking_send)
         except asyncio.CancelledError:
