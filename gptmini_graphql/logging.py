@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -48,8 +49,8 @@ class JSONFormatter(logging.Formatter):
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):
-    """Writes to a private copy of file descriptor 2, the lines of one turn
-    of the event loop in one write at its end.
+    """Writes to a private copy of file descriptor 2, the lines requests
+    log in one turn of the event loop in one write at its end.
 
     llama.cpp silences fd 2 (and swaps `sys.stderr`) while it loads a model;
     a copy made beforehand keeps our lines flowing meanwhile.
@@ -57,8 +58,11 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
     A write is a system call, as dear as the rest of the line it writes (a
     tenth of a cache hit's CPU here); under load several requests end in
     one turn of the loop, and their lines go out together, each whole, no
-    later than the loop's next wait. A line logged with no loop running in
-    its thread goes out at once, with any held before it.
+    later than the loop's next wait. Any other line (the server's own:
+    starting, stopping) goes out at once, with any held before it, as does
+    one logged with no loop running in its thread: once shut down by a
+    signal, uvicorn logs its last lines and raises that signal again, which
+    ends the process within that turn of the loop.
     """
 
     def __init__(self) -> None:
@@ -76,10 +80,10 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop in this thread: now
-            loop = None
+        loop: asyncio.AbstractEventLoop | None = None
+        if request_id_var.get() is not None:  # a request's line
+            with contextlib.suppress(RuntimeError):  # no loop in this thread: now
+                loop = asyncio.get_running_loop()
         if loop is not None and self._due is loop:
             return
         try:

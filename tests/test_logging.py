@@ -1,5 +1,5 @@
-"""The JSON log lines on stderr: whole, one per line, out by the end of the
-event loop's turn that logged them (at once with no loop running)."""
+"""The JSON log lines on stderr: whole, one per line; a request's out by the
+end of the event loop's turn that logged them, any other at once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from gptmini_graphql.logging import configure_logging
+from gptmini_graphql.logging import configure_logging, request_id_var
 
 
 def _lines(captured: str) -> list[dict[str, object]]:
@@ -33,6 +33,7 @@ def test_lines_of_one_turn_go_out_whole_by_its_end(
     logger = logging.getLogger("gptmini_graphql.test")
 
     async def log_and_wait() -> list[dict[str, object]]:
+        request_id_var.set("r1")
         for number in range(50):
             logger.info("in the loop", extra={"n": number, "text": "x" * 500})
         await asyncio.sleep(0)  # the turn ends
@@ -41,3 +42,22 @@ def test_lines_of_one_turn_go_out_whole_by_its_end(
     lines = asyncio.run(log_and_wait())
     assert [line["n"] for line in lines] == list(range(50))
     assert all(line["text"] == "x" * 500 for line in lines)
+
+
+def test_a_line_of_no_request_goes_out_within_its_turn(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The server's own lines (uvicorn's last ones, before it ends the
+    process by raising the signal that stopped it) wait for nothing."""
+    configure_logging("INFO")
+    logger = logging.getLogger("gptmini_graphql.test")
+
+    async def log_in_a_request_then_not() -> list[dict[str, object]]:
+        request_id_var.set("r1")
+        logger.info("a request's")
+        request_id_var.set(None)
+        logger.info("the server's")
+        return _lines(capfd.readouterr().err)  # the same turn
+
+    lines = asyncio.run(log_in_a_request_then_not())
+    assert [line["message"] for line in lines] == ["a request's", "the server's"]

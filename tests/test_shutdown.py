@@ -209,3 +209,25 @@ def test_a_plain_request_cut_at_shutdown_gets_a_coded_503(tmp_path: Path) -> Non
     errors = response.json()["errors"]
     assert [e["extensions"]["code"] for e in errors] == ["SERVER_SHUTTING_DOWN"]
     assert "Traceback" not in server.output()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_leaves_the_servers_last_log_lines(
+    tmp_path: Path, workers: str
+) -> None:
+    """uvicorn's last lines, which it logs just before it raises SIGTERM
+    again to end the process, reach stderr (each worker's too)."""
+    env = {
+        "LLM_BACKEND": "openai",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",  # never called
+        "OPENAI_API_KEY": "sk-test",
+    }
+    with _serve(tmp_path, env, "--workers", workers) as server:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+    log = server.output()
+    messages = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    said = [m["message"] for m in messages]
+    assert said.count("Application shutdown complete.") == int(workers)
+    finished = [each for each in said if each.startswith("Finished server process")]
+    assert len(finished) == int(workers)
