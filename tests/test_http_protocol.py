@@ -125,3 +125,24 @@ def test_100_continue_goes_out_before_the_body_is_sent(port: int) -> None:
         assert _read_until(client, b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
         client.sendall(body)
         assert _read_until(client, b"echo:late").endswith(b"echo:late")
+
+
+def test_pipelined_requests_are_answered_whole_and_in_order(port: int) -> None:
+    """A HEAD's response is a head alone (held until the turn's end): it
+    still goes out before the next pipelined request's answer."""
+    head = b"HEAD / HTTP/1.1\r\nHost: test\r\n\r\n"
+    with _connect(port) as client:
+        client.sendall(
+            head + _post("/", b"a") + head + _post("/", b"b", "Connection: close")
+        )
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+    answers = data.split(b"HTTP/1.1 ")[1:]
+    assert [answer.split(b"\r\n")[0] for answer in answers] == [b"200 OK"] * 4
+    assert [answer.split(b"\r\n\r\n", 1)[1] for answer in answers] == [
+        b"",
+        b"echo:a",
+        b"",
+        b"echo:b",
+    ]
