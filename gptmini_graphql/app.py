@@ -123,9 +123,13 @@ def create_app(
             with on_shutdown_signals(services.drain, settings.shutdown_grace_seconds):
                 yield {"services": services}
         finally:
-            await services.aclose()
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()  # a process that makes apps again (tests) frees them
+            try:
+                await services.aclose()
+            finally:
+                # A process that makes apps again (tests) gets its collector
+                # back as it was, even when a service failed to close.
+                gc.set_threshold(*thresholds)
+                gc.unfreeze()
             logger.info("stopped")
 
     async def healthz(request: Request) -> JSONResponse:
