@@ -16,6 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from gptmini_graphql.app import create_app
+from gptmini_graphql.llm.transport import AiohttpTransport
 from tests.conftest import API, error_codes, make_settings
 from tests.fake_upstream import FakeUpstream, Reply, api_error, chat_completion
 from tests.test_subscriptions import SLOW, eventually, transport_ws
@@ -154,3 +155,66 @@ def test_a_stream_the_caller_leaves_is_closed_at_the_upstream(over_http) -> None
         assert ws.receive()["type"] == "next"
         ws.complete("1")
         eventually(lambda: api.upstream.disconnects == 1, "upstream left open")
+
+
+def test_a_request_is_on_the_wire_when_its_sender_first_waits() -> None:
+    """Its body is written as it is sent, not on a later turn of the loop
+    (where, under load, every other ready request's work came first): the
+    upstream has all of it by the time the sending task waits for the
+    answer. On a kept-alive connection, as calls under load are."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1/chat/completions"
+    body = b'{"messages": []}'
+
+    async def turns_until(ready: Callable[[], Any]) -> Any:
+        for _ in range(10_000):
+            if found := ready():
+                return found
+            await asyncio.sleep(0)
+        raise AssertionError("never ready")
+
+    def received(peer: socket.socket) -> bytes:
+        try:
+            return peer.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return b""
+
+    async def scenario() -> bytes:
+        transport = AiohttpTransport()
+        try:
+            first = asyncio.ensure_future(
+                transport.handle_async_request(
+                    httpx2.Request("POST", url, content=body)
+                )
+            )
+            peer, _ = await turns_until(lambda: _accepted(listener))
+            await turns_until(lambda: received(peer).endswith(body))
+            peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await (await first).aread()  # read to its end: the connection is kept
+
+            second = asyncio.ensure_future(
+                transport.handle_async_request(
+                    httpx2.Request("POST", url, content=body)
+                )
+            )
+            await asyncio.sleep(0)  # its first step: sent, and waiting
+            assert not second.done()
+            on_the_wire = received(peer)
+            second.cancel()
+            peer.close()
+            return on_the_wire
+        finally:
+            await transport.aclose()
+            listener.close()
+
+    on_the_wire = asyncio.run(scenario())
+    assert on_the_wire.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert on_the_wire.endswith(b"\r\n\r\n" + body)
+
+
+def _accepted(listener: socket.socket) -> tuple[socket.socket, Any] | None:
+    try:
+        return listener.accept()
+    except BlockingIOError:
+        return None
