@@ -218,3 +218,67 @@ def _accepted(listener: socket.socket) -> tuple[socket.socket, Any] | None:
         return listener.accept()
     except BlockingIOError:
         return None
+
+
+def test_a_large_body_is_sent_whole_or_cancelled_cleanly() -> None:
+    """A body larger than the writer's buffer: its first part is written as
+    the request is sent, the rest by the writer's task as the upstream reads
+    it. Cancelled while the upstream reads nothing, the request leaves no
+    writer task running and no error unretrieved."""
+    body = b"x" * (32 * 1024 * 1024)  # more than loopback buffers hold
+    received: list[bytes] = []
+    read_nothing = asyncio.Event()
+    stuck: asyncio.Future[Any] | None = None
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        while await reader.readuntil(b"\r\n\r\n"):
+            if read_nothing.is_set():
+                return  # the connection open, its bytes unread
+            await asyncio.sleep(0.05)  # the client's buffer fills meanwhile
+            received.append(await reader.readexactly(len(body)))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    def writing() -> bool:
+        """A task other than ours, the upstream's or the request's is running:
+        the body's writer."""
+        ours = {asyncio.current_task(), stuck}
+        return any(
+            task not in ours and answer.__name__ not in repr(task)
+            for task in asyncio.all_tasks()
+        )
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        unhandled: list[Any] = []
+        loop.set_exception_handler(lambda _, context: unhandled.append(context))
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat"
+        transport = AiohttpTransport()
+        try:
+            sent = await transport.handle_async_request(
+                httpx2.Request("POST", url, content=body)
+            )
+            assert (await sent.aread()) == b"{}"
+            assert received == [body]
+
+            read_nothing.set()
+            nonlocal stuck
+            stuck = asyncio.ensure_future(
+                transport.handle_async_request(
+                    httpx2.Request("POST", url, content=body)
+                )
+            )
+            await asyncio.sleep(0.1)
+            assert writing(), "the body fitted the socket's buffers"
+            stuck.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await stuck
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert not writing()
+            return unhandled
+        finally:
+            await transport.aclose()
+            server.close()
+
+    assert asyncio.run(scenario()) == []
