@@ -14,7 +14,8 @@ no resolver, arguments or field extension; scalars and enums; objects of a
 concrete type; `__typename`), `plan` turns it once into a tree of
 (response key, attribute, completion). `EventPlan.data` reads an event
 through it, completing each leaf with graphql-core's own
-`complete_leaf_value`. It gives up on an event (`Unplanned`) wherever
+`complete_leaf_value` (but a str for a String, or a bool for a Boolean,
+which that returns as is). It gives up on an event (`Unplanned`) wherever
 the executor would have raised or done more: a null for a non-null field,
 an error or an awaitable as a value, a value its scalar refuses. Such an
 event is run by the executor instead, so its errors are exactly graphql-core's.
@@ -24,15 +25,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from graphql import (
+    GraphQLBoolean,
     GraphQLEnumType,
     GraphQLField,
+    GraphQLID,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLScalarType,
+    GraphQLString,
     Undefined,
 )
 from graphql.execution import Executor
@@ -48,6 +53,9 @@ from strawberry.types.field import StrawberryField
 TYPENAME = "__typename"
 # Values that can be neither an error nor an awaitable: most of an event's.
 _BUILTIN_SCALARS = frozenset({str, int, float, bool})
+# graphql-core's scalars that complete a value of exactly this Python type
+# as the value itself (serialize_string, serialize_id, serialize_boolean).
+_ITSELF = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool}
 
 
 class Unplanned(Exception):
@@ -62,6 +70,10 @@ class _Field:
     non_null: bool
     leaf: GraphQLScalarType | GraphQLEnumType | None
     fields: tuple[_Field, ...]  # an object's own, when not a leaf
+    # A leaf's value of this exact type is its own completion (a str for a
+    # String); an object's of this exact type (the Strawberry type's class)
+    # is neither an error nor an awaitable, so is not checked for either.
+    known: type | None = None
 
 
 class EventPlan:
@@ -81,8 +93,13 @@ class EventPlan:
             if field.non_null:
                 raise Unplanned
             return None
-        if type(value) not in _BUILTIN_SCALARS and (
-            isinstance(value, Exception) or self.is_awaitable(value)
+        kind = type(value)
+        if kind is field.known and field.leaf is not None:
+            return value
+        if (
+            kind is not field.known
+            and kind not in _BUILTIN_SCALARS
+            and (isinstance(value, Exception) or self.is_awaitable(value))
         ):
             raise Unplanned
         if field.leaf is not None:
@@ -147,7 +164,8 @@ def _planned(
     non_null = isinstance(type_, GraphQLNonNull)
     named = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
     if isinstance(named, GraphQLScalarType | GraphQLEnumType):
-        return _Field(key, read, parent.name, non_null, named, ())
+        itself = _ITSELF.get(named) if isinstance(named, GraphQLScalarType) else None
+        return _Field(key, read, parent.name, non_null, named, (), itself)
     if not isinstance(named, GraphQLObjectType) or (
         named.is_type_of is not None and not type_checked
     ):
@@ -181,7 +199,21 @@ def _planned(
         if child is None:
             return None
         fields.append(child)
-    return _Field(key, read, parent.name, non_null, None, tuple(fields))
+    return _Field(
+        key, read, parent.name, non_null, None, tuple(fields), _plain_class(named)
+    )
+
+
+def _plain_class(object_type: GraphQLObjectType) -> type | None:
+    """The class of the Strawberry type behind `object_type`, unless its
+    instances could be errors or awaitables (or it has none)."""
+    definition = (object_type.extensions or {}).get(
+        GraphQLCoreConverter.DEFINITION_BACKREF
+    )
+    origin = getattr(definition, "origin", None)
+    if not isinstance(origin, type) or issubclass(origin, BaseException):
+        return None
+    return None if hasattr(origin, "__await__") else origin
 
 
 def _plain(collected: Any) -> GroupedFieldSet | None:
@@ -207,6 +239,8 @@ def _plain_read(field_def: GraphQLField | None) -> Callable[[Any], Any] | None:
     ):
         return None
     resolve, name = definition.default_resolver, definition.python_name
+    if resolve is getattr:  # Strawberry's default: the attribute, read in C
+        return attrgetter(name)
     return lambda source: resolve(source, name)
 
 
