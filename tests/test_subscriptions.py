@@ -216,6 +216,28 @@ def stream_over_http(
     return multipart_payloads(response.text)
 
 
+def test_an_events_json_is_encoded_as_strawberry_encodes_it(
+    api: API, token: str
+) -> None:
+    # Escapes, non-ASCII and a float, as json.dumps(separators=(",", ":"))
+    # writes them (BaseView.encode_json): byte for byte, not just parsed alike.
+    api.upstream.queue(Reply(chunks=['"é\n😀\\</script>', "\u2028 "]))
+    response = api.client.post(
+        "/graphql",
+        json={"query": STREAM, "variables": PROMPT},
+        headers={"Authorization": f"Bearer {token}", "Accept": ACCEPT["sse"]},
+    )
+    lines = [
+        line.removeprefix("data: ")
+        for line in response.text.split("\r\n")
+        if line.startswith("data: {")
+    ]
+    assert len(lines) == 3
+    for line in lines:
+        assert line == json.dumps(json.loads(line), separators=(",", ":"))
+    assert "\\u00e9\\n\\ud83d\\ude00" in lines[0]
+
+
 def test_a_usage_selection_refused_by_its_variables_costs_only_the_last_event(
     api: API, token: str, capfd: pytest.CaptureFixture
 ) -> None:
@@ -915,20 +937,29 @@ def test_queries_over_a_websocket_log_a_line_each_with_their_own_usage(
 class Piece:
     text: str
     size: int | None = None
+    done: bool | None = None
 
     @strawberry.field
     def shout(self) -> str:
         return self.text.upper()
 
 
+class Loud(str):
+    """A str, but not exactly: completed by the scalar, not passed as is."""
+
+
 @strawberry.type
 class Pieces:
     @strawberry.subscription
     async def pieces(self) -> AsyncGenerator[Piece, None]:
-        yield Piece(text="a", size=1)
+        yield Piece(text="a", size=1, done=False)
         yield Piece(text=None, size=2)  # type: ignore[arg-type]  # null, non-null
         yield Piece(text="b", size="many")  # type: ignore[arg-type]  # not an Int
         yield Piece(text="c")
+        # Values a String or a Boolean completes as something else.
+        yield Piece(text=Loud("d"), done=1)  # type: ignore[arg-type]
+        yield Piece(text=5, done=True)  # type: ignore[arg-type]
+        yield Piece(text=True, done="yes")  # type: ignore[arg-type]
 
 
 @strawberry.type
@@ -955,7 +986,7 @@ def _pieces(executor: type, query: str) -> list[tuple[Any, list[Any]]]:
 @pytest.mark.parametrize(
     "query",
     [
-        "subscription { pieces { __typename text size } }",
+        "subscription { pieces { __typename text size done } }",
         "subscription { pieces { text shout } }",  # a resolver: no plan
     ],
     ids=["planned", "unplanned"],
@@ -964,7 +995,7 @@ def test_events_the_plan_cannot_read_are_the_executors_own(query: str) -> None:
     ours = _pieces(CodedExecutor, query)
 
     assert ours == _pieces(StrawberryGraphQLCoreExecutionContext, query)
-    assert len(ours) == 4 and ours[0][1] == [] and ours[1][1] != []
+    assert len(ours) == 7 and ours[0][1] == [] and ours[1][1] != []
 
 
 def test_a_plan_that_fails_leaves_every_event_to_the_executor(
