@@ -53,22 +53,34 @@ class EventStream:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[Any]:
+        # The events parsed here, piece by piece, not by a generator of
+        # their own: one less generator to pass through for every chunk.
         body = self.response.aiter_bytes()
+        fields = _Fields()
         try:
-            async for event, data in _events(body):
+            async for piece in body:
+                for event, data in fields.read(piece):
+                    if data.startswith("[DONE]"):
+                        async for _ in body:  # read to its end: the connection is kept
+                            pass
+                        return
+                    yield _chunk(event, data)
+            for event, data in fields.end():
                 if data.startswith("[DONE]"):
-                    async for _ in body:  # read to its end: the connection is kept
-                        pass
                     return
-                chunk = json.loads(data)
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    raise _error_event(chunk["error"])
-                # Named events (none in Chat Completions) as the SDK gives them.
-                yield chunk if event is None else {"data": chunk, "event": event}
+                yield _chunk(event, data)
         except httpx2.TimeoutException as error:
             raise APITimeoutError() from error
         except CONNECTION_ERRORS as error:
             raise APIConnectionError() from error
+
+
+def _chunk(event: str | None, data: str) -> Any:
+    chunk = json.loads(data)
+    if isinstance(chunk, dict) and chunk.get("error"):
+        raise _error_event(chunk["error"])
+    # Named events (none in Chat Completions) as the SDK gives them.
+    return chunk if event is None else {"data": chunk, "event": event}
 
 
 def _error_event(error: Any) -> StreamErrorEvent:
@@ -78,30 +90,31 @@ def _error_event(error: Any) -> StreamErrorEvent:
     return StreamErrorEvent(message, body=error)
 
 
-async def _events(body: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, str]]:
-    """(event name, data) of each event dispatched in `body`."""
-    fields = _Fields()
-    pending = b""
-    async for piece in body:
-        lines = (pending + piece).splitlines(keepends=True)
-        # An unfinished last line waits for the rest (a CR may be half a CRLF).
-        pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
-        for event in fields.read(lines):
-            yield event
-    for event in fields.read([pending] if pending.endswith(b"\r") else []):
-        yield event
-
-
 class _Fields:
-    """The fields of the event being read, line by line."""
+    """The fields of the event being read, line by line, from the pieces of
+    the body as they come: (event name, data) of each event dispatched."""
 
     def __init__(self) -> None:
+        self.pending = b""  # an unfinished last line
         self.event: str | None = None
         self.data: list[str] = []
         self.last_id: str | None = None  # once seen, every blank line dispatches
         self.retry: int | None = None
 
-    def read(self, lines: list[bytes]) -> list[tuple[str | None, str]]:
+    def read(self, piece: bytes) -> list[tuple[str | None, str]]:
+        """The events `piece`, the next piece of the body, dispatches."""
+        lines = (self.pending + piece).splitlines(keepends=True)
+        if not lines:
+            return []
+        # An unfinished last line waits for the rest (a CR may be half a CRLF).
+        self.pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
+        return self._dispatched(lines)
+
+    def end(self) -> list[tuple[str | None, str]]:
+        """The events the body's end dispatches."""
+        return self._dispatched([self.pending] if self.pending.endswith(b"\r") else [])
+
+    def _dispatched(self, lines: list[bytes]) -> list[tuple[str | None, str]]:
         """The events the blank lines among `lines` dispatch."""
         events = []
         for raw in lines:
