@@ -309,9 +309,23 @@ def _body(frame: bytes) -> Message:
     return {"type": "http.response.body", "body": frame, "more_body": True}
 
 
-# Strawberry's BaseView.encode_json, with its encoder made once: json.dumps
-# given options makes one for every call, a third of encoding a small event.
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+# Strawberry's BaseView.encode_json: json.dumps(separators=(",", ":")).
+_JSON = json.JSONEncoder(separators=(",", ":"))
+_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _encode_json(value: object) -> str:
+    """What `_JSON.encode(value)` returns, by the C encoder it would make,
+    made here directly: its encode and iterencode (a closure made per call,
+    the arguments found again) were half of encoding a small event. A
+    fresh `markers` each time, as it makes: the check for circular values."""
+    if _c_encoder is None:  # a Python without the _json module
+        return _JSON.encode(value)
+    encoder = _c_encoder(
+        {}, _JSON.default, json.encoder.encode_basestring_ascii, None, ":", ",",
+        False, False, True,
+    )  # fmt: skip
+    return "".join(encoder(value, 0))
 
 
 def _encoder(view: ResultView) -> Encode:
