@@ -949,7 +949,22 @@ class Loud(str):
 
 
 @strawberry.type
+class Delegate:
+    """Answers any attribute its class lacks, `__await__` too: graphql-core
+    takes it for an awaitable (and fails to await it)."""
+
+    text: str
+
+    def __getattr__(self, name: str) -> Any:
+        return self.text.upper
+
+
+@strawberry.type
 class Pieces:
+    @strawberry.subscription
+    async def delegates(self) -> AsyncGenerator[Delegate, None]:
+        yield Delegate(text="a")
+
     @strawberry.subscription
     async def pieces(self) -> AsyncGenerator[Piece, None]:
         yield Piece(text="a", size=1, done=False)
@@ -996,6 +1011,14 @@ def test_events_the_plan_cannot_read_are_the_executors_own(query: str) -> None:
 
     assert ours == _pieces(StrawberryGraphQLCoreExecutionContext, query)
     assert len(ours) == 7 and ours[0][1] == [] and ours[1][1] != []
+
+
+def test_an_event_that_answers_any_attribute_is_the_executors_own() -> None:
+    query = "subscription { delegates { text } }"
+    ours = _pieces(CodedExecutor, query)
+
+    assert ours == _pieces(StrawberryGraphQLCoreExecutionContext, query)
+    assert ours[0][0] is None and ours[0][1] != []
 
 
 def test_a_plan_that_fails_leaves_every_event_to_the_executor(

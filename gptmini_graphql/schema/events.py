@@ -206,14 +206,25 @@ def _planned(
 
 def _plain_class(object_type: GraphQLObjectType) -> type | None:
     """The class of the Strawberry type behind `object_type`, unless its
-    instances could be errors or awaitables (or it has none)."""
+    instances could be errors or awaitables (or it has none). The checks
+    ask the instance (`isinstance` its `__class__`, `hasattr` its
+    `__await__`): a class whose instances answer either otherwise than it
+    does (a `__getattr__`, its own `__getattribute__` or `__class__`) is
+    left to them."""
     definition = (object_type.extensions or {}).get(
         GraphQLCoreConverter.DEFINITION_BACKREF
     )
     origin = getattr(definition, "origin", None)
     if not isinstance(origin, type) or issubclass(origin, BaseException):
         return None
-    return None if hasattr(origin, "__await__") else origin
+    if (
+        hasattr(origin, "__await__")
+        or hasattr(origin, "__getattr__")
+        or origin.__getattribute__ is not object.__getattribute__
+        or any("__class__" in vars(base) for base in origin.__mro__[:-1])
+    ):
+        return None
+    return origin
 
 
 def _plain(collected: Any) -> GroupedFieldSet | None:
