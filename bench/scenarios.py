@@ -44,11 +44,7 @@ def direct(rig: Rig, options: Options) -> list[dict]:
 
 @scenario("baseline", "bare Starlette + openai SDK, same upstream call (reference)")
 def baseline(rig: Rig, options: Options) -> list[dict]:
-    server = rig.baseline()
-    body = json.dumps({"text": TEXT}).encode()
-    headers = {"Content-Type": "application/json"}
-    request = http_request("POST", "/summarize", server.port, body, headers)
-    return http_load(rig, options, server, request, json_check("text"))
+    return _bare_starlette(rig, options, "/summarize")
 
 
 @scenario(
@@ -57,10 +53,15 @@ def baseline(rig: Rig, options: Options) -> list[dict]:
     "the least a request served by uvicorn and Starlette costs (floor)",
 )
 def floor(rig: Rig, options: Options) -> list[dict]:
+    return _bare_starlette(rig, options, "/answer")
+
+
+def _bare_starlette(rig: Rig, options: Options, path: str) -> list[dict]:
+    """A summarize request's body posted to bench/baseline_app.py's `path`."""
     server = rig.baseline()
     body = json.dumps({"text": TEXT}).encode()
     headers = {"Content-Type": "application/json"}
-    request = http_request("POST", "/answer", server.port, body, headers)
+    request = http_request("POST", path, server.port, body, headers)
     return http_load(rig, options, server, request, json_check("text"))
 
 
