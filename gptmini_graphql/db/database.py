@@ -168,10 +168,18 @@ class Database:
                 isolation_level="DEFERRED",
                 uri=self._in_memory,
             )
-            # Foreign keys are off by default; WAL lets readers run beside a writer.
-            await connection.execute("PRAGMA foreign_keys=ON")
-            await connection.execute("PRAGMA journal_mode=WAL")
-            await connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            try:
+                # Foreign keys are off by default; WAL lets readers run
+                # beside a writer.
+                await connection.execute("PRAGMA foreign_keys=ON")
+                await connection.execute("PRAGMA journal_mode=WAL")
+                await connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            except BaseException:
+                # A file SQLite cannot read fails here, and so may a cancel:
+                # closed, or its driver thread would keep the process from
+                # ever exiting.
+                await asyncio.shield(connection.close())
+                raise
             self._sqlite = connection
         return self._sqlite
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,9 +71,11 @@ def test_a_read_then_write_waits_for_another_process(tmp_path: Path) -> None:
 def test_a_damaged_file_is_an_outage_and_our_mistake_is_not(tmp_path: Path) -> None:
     """As over SQLAlchemy: a file SQLite cannot read is DATABASE_UNAVAILABLE
     (a coded, retryable refusal), a statement of ours SQLite refuses is a bug
-    and raised as it is."""
+    and raised as it is; and neither leaves the driver's thread behind (it
+    would keep the process from exiting)."""
     damaged = tmp_path / "damaged.sqlite3"
     damaged.write_bytes(b"not a database, " * 256)
+    before = set(threading.enumerate())
 
     async def run() -> None:
         db = Database(f"sqlite:///{damaged}")
@@ -91,3 +94,7 @@ def test_a_damaged_file_is_an_outage_and_our_mistake_is_not(tmp_path: Path) -> N
             await db.aclose()
 
     asyncio.run(run())
+    left = [t for t in set(threading.enumerate()) - before if not t.daemon]
+    for thread in left:
+        thread.join(timeout=5)
+    assert not [t.name for t in left if t.is_alive()]
