@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError, NoSchemaIntrospectionCustomRule
+from graphql import execute as graphql_execute
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.name_converter import NameConverter
@@ -17,6 +19,7 @@ from gptmini_graphql.extensions.operation import OperationExtension
 from gptmini_graphql.extensions.parsing import Documents
 from gptmini_graphql.extensions.query_limits import query_limit_rules
 from gptmini_graphql.extensions.runner import HookRunner
+from gptmini_graphql.schema import prepared
 from gptmini_graphql.schema.admin import AdminMutation, AdminQuery
 from gptmini_graphql.schema.executor import CodedExecutor
 from gptmini_graphql.schema.keys import KeyMutation
@@ -53,6 +56,12 @@ class Schema(strawberry.Schema):
     ) -> None:
         """Strawberry logs every error with its trace; the endpoint logs ours
         once, in the operation's own JSON line."""
+
+    def _get_execute_function(self) -> Callable[..., Any]:
+        """graphql-core's execute, or ours where a document's operation has
+        a plan (prepared.py)."""
+        function = super()._get_execute_function()
+        return prepared.execute if function is graphql_execute else function
 
     def create_extensions_runner(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]

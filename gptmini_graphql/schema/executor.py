@@ -56,7 +56,7 @@ class CodedExecutor(StrawberryGraphQLCoreExecutionContext):
     def build(cls, *args: Any, **kwargs: Any) -> Any:
         built = super().build(*args, **kwargs)
         if isinstance(built, list):  # it could not start: these are why
-            return [_coded(error) for error in built]
+            return coded_build_errors(built)
         assert isinstance(built, CodedExecutor)
         if built.operation.operation is OperationType.SUBSCRIPTION:
             # Planned at the stream's first wait (for its caller, its budget,
@@ -235,8 +235,11 @@ def _fixed(details: FieldDetailsList, fragments: dict[str, FragmentDetails]) -> 
     return True
 
 
-def _coded(error: GraphQLError) -> GraphQLError:
-    nodes = error.nodes or ()
-    if nodes and all(isinstance(node, VariableDefinitionNode) for node in nodes):
-        error.extensions = {**(error.extensions or {}), "code": BadUserInput.code}
-    return error
+def coded_build_errors(errors: list[GraphQLError]) -> list[GraphQLError]:
+    """Why an executor could not be built, those about variables' values
+    coded BAD_USER_INPUT."""
+    for error in errors:
+        nodes = error.nodes or ()
+        if nodes and all(isinstance(node, VariableDefinitionNode) for node in nodes):
+            error.extensions = {**(error.extensions or {}), "code": BadUserInput.code}
+    return errors
