@@ -35,9 +35,13 @@ class Usage:
     cost: float | None = None
 
 
-@strawberry.type
-class Answer:
+@strawberry.interface
+class Result:
     text: str
+
+
+@strawberry.type
+class Answer(Result):
     mood: Mood = Mood.GOOD
     usage: Usage | None = None
     words: list[str] = strawberry.field(default_factory=list)
@@ -71,6 +75,8 @@ def _answer(kind: str, text: str) -> Any:
         raise BadUserInput("That text will not do.")
     if kind == "bug":
         raise RuntimeError("a bug")
+    if kind == "wrong-type":
+        return Usage(tokens=1)  # not an Answer: its is_type_of says so
     if kind == "returns-error":
         return ValueError("returned, not raised")
     raise AssertionError(kind)
@@ -85,6 +91,7 @@ KINDS = [
     "app-error",
     "bug",
     "returns-error",
+    "wrong-type",
 ]
 
 

@@ -17,9 +17,10 @@ request only what depends on the request, each step graphql-core's own:
     resolver    the field's, as the executor calls it (Strawberry's wrapper
                 and all: arguments converted, field extensions, permissions)
     value       null checked and located as `complete_value` does; a leaf by
-                `complete_leaf_value`; an object by its selection's plan
-                (events.py), or, where the plan gives up on a value, by a
-                CodedExecutor built for that request's completion alone
+                `complete_leaf_value`; an object's type checked by its
+                `is_type_of`, then its fields read through its selection's
+                plan (events.py) or, where the plan gives up on a value, by
+                a CodedExecutor built for that value's completion alone
     errors      located and propagated as `handle_field_error` and
                 `execute_operation` do
 
@@ -28,9 +29,9 @@ operation is a query or a mutation that selects exactly one field of its
 root type, not an introspection field, with no directive anywhere in the
 document (an @include or @skip reads variables; an operation's own
 directives change error propagation), no fragment with variables, and whose
-type is a scalar, an enum, or an object of one type (no `is_type_of`)
-whose selection events.py can plan. tests/test_prepared.py runs both paths
-on many documents and variables, errors among them, and compares.
+type is a scalar, an enum, or an object type whose selection events.py
+can plan. tests/test_prepared.py runs both paths on many documents and
+variables, errors among them, and compares.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from graphql import (
     DocumentNode,
@@ -72,6 +73,7 @@ from graphql.execution.executor import (
     CollectedErrors,
     default_field_resolver,
     default_type_resolver,
+    invalid_return_type_error,
 )
 from graphql.execution.middleware import MiddlewareManager
 from graphql.execution.values import (
@@ -109,6 +111,7 @@ class PreparedOperation:
     path: Path
     non_null: bool
     leaf: GraphQLScalarType | GraphQLEnumType | None
+    object_type: GraphQLObjectType | None  # when not a leaf
     object_plan: Any  # the object's selection planned (events.py), if not a leaf
 
     async def execute(
@@ -154,25 +157,34 @@ class PreparedOperation:
             value = resolve(root_value, info, **arguments)
             if is_awaitable(value):
                 value = await value
-            try:
-                completed = self._complete(value, info, is_awaitable)
-            except Unplanned:
-                # The plan gives up on this value: the executor completes it,
-                # collecting the errors of its fields as it would have.
-                executor = self._executor(
-                    executor_class,
-                    root_value,
-                    context_value,
-                    coerced,
-                    middleware,
-                    is_awaitable,
-                    operation_extensions,
-                )
-                completed = executor.complete_value(
-                    self.field_def.type, self.details, info, self.path, value, None
-                )
-                if is_awaitable(completed):
-                    completed = await completed
+            if not self._present(value, info):
+                completed = None
+            elif self.leaf is not None:
+                completed = Executor.complete_leaf_value(self.leaf, value)
+            else:
+                await self._check_type(value, info, is_awaitable)
+                try:
+                    completed = ObjectPlan(self.object_plan, is_awaitable).complete(
+                        value
+                    )
+                except Unplanned:
+                    # The plan gives up on this value: the executor completes
+                    # it, collecting the errors of its fields as it would have.
+                    executor = self._executor(
+                        executor_class,
+                        root_value,
+                        context_value,
+                        coerced,
+                        middleware,
+                        is_awaitable,
+                        operation_extensions,
+                    )
+                    assert self.object_type is not None
+                    completed = executor.collect_and_execute_subfields(
+                        self.object_type, self.details, self.path, value, None
+                    )
+                    if is_awaitable(completed):
+                        completed = await cast(Awaitable[Any], completed)
         except Exception as raw_error:
             errors = executor.collected_errors if executor else CollectedErrors()
             error = located_error(raw_error, self.field_nodes, self.path.as_list())
@@ -220,14 +232,9 @@ class PreparedOperation:
         )
         return executor
 
-    def _complete(
-        self,
-        value: Any,
-        info: GraphQLResolveInfo[Any],
-        is_awaitable: Callable[[Any], bool],
-    ) -> Any:
-        """`complete_value` for the field's type, for what the plan covers;
-        `Unplanned` for the rest."""
+    def _present(self, value: Any, info: GraphQLResolveInfo[Any]) -> bool:
+        """`complete_value`'s first steps: whether there is a value to
+        complete (False: null), or the error the value is."""
         if isinstance(value, Exception):
             raise value
         if value is None or value is Undefined:
@@ -236,10 +243,22 @@ class PreparedOperation:
                     "Cannot return null for non-nullable field"
                     f" {info.parent_type}.{info.field_name}."
                 )
-            return None
-        if self.leaf is not None:
-            return Executor.complete_leaf_value(self.leaf, value)
-        return ObjectPlan(self.object_plan, is_awaitable).complete(value)
+            return False
+        return True
+
+    async def _check_type(
+        self, value: Any, info: GraphQLResolveInfo[Any], is_awaitable: Any
+    ) -> None:
+        """`complete_object_value`'s check of the value's type, if it has one."""
+        assert self.object_type is not None
+        is_type_of = self.object_type.is_type_of
+        if is_type_of is None:
+            return
+        checked = is_type_of(value, info)
+        if is_awaitable(checked):
+            checked = await cast(Awaitable[Any], checked)
+        if not checked:
+            raise invalid_return_type_error(self.object_type, value, self.details)
 
 
 class _Request:
@@ -375,13 +394,13 @@ def prepare(
     object_plan = None
     if isinstance(named, GraphQLScalarType | GraphQLEnumType):
         leaf = named
-    elif isinstance(named, GraphQLObjectType) and named.is_type_of is None:
+    elif isinstance(named, GraphQLObjectType):
         planner = _Planner(schema, fragments, operation)
         object_plan = plan_object(planner, named, details)  # type: ignore[arg-type]
         if object_plan is None:
             return None
     else:
-        return None  # a list, an interface or union, a type that checks values
+        return None  # a list, an interface or a union
     return PreparedOperation(
         schema=schema,
         operation=operation,
@@ -395,6 +414,7 @@ def prepare(
         path=Path(None, key, root_type.name),
         non_null=non_null,
         leaf=leaf,
+        object_type=None if leaf else named,
         object_plan=object_plan,
     )
 
