@@ -140,7 +140,7 @@ class PreparedOperation:
         info = StrawberryGraphQLCoreExecutionContext.build_resolve_info(
             request,  # type: ignore[arg-type]  # what the method reads of an executor
             self.field_def,
-            self.field_nodes,
+            [*self.field_nodes],  # the executor hands each resolver a list of its own
             self.root_type,
             self.path,
         )
