@@ -272,6 +272,16 @@ def test_an_operation_that_cannot_be_picked_is_graphql_cores_to_report() -> None
     assert ours[0][1][0]["message"] == "Unknown operation named 'S'."
 
 
+def test_names_of_no_operation_are_not_kept() -> None:
+    document = parse("query Q { __typename }")
+    kept = len(prepared._PREPARED)
+
+    for name in ("R", "S", "T"):
+        assert prepared.prepared(SCHEMA._schema, document, name) is None
+
+    assert len(prepared._PREPARED) == kept
+
+
 def test_a_middleware_takes_graphql_cores_path() -> None:
     document = parse('query Q { count(kind: "plain") }')
     seen: list[str] = []

@@ -340,6 +340,9 @@ def prepared(
     cached = _PREPARED.get(key)
     if cached is not None and cached[0]() is document:
         return cached[1]
+    if operation_name is not None and _operation(document, operation_name) is None:
+        # Not kept: names sent at random would grow this without bound.
+        return None  # graphql-core reports the unknown operation
     try:
         operation = prepare(schema, document, operation_name)
     except Exception:
