@@ -311,7 +311,7 @@ def test_a_plan_is_made_once_per_document_and_kept_while_it_is() -> None:
 
     assert plan is not None
     assert prepared.prepared(SCHEMA._schema, document, None) is plan
-    key = (id(document), None)
+    key = (id(SCHEMA._schema), id(document), None)
     assert key in prepared._PREPARED
     del document, plan
     gc.collect()
@@ -342,3 +342,34 @@ def test_a_resolver_error_is_located_as_graphql_core_locates_it() -> None:
         }
     ]
     assert originals == [BadUserInput]
+
+
+def test_a_document_run_on_another_schema_runs_that_schemas_resolvers() -> None:
+    """A plan belongs to its schema: the same parsed document executed on a
+    second schema (one app's cache of documents, say, shared by two) is that
+    schema's to resolve, as graphql-core would."""
+
+    def schema_answering(word: str) -> strawberry.Schema:
+        @strawberry.type
+        class WordQuery:
+            @strawberry.field
+            def word(self) -> str:
+                return word
+
+        return strawberry.Schema(query=WordQuery, execution_context_class=CodedExecutor)
+
+    document = parse("query Q { word }")
+    answers = []
+    for schema in (schema_answering("first"), schema_answering("second")):
+        result = asyncio.run(
+            prepared.execute(  # type: ignore[misc]
+                schema._schema,
+                document,
+                middleware=MiddlewareManager(),
+                is_awaitable=optimized_is_awaitable,
+                executor_class=CodedExecutor,
+            )
+        )
+        answers.append(result.data)
+
+    assert answers == [{"word": "first"}, {"word": "second"}]

@@ -322,12 +322,14 @@ _ASYNC_HELPERS = GraphQLResolveInfoHelpers(gather=_gather, track=_track)
 # Preparing
 
 
-# By the id of the document's node (its hash and equality are its whole
-# structure's) and the operation name: the documents the parser's cache
-# holds, each entry gone with its node. None: the operation does not qualify.
+# By the ids of the schema and of the document's node (a node's hash and
+# equality are its whole structure's) and the operation name: the documents
+# the parser's cache holds, each entry gone with its node. A plan is its
+# schema's (its resolvers, its types): the schema is kept with it, so that
+# its id names no other schema meanwhile. None: the operation does not qualify.
 _PREPARED: dict[
-    tuple[int, str | None],
-    tuple[weakref.ref[DocumentNode], PreparedOperation | None],
+    tuple[int, int, str | None],
+    tuple[weakref.ref[DocumentNode], GraphQLSchema, PreparedOperation | None],
 ] = {}
 
 
@@ -336,10 +338,10 @@ def prepared(
 ) -> PreparedOperation | None:
     """The operation `operation_name` of `document` prepared, once per
     document; None if it does not qualify (see the module's docstring)."""
-    key = (id(document), operation_name)
+    key = (id(schema), id(document), operation_name)
     cached = _PREPARED.get(key)
     if cached is not None and cached[0]() is document:
-        return cached[1]
+        return cached[2]
     if operation_name is not None and _operation(document, operation_name) is None:
         # Not kept: names sent at random would grow this without bound.
         return None  # graphql-core reports the unknown operation
@@ -353,7 +355,7 @@ def prepared(
     def forget(_: object) -> None:
         _PREPARED.pop(key, None)
 
-    _PREPARED[key] = (weakref.ref(document, forget), operation)
+    _PREPARED[key] = (weakref.ref(document, forget), schema, operation)
     return operation
 
 
