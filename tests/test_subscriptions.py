@@ -732,6 +732,9 @@ def test_a_multipart_stream_beats_while_the_model_is_slow(api: API, token: str) 
         b'data: {"choices": "not a list"}\n\n',
         b'data: ["not", "an", "object"]\n\n',
         b'data: {"choices": [], "usage": {"prompt_tokens": "many"}}\n\n',
+        b'data: {"choices": [\n\n',  # not JSON
+        b'data: {"choices": []} {"choices": []}\n\n',  # more than one value
+        b"data: \xef\xbb\xbf{}\n\n",  # a byte-order mark before it
     ],
 )
 def test_a_malformed_stream_chunk_is_an_upstream_error(

@@ -76,11 +76,32 @@ class EventStream:
 
 
 def _chunk(event: str | None, data: str) -> Any:
-    chunk = json.loads(data)
+    chunk = _json(data)
     if isinstance(chunk, dict) and chunk.get("error"):
         raise _error_event(chunk["error"])
     # Named events (none in Chat Completions) as the SDK gives them.
     return chunk if event is None else {"data": chunk, "event": event}
+
+
+# json.loads's own C scanner (its default decoder's), called directly: loads,
+# decode and raw_decode around it, with two whitespace regexes, were a third
+# of decoding a chunk.
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # untyped
+_WHITESPACE = " \t\n\r"  # what JSON allows around a value
+
+
+def _json(data: str) -> Any:
+    """`json.loads(data)`: the value, when `data` is that value alone; else
+    (whitespace around it, not JSON) json.loads itself, and its error."""
+    if data and data[0] not in _WHITESPACE and data[-1] not in _WHITESPACE:
+        try:
+            value, end = _scan_once(data, 0)
+        except StopIteration:
+            pass
+        else:
+            if end == len(data):
+                return value
+    return json.loads(data)
 
 
 def _error_event(error: Any) -> StreamErrorEvent:
