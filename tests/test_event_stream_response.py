@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 
-from gptmini_graphql.http.event_stream import MAX_FRAMES_PER_SEND, EventStreamResponse
+from gptmini_graphql.http.event_stream import (
+    MAX_FRAMES_PER_SEND,
+    EventStreamResponse,
+    _json_encoder,
+)
 from gptmini_graphql.read_deadline import ReadDeadline
 
 LAST = b"<end>"
@@ -235,3 +239,34 @@ def test_a_stalled_read_times_out_after_its_tasks_time_away() -> None:
     asyncio.run(_run(_response(frames()), send))
 
     assert sent == [b"1", b"2", b"timed out" + LAST]
+
+
+def test_heartbeats_go_out_every_interval_while_frames_wait() -> None:
+    """The heartbeat's task starts when its first interval is up, then sends
+    one every interval, between frames, never after the last."""
+    bodies = Bodies()
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"a"
+        await asyncio.sleep(0.35)
+        yield b"b"
+
+    asyncio.run(_run(_response(frames(), interval=0.1), bodies))
+
+    assert bodies.sent[0] == b"a" and bodies.sent[-1] == b"b" + LAST
+    assert 2 <= bodies.sent.count(b"<beat>") <= 3
+    assert set(bodies.sent[1:-1]) == {b"<beat>"}
+
+
+def test_a_value_that_fails_to_encode_leaves_the_next_one_encodable() -> None:
+    """The stream's one encoder checks for circular values with the ids of
+    those it is in; a failure midway leaves them, so the next value gets a
+    new encoder (else that value, in them, would be called circular)."""
+    encode = _json_encoder()
+    event: dict[str, Any] = {"data": {"text": object()}}
+    with pytest.raises(TypeError):
+        encode(event)
+    event["data"]["text"] = "ok"
+
+    assert encode(event) == '{"data":{"text":"ok"}}'
+    assert encode(event) == '{"data":{"text":"ok"}}'
