@@ -124,22 +124,29 @@ class _Fields:
 
     def read(self, piece: bytes) -> list[tuple[str | None, str]]:
         """The events `piece`, the next piece of the body, dispatches."""
-        lines = (self.pending + piece).splitlines(keepends=True)
-        if not lines:
-            return []
-        # An unfinished last line waits for the rest (a CR may be half a CRLF).
-        self.pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
+        text = self.pending + piece
+        lines = text.splitlines()  # at LF, CR or CRLF, as the format's lines end
+        if text.endswith(b"\n"):
+            self.pending = b""
+        elif lines:
+            # An unfinished last line waits for the rest (a CR may be half a CRLF).
+            self.pending = lines.pop() + (b"\r" if text.endswith(b"\r") else b"")
         return self._dispatched(lines)
 
     def end(self) -> list[tuple[str | None, str]]:
         """The events the body's end dispatches."""
-        return self._dispatched([self.pending] if self.pending.endswith(b"\r") else [])
+        ended = self.pending.endswith(b"\r")
+        return self._dispatched([self.pending[:-1]] if ended else [])
 
     def _dispatched(self, lines: list[bytes]) -> list[tuple[str | None, str]]:
-        """The events the blank lines among `lines` dispatch."""
+        """The events the blank lines among `lines` (without their ends)
+        dispatch."""
         events = []
         for raw in lines:
-            line = raw.rstrip(b"\r\n").decode()
+            if raw.startswith(b"data: "):  # most lines: read without the rest
+                self.data.append(raw[6:].decode())
+                continue
+            line = raw.decode()
             if not line:
                 if self.event is not None or self.data or self.last_id is not None:
                     events.append((self.event, "\n".join(self.data)))
