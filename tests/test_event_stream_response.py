@@ -241,21 +241,31 @@ def test_a_stalled_read_times_out_after_its_tasks_time_away() -> None:
     assert sent == [b"1", b"2", b"timed out" + LAST]
 
 
-def test_heartbeats_go_out_every_interval_while_frames_wait() -> None:
-    """The heartbeat's task starts when its first interval is up, then sends
-    one every interval, between frames, never after the last."""
+def test_heartbeats_go_out_while_frames_wait_and_none_after_the_last() -> None:
+    """Beats go out between frames while the model thinks; a stream that ends
+    as a beat goes out sends none after its last frame, and leaves no task
+    behind (the beat's, cancelled, has ended)."""
     bodies = Bodies()
+    two_beats = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        await bodies(message)
+        if bodies.sent.count(b"<beat>") == 2:
+            two_beats.set()
 
     async def frames() -> AsyncGenerator[bytes, None]:
         yield b"a"
-        await asyncio.sleep(0.35)
+        await two_beats.wait()  # the model, thinking through two beats
         yield b"b"
 
-    asyncio.run(_run(_response(frames(), interval=0.1), bodies))
+    async def main() -> None:
+        await _run(_response(frames(), interval=0.01), send)
+        await asyncio.sleep(0.05)  # a beat left over would have gone out by now
+        assert asyncio.all_tasks() == {asyncio.current_task()}
 
-    assert bodies.sent[0] == b"a" and bodies.sent[-1] == b"b" + LAST
-    assert 2 <= bodies.sent.count(b"<beat>") <= 3
-    assert set(bodies.sent[1:-1]) == {b"<beat>"}
+    asyncio.run(main())
+
+    assert bodies.sent == [b"a", b"<beat>", b"<beat>", b"b" + LAST]
 
 
 def test_a_value_that_fails_to_encode_leaves_the_next_one_encodable() -> None:
