@@ -30,7 +30,7 @@ fragment arguments) is planned for its own stream only.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -137,7 +137,7 @@ def plan(executor: Executor[Any]) -> EventPlan | None:
     if manager is not None and manager.middlewares:
         return None  # an extension resolves each field itself
     operation = executor.operation
-    if not _fixed(operation.selection_set, executor.fragments):
+    if not fixed([operation.selection_set], executor.fragments):
         root = _root_plan(executor)
     else:
         key = id(operation)
@@ -170,12 +170,14 @@ _PLANS: dict[
 ] = {}
 
 
-def _fixed(selection_set: SelectionSetNode, fragments: dict[str, Any]) -> bool:
-    """Whether this selection is the same whatever the variables: no
-    directive in it (an @include or @skip may read one), nor fragment
-    arguments, through its fragments too."""
+def fixed(
+    selection_sets: Iterable[SelectionSetNode], fragments: dict[str, Any]
+) -> bool:
+    """Whether these selections are the same whatever the variables: no
+    directive in them (an @include or @skip may read one), nor fragment
+    arguments, through their fragments too."""
     seen: set[str] = set()
-    pending = [selection_set]
+    pending = list(selection_sets)
     while pending:
         for selection in pending.pop().selections:
             if selection.directives:
