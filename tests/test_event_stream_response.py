@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 
-from gptmini_graphql.http.event_stream import MAX_FRAMES_PER_SEND, EventStreamResponse
+from gptmini_graphql.http.event_stream import (
+    MAX_FRAMES_PER_SEND,
+    EventStreamResponse,
+    _json_encoder,
+)
 from gptmini_graphql.read_deadline import ReadDeadline
 
 LAST = b"<end>"
@@ -235,3 +239,44 @@ def test_a_stalled_read_times_out_after_its_tasks_time_away() -> None:
     asyncio.run(_run(_response(frames()), send))
 
     assert sent == [b"1", b"2", b"timed out" + LAST]
+
+
+def test_heartbeats_go_out_while_frames_wait_and_none_after_the_last() -> None:
+    """Beats go out between frames while the model thinks; a stream that ends
+    as a beat goes out sends none after its last frame, and leaves no task
+    behind (the beat's, cancelled, has ended)."""
+    bodies = Bodies()
+    two_beats = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        await bodies(message)
+        if bodies.sent.count(b"<beat>") == 2:
+            two_beats.set()
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"a"
+        await two_beats.wait()  # the model, thinking through two beats
+        yield b"b"
+
+    async def main() -> None:
+        await _run(_response(frames(), interval=0.01), send)
+        await asyncio.sleep(0.05)  # a beat left over would have gone out by now
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(main())
+
+    assert bodies.sent == [b"a", b"<beat>", b"<beat>", b"b" + LAST]
+
+
+def test_a_value_that_fails_to_encode_leaves_the_next_one_encodable() -> None:
+    """The stream's one encoder checks for circular values with the ids of
+    those it is in; a failure midway leaves them, so the next value gets a
+    new encoder (else that value, in them, would be called circular)."""
+    encode = _json_encoder()
+    event: dict[str, Any] = {"data": {"text": object()}}
+    with pytest.raises(TypeError):
+        encode(event)
+    event["data"]["text"] = "ok"
+
+    assert encode(event) == '{"data":{"text":"ok"}}'
+    assert encode(event) == '{"data":{"text":"ok"}}'

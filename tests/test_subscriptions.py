@@ -29,13 +29,16 @@ import uvicorn
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
+from graphql import parse
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionResult
 
 from gptmini_graphql.app import create_app
 from gptmini_graphql.auth.tokens import key_id
+from gptmini_graphql.schema import events
 from gptmini_graphql.schema.executor import CodedExecutor
 from gptmini_graphql.settings import DEFAULT_JWT_SECRET
 from tests.conftest import API, LOGIN, Clock, error_codes, make_settings
@@ -729,6 +732,9 @@ def test_a_multipart_stream_beats_while_the_model_is_slow(api: API, token: str) 
         b'data: {"choices": "not a list"}\n\n',
         b'data: ["not", "an", "object"]\n\n',
         b'data: {"choices": [], "usage": {"prompt_tokens": "many"}}\n\n',
+        b'data: {"choices": [\n\n',  # not JSON
+        b'data: {"choices": []} {"choices": []}\n\n',  # more than one value
+        b"data: \xef\xbb\xbf{}\n\n",  # a byte-order mark before it
     ],
 )
 def test_a_malformed_stream_chunk_is_an_upstream_error(
@@ -1043,3 +1049,80 @@ def test_a_plan_that_fails_leaves_every_event_to_the_executor(
     assert ours[0] == ({"pieces": {"__typename": "Piece", "text": "a", "size": 1}}, [])
     # Planned once (its failure logged once), not again for every event.
     assert [record.getMessage() for record in records] == ["subscription not planned"]
+
+
+class _OneDocumentPerText(SchemaExtension):
+    """Each query text parsed once, as the app's parser cache does: every
+    subscription of a text is handed the same nodes."""
+
+    documents: dict[str, Any] = {}
+
+    def on_parse(self) -> Iterator[None]:
+        execution = self.execution_context
+        assert execution.query is not None
+        if execution.query not in self.documents:
+            self.documents[execution.query] = parse(execution.query)
+        execution.graphql_document = self.documents[execution.query]
+        yield
+
+
+def _schema(executor: type) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=NoQuery,
+        subscription=Pieces,
+        execution_context_class=executor,
+        extensions=[_OneDocumentPerText],
+    )
+
+
+def _subscribed(
+    schema: strawberry.Schema, query: str, variables: dict[str, Any] | None = None
+) -> list[Any]:
+    async def run() -> list[Any]:
+        results = await schema.subscribe(query, variable_values=variables)
+        assert not isinstance(results, ExecutionResult)
+        return [(result.data, result.errors) async for result in results]
+
+    return asyncio.run(run())
+
+
+def test_a_subscription_document_is_planned_once_for_all_its_streams(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    planned: list[str] = []
+    root_plan = events._root_plan
+
+    def counted(executor: Any) -> Any:
+        planned.append(executor.operation.name.value)
+        return root_plan(executor)
+
+    monkeypatch.setattr(events, "_root_plan", counted)
+    query = "subscription Once { pieces { text size } }"
+    schema = _schema(CodedExecutor)
+    first = _subscribed(schema, query)
+
+    assert _subscribed(schema, query) == first
+    assert planned == ["Once"]
+    # Another schema's subscriptions get a plan of its own.
+    assert _subscribed(_schema(CodedExecutor), query) == first
+    assert planned == ["Once", "Once"]
+
+
+@pytest.mark.parametrize("with_size", [True, False])
+def test_a_selection_variables_can_change_is_planned_for_each_stream(
+    with_size: bool,
+) -> None:
+    query = (
+        "subscription Sized($withSize: Boolean!) "
+        "{ pieces { text ...Size } } "
+        "fragment Size on Piece { size @include(if: $withSize) }"
+    )
+    schema = _schema(CodedExecutor)
+    # Planned for the other value first: its plan must not be this one's.
+    _subscribed(schema, query, {"withSize": not with_size})
+    ours = _subscribed(schema, query, {"withSize": with_size})
+
+    assert ours == _subscribed(
+        _schema(StrawberryGraphQLCoreExecutionContext), query, {"withSize": with_size}
+    )
+    assert ("size" in ours[0][0]["pieces"]) is with_size

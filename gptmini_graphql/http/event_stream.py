@@ -9,7 +9,9 @@ StreamingResponse sends the end of the body on its own. Here:
 
 - the response's task reads the results itself, and the heartbeat is a task
   that sends its frame every interval (as Strawberry's does, whether or not
-  results flow): no event waits on a queue and a second task;
+  results flow): no event waits on a queue and a second task; that task
+  starts when the first interval is up, so a stream shorter (most) has none;
+- one JSON encoder serves the whole stream, not one made per event;
 - a result's `extensions` (the budgets, the same on every event of a
   stream) are encoded once, and again only when they change;
 - frames made together (an upstream's chunks that arrived together) go out
@@ -140,6 +142,7 @@ class EventStreamResponse(StreamingResponse):
         assert task is not None
         client_left = False
         beat_failed: BaseException | None = None
+        beater: asyncio.Task[None] | None = None
 
         async def watch() -> None:
             nonlocal client_left
@@ -153,13 +156,17 @@ class EventStreamResponse(StreamingResponse):
             nonlocal beat_failed
             try:
                 while True:
-                    await asyncio.sleep(self.interval)
                     if not opening:  # else the response has not started yet
                         await send(_body(self.heartbeat))
+                    await asyncio.sleep(self.interval)
             except Exception as error:
                 # The response cannot go on: ended, and failed, with this.
                 beat_failed = error
                 task.cancel()
+
+        def start_beating() -> None:
+            nonlocal beater
+            beater = loop.create_task(beat())
 
         # Sent at the stream's first wait (its upstream's answer, mostly),
         # not before its request is on its way, or with its first frame.
@@ -172,13 +179,16 @@ class EventStreamResponse(StreamingResponse):
         ]
         if self.heartbeat_first:
             opening.append(_body(self.heartbeat))
-        watcher = asyncio.create_task(watch())
-        beater: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(watch())
+        # The first heartbeat's task is made when it is due, not before.
+        first_beat = loop.call_later(self.interval, start_beating)
         try:
-            beater = asyncio.create_task(beat())
             async with aclosing(self.frames) as frames:
                 rest = await _send_frames(frames, send, opening)
-            beater.cancel()
+            first_beat.cancel()
+            if beater is not None:
+                beater.cancel()
             # The last frames end the body in the same write.
             await send({"type": "http.response.body", "body": rest + self.last})
         except asyncio.CancelledError:
@@ -190,6 +200,7 @@ class EventStreamResponse(StreamingResponse):
                 raise beat_failed from None
         finally:
             watcher.cancel()
+            first_beat.cancel()
             if beater is not None:
                 beater.cancel()
 
@@ -314,24 +325,39 @@ _JSON = json.JSONEncoder(separators=(",", ":"))
 _c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
 
 
-def _encode_json(value: object) -> str:
-    """What `_JSON.encode(value)` returns, by the C encoder it would make,
-    made here directly: its encode and iterencode (a closure made per call,
-    the arguments found again) were half of encoding a small event. A
-    fresh `markers` each time, as it makes: the check for circular values."""
+def _json_encoder() -> Encode:
+    """What `_JSON.encode` returns, by the C encoder it would make, made here
+    directly, once for a stream: its encode and iterencode (a closure made
+    per call, the arguments found again) were half of encoding a small
+    event, and making the encoder for each event a fifth of the rest.
+
+    The encoder's `markers` (its check for circular values) are empty again
+    after each value it encodes, but not after one it fails on: then the
+    next value gets a new encoder, as the next call of `_JSON.encode` would."""
     if _c_encoder is None:  # a Python without the _json module
-        return _JSON.encode(value)
-    encoder = _c_encoder(
-        {}, _JSON.default, json.encoder.encode_basestring_ascii, None, ":", ",",
-        False, False, True,
-    )  # fmt: skip
-    return "".join(encoder(value, 0))
+        return _JSON.encode
+    encoder: Any = None
+
+    def encode(value: object) -> str:
+        nonlocal encoder
+        if encoder is None:
+            encoder = _c_encoder(
+                {}, _JSON.default, json.encoder.encode_basestring_ascii, None,
+                ":", ",", False, False, True,
+            )  # fmt: skip
+        try:
+            return "".join(encoder(value, 0))
+        except BaseException:
+            encoder = None  # its markers may still hold what it was in
+            raise
+
+    return encode
 
 
 def _encoder(view: ResultView) -> Encode:
     """How `view` encodes JSON: the same, for less, unless it has its own."""
     if getattr(type(view), "encode_json", None) is BaseView.encode_json:
-        return _encode_json
+        return _json_encoder()
     return view.encode_json_string
 
 

@@ -76,11 +76,32 @@ class EventStream:
 
 
 def _chunk(event: str | None, data: str) -> Any:
-    chunk = json.loads(data)
+    chunk = _json(data)
     if isinstance(chunk, dict) and chunk.get("error"):
         raise _error_event(chunk["error"])
     # Named events (none in Chat Completions) as the SDK gives them.
     return chunk if event is None else {"data": chunk, "event": event}
+
+
+# json.loads's own C scanner (its default decoder's), called directly: loads,
+# decode and raw_decode around it, with two whitespace regexes, were a third
+# of decoding a chunk.
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # untyped
+_WHITESPACE = " \t\n\r"  # what JSON allows around a value
+
+
+def _json(data: str) -> Any:
+    """`json.loads(data)`: the value, when `data` is that value alone; else
+    (whitespace around it, not JSON) json.loads itself, and its error."""
+    if data and data[0] not in _WHITESPACE and data[-1] not in _WHITESPACE:
+        try:
+            value, end = _scan_once(data, 0)
+        except StopIteration:
+            pass
+        else:
+            if end == len(data):
+                return value
+    return json.loads(data)
 
 
 def _error_event(error: Any) -> StreamErrorEvent:
@@ -103,22 +124,29 @@ class _Fields:
 
     def read(self, piece: bytes) -> list[tuple[str | None, str]]:
         """The events `piece`, the next piece of the body, dispatches."""
-        lines = (self.pending + piece).splitlines(keepends=True)
-        if not lines:
-            return []
-        # An unfinished last line waits for the rest (a CR may be half a CRLF).
-        self.pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
+        text = self.pending + piece
+        lines = text.splitlines()  # at LF, CR or CRLF, as the format's lines end
+        if text.endswith(b"\n"):
+            self.pending = b""
+        elif lines:
+            # An unfinished last line waits for the rest (a CR may be half a CRLF).
+            self.pending = lines.pop() + (b"\r" if text.endswith(b"\r") else b"")
         return self._dispatched(lines)
 
     def end(self) -> list[tuple[str | None, str]]:
         """The events the body's end dispatches."""
-        return self._dispatched([self.pending] if self.pending.endswith(b"\r") else [])
+        ended = self.pending.endswith(b"\r")
+        return self._dispatched([self.pending[:-1]] if ended else [])
 
     def _dispatched(self, lines: list[bytes]) -> list[tuple[str | None, str]]:
-        """The events the blank lines among `lines` dispatch."""
+        """The events the blank lines among `lines` (without their ends)
+        dispatch."""
         events = []
         for raw in lines:
-            line = raw.rstrip(b"\r\n").decode()
+            if raw.startswith(b"data: "):  # most lines: read without the rest
+                self.data.append(raw[6:].decode())
+                continue
+            line = raw.decode()
             if not line:
                 if self.event is not None or self.data or self.last_id is not None:
                     events.append((self.event, "\n".join(self.data)))

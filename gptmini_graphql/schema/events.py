@@ -19,11 +19,18 @@ which that returns as is). It gives up on an event (`Unplanned`) wherever
 the executor would have raised or done more: a null for a non-null field,
 an error or an awaitable as a value, a value its scalar refuses. Such an
 event is run by the executor instead, so its errors are exactly graphql-core's.
+
+A subscription's plan is made once for its document, not for every stream:
+the parser's cache hands each request the same nodes (extensions/parsing.py),
+and the plan is kept with its operation's node, gone when the node is. A
+selection that variables could change (a directive, which may read one;
+fragment arguments) is planned for its own stream only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -38,6 +45,8 @@ from graphql import (
     GraphQLOutputType,
     GraphQLScalarType,
     GraphQLString,
+    OperationDefinitionNode,
+    SelectionSetNode,
     Undefined,
 )
 from graphql.execution import Executor
@@ -47,6 +56,7 @@ from graphql.execution.collect_fields import (
     collect_fields,
     collect_subfields,
 )
+from graphql.language import FieldNode, FragmentSpreadNode, InlineFragmentNode
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 
@@ -126,6 +136,70 @@ def plan(executor: Executor[Any]) -> EventPlan | None:
     manager = executor.middleware_manager
     if manager is not None and manager.middlewares:
         return None  # an extension resolves each field itself
+    operation = executor.operation
+    if not fixed([operation.selection_set], executor.fragments):
+        root = _root_plan(executor)
+    else:
+        key = id(operation)
+        kept = _PLANS.get(key)
+        if kept is not None and kept[0]() is operation and kept[1]() is executor.schema:
+            root = kept[2]
+        else:
+            root = _root_plan(executor)
+
+            def forget(_: object) -> None:
+                _PLANS.pop(key, None)
+
+            # "No plan" is kept as a plan is: not tried again for every stream.
+            _PLANS[key] = (
+                weakref.ref(operation, forget),
+                weakref.ref(executor.schema),
+                root,
+            )
+    return None if root is None else EventPlan(root, executor.is_awaitable)
+
+
+# Plans of subscriptions by the id of their operation's node (a node's own
+# hash and equality are its structure's), with the node and the schema they
+# were made for: one per subscription document the parser's cache holds.
+# Both held weakly: a Strawberry schema's GraphQL schema refers back to it,
+# and through its extensions to the parser's cache that holds the node.
+_PLANS: dict[
+    int,
+    tuple[weakref.ref[OperationDefinitionNode], weakref.ref[Any], _Field | None],
+] = {}
+
+
+def fixed(
+    selection_sets: Iterable[SelectionSetNode], fragments: dict[str, Any]
+) -> bool:
+    """Whether these selections are the same whatever the variables: no
+    directive in them (an @include or @skip may read one), nor fragment
+    arguments, through their fragments too."""
+    seen: set[str] = set()
+    pending = list(selection_sets)
+    while pending:
+        for selection in pending.pop().selections:
+            if selection.directives:
+                return False
+            if isinstance(selection, FieldNode | InlineFragmentNode):
+                if selection.selection_set:
+                    pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                if selection.arguments:
+                    return False
+                name = selection.name.value
+                fragment = fragments.get(name)
+                if fragment is None or fragment.definition.directives:
+                    return False
+                if name not in seen:
+                    seen.add(name)
+                    pending.append(fragment.definition.selection_set)
+    return True
+
+
+def _root_plan(executor: Executor[Any]) -> _Field | None:
+    """The tree of the subscription's one root field, or None."""
     root_type = executor.schema.subscription_type
     if root_type is None:
         return None
@@ -147,8 +221,7 @@ def plan(executor: Executor[Any]) -> EventPlan | None:
         return None
     # Strawberry resolves a subscription's root field on each event to the
     # event itself, whatever its arguments.
-    root = _planned(executor, key, field_def.type, details, root_type, None)
-    return None if root is None else EventPlan(root, executor.is_awaitable)
+    return _planned(executor, key, field_def.type, details, root_type, None)
 
 
 def _planned(

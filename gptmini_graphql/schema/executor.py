@@ -25,12 +25,9 @@ from typing import Any
 from graphql import (
     ExecutionResult,
     FieldNode,
-    FragmentSpreadNode,
     GraphQLError,
     GraphQLObjectType,
-    InlineFragmentNode,
     OperationType,
-    SelectionSetNode,
     VariableDefinitionNode,
 )
 from graphql.execution.collect_fields import FieldDetailsList, FragmentDetails
@@ -42,6 +39,7 @@ from gptmini_graphql.schema.events import (
     EventPlan,
     ObjectPlan,
     Unplanned,
+    fixed,
     plan,
     plan_object,
 )
@@ -208,31 +206,12 @@ _OBJECT_PLANS: dict[
 
 def _fixed(details: FieldDetailsList, fragments: dict[str, FragmentDetails]) -> bool:
     """Whether the selection below these fields is the same whatever the
-    variables: no directive in it (an @include or @skip may read one), nor
-    fragment arguments, through its fragments too."""
+    variables (events.fixed), given no fragment arguments reach them."""
     if any(detail.fragment_variable_values for detail in details):
         return False
-    seen: set[str] = set()
-    pending = [d.node.selection_set for d in details if d.node.selection_set]
-    while pending:
-        selection_set: SelectionSetNode = pending.pop()
-        for selection in selection_set.selections:
-            if selection.directives:
-                return False
-            if isinstance(selection, FieldNode | InlineFragmentNode):
-                if selection.selection_set:
-                    pending.append(selection.selection_set)
-            elif isinstance(selection, FragmentSpreadNode):
-                if selection.arguments:
-                    return False
-                name = selection.name.value
-                fragment = fragments.get(name)
-                if fragment is None or fragment.definition.directives:
-                    return False
-                if name not in seen:
-                    seen.add(name)
-                    pending.append(fragment.definition.selection_set)
-    return True
+    return fixed(
+        [d.node.selection_set for d in details if d.node.selection_set], fragments
+    )
 
 
 def coded_build_errors(errors: list[GraphQLError]) -> list[GraphQLError]:

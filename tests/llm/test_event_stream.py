@@ -54,8 +54,19 @@ def _framed(end: bytes) -> bytes:
             f"data: {json.dumps(CHUNKS[3])}\n\n".encode(),
             b"data: [DONE]\n\ndata: not json\n\n",
         ],
+        # JSON with whitespace around it: a second space after the colon, a tab
+        # and a space at the end of the line.
+        [f"data:  {json.dumps(chunk)}\t \n\n".encode() for chunk in CHUNKS]
+        + [b"data: [DONE]\n\n"],
     ],
-    ids=["LF", "CRLF", "CR", "byte by byte", "comments and split data"],
+    ids=[
+        "LF",
+        "CRLF",
+        "CR",
+        "byte by byte",
+        "comments and split data",
+        "whitespace around the JSON",
+    ],
 )
 def test_every_framing_reads_the_same(api, token, pieces: list[bytes]) -> None:
     *deltas, last = stream_over_http(api, "sse", token, Reply(raw_events=pieces))
