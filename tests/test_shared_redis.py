@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import uuid
 import warnings
 
@@ -211,6 +212,38 @@ def test_a_cancelled_reader_hands_no_reply_to_the_wrong_ask(
             with pytest.raises(ConnectionLost, match="reader stopped"):
                 await asyncio.wait_for(blocked, 10)
             assert await line.command("GET", "b") == b"B"
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+    assert _connections(redis_server) == []
+
+
+def test_a_late_reply_is_an_outage_and_the_line_goes_on(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply not in within TIMEOUT_SECONDS fails its ask as Redis' own
+    timeout (an outage, as callers see it), and the next ask gets its own
+    reply on a new connection, not the late one."""
+    from redis.exceptions import TimeoutError as Late
+
+    from gptmini_graphql import shared_redis
+
+    monkeypatch.setattr(shared_redis, "TIMEOUT_SECONDS", 0.2)
+
+    async def scenario() -> None:
+        redis = SharedRedis(redis_server.url, Metrics())
+        line = redis.line
+        try:
+            await line.command("SET", "k", "v")
+            started = time.monotonic()
+            with pytest.raises(Late):
+                await line.ask([("BLPOP", "none", "1"), ("GET", "k")])
+            assert time.monotonic() - started < 0.9  # not BLPOP's second
+            assert await line.command("GET", "k") == b"v"
+            with pytest.raises(RedisUnavailable):
+                await redis.call(lambda: line.command("BLPOP", "none", "1"))
+            assert await line.command("GET", "k") == b"v"
         finally:
             await redis.aclose()
 
