@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import pickle
@@ -86,7 +87,15 @@ class ResponseCache:
             "upstream": upstream,
             "body": body,
         }
-        return hashlib.sha256(pickle.dumps(material, _PICKLE_PROTOCOL)).hexdigest()
+        pickled = io.BytesIO()
+        pickler = pickle.Pickler(pickled, _PICKLE_PROTOCOL)
+        # No memo: with it, a text that is one object in two places (one
+        # variable given to two arguments) is pickled as a reference the
+        # second time, so the key would depend on which objects are shared,
+        # not on the value alone (the material has no cycles to guard).
+        pickler.fast = True
+        pickler.dump(material)
+        return hashlib.sha256(pickled.getbuffer()).hexdigest()
 
     async def get(self, key: str) -> dict[str, Any] | None:
         if self._redis is None:

@@ -79,6 +79,27 @@ def test_texts_beyond_ascii_hit_and_miss_by_their_every_character(
     assert len(api.upstream.requests) == 2
 
 
+def test_a_request_hits_however_its_equal_texts_were_passed(cached_api) -> None:
+    """The key is made from the request's value alone: one variable given
+    twice (one text object in both messages) and two variables of the same
+    text are one upstream request, so one entry."""
+    api = cached_api()
+    token, text = api.login(), _text()
+    once = (
+        "query C($p: String!) "
+        "{ complete(prompt: $p, system: $p, temperature: 0) { cached } }"
+    )
+    twice = (
+        "query C($p: String!, $s: String!) "
+        "{ complete(prompt: $p, system: $s, temperature: 0) { cached } }"
+    )
+    first = api.post(once, {"p": text}, token=token)
+    assert first["data"]["complete"]["cached"] is False
+    second = api.post(twice, {"p": text, "s": text}, token=token)
+    assert second["data"]["complete"]["cached"] is True
+    assert len(api.upstream.requests) == 1
+
+
 def test_only_deterministic_requests_are_cached(cached_api) -> None:
     api = cached_api()
     token, prompt = api.login(), _text()
