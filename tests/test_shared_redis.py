@@ -249,3 +249,39 @@ def test_a_late_reply_is_an_outage_and_the_line_goes_on(
 
     asyncio.run(scenario())
     assert _connections(redis_server) == []
+
+
+def test_a_socket_timed_out_is_an_outage_not_a_reply(
+    redis_server: RedisServer,
+) -> None:
+    """A read the kernel ends with ETIMEDOUT (retransmissions or keepalive
+    given up: Python's TimeoutError, from the socket, not from a timer)
+    fails its ask as Redis' TimeoutError, an outage, as it did when
+    redis-py timed each read; never a reply of None (a miss, a limit or a
+    budget step read as answered)."""
+    import errno
+    import os
+
+    from redis.exceptions import TimeoutError as Late
+
+    async def scenario() -> None:
+        redis = SharedRedis(redis_server.url, Metrics())
+        line = redis.line
+        try:
+            await line.command("SET", "k", "v")
+            asked = asyncio.create_task(
+                line.ask([("BLPOP", "none", "1"), ("GET", "k")])
+            )
+            await _written(line)
+            assert line._connection is not None
+            # What asyncio's transport does when recv() fails so.
+            timed_out = TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+            line._connection._reader.set_exception(timed_out)
+            with pytest.raises(Late):
+                await asyncio.wait_for(asked, 10)
+            assert await line.command("GET", "k") == b"v"  # on a new connection
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+    assert _connections(redis_server) == []
