@@ -146,12 +146,14 @@ def create_app(
         return JSONResponse({"status": "not ready", "reason": reason}, 503)
 
     return Starlette(
+        # The API first: the router tries each route in turn, and no two of
+        # these share a path and a scope type.
         routes=[
+            Route("/graphql", graphql),
+            WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics.endpoint),
-            Route("/graphql", graphql),
-            WebSocketRoute("/graphql", graphql),
             graphiql_static_route(),
         ],
         # Outermost first: every response gets its request id and headers, and

@@ -152,7 +152,8 @@ class Metrics(MetricSeries):
     def count_saved(self, model: str, saved_cost_usd: float | None) -> None:
         """An answer served from the response cache, and what it saved."""
         if saved_cost_usd is not None:
-            self.cache_saved_cost.labels(self.model_label(model)).inc(saved_cost_usd)
+            saved = self.child(self.cache_saved_cost, self.model_label(model))
+            saved.inc(saved_cost_usd)
 
     def upstream_call(self, upstream: str, model: str, stream: bool) -> UpstreamCall:
         """Times one upstream call and counts it in flight while it runs:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -152,7 +153,9 @@ class SharedRedis:
 def _packed_by_hiredis(connection: type[Any]) -> type[Any]:
     """`connection` packing commands with hiredis, as redis-py's synchronous
     connections do: its asyncio ones pack them in Python, byte string by byte
-    string (30 µs for a budget script's 22 arguments; 7 µs in C)."""
+    string (30 µs for a budget script's 22 arguments; 7 µs in C); and a
+    socket's timeout read as Redis' timeout (see below)."""
+    from redis.exceptions import TimeoutError as Late
 
     class Packed(connection):  # type: ignore[misc]
         def pack_command(self, *args: Any) -> list[bytes]:
@@ -165,6 +168,17 @@ def _packed_by_hiredis(connection: type[Any]) -> type[Any]:
                 return [hiredis.pack_command(command)]
             except TypeError:  # a value it cannot pack: redis-py says what
                 return list(super().pack_command(*args))
+
+        async def _read_response_from_parser(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await super()._read_response_from_parser(*args, **kwargs)
+            except TimeoutError as error:
+                # The socket's own (ETIMEDOUT: the kernel gave up on Redis).
+                # Raised as Redis' timeout, as redis-py does when it times the
+                # read: read without a timeout (the pipelined line's, timed by
+                # its own timer), redis-py takes it for a timeout it was asked
+                # for and returns None, a reply.
+                raise Late(f"Timeout reading from Redis: {error}") from error
 
     Packed.__name__ = Packed.__qualname__ = f"Hiredis{connection.__name__}"
     return Packed
@@ -194,10 +208,12 @@ class PipelinedLine:
     def __init__(self, pool: ConnectionPool) -> None:
         from redis.exceptions import ConnectionError as ConnectionLost
         from redis.exceptions import ResponseError
+        from redis.exceptions import TimeoutError as Late
 
         self._pool = pool
         self._lost = ConnectionLost
         self._refused = ResponseError  # one command's error reply
+        self._timeout = Late
         self._connection: AbstractConnection | None = None
         self._generation = 0  # of `_connection`: how many were taken
         self._unsent: list[_Ask] = []
@@ -293,16 +309,38 @@ class PipelinedLine:
                 self._writing = None
 
     async def _read(self, connection: AbstractConnection, generation: int) -> None:
-        """Hand each reply to its ask, in order, until none is awaited."""
+        """Hand each reply to its ask, in order, until none is awaited.
+
+        Each reply is awaited for TIMEOUT_SECONDS at most, as the client's
+        own reads are (its socket_timeout), but timed by a timer of the
+        loop's that cancels this task rather than by redis-py's
+        `asyncio.timeout` around each read: that was a fortieth of a cache
+        hit's CPU, for its two replies. A reply late is a Redis TimeoutError,
+        as redis-py's own: an outage, the unanswered asks not sent again."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.current_task(loop)
+        assert reader is not None
+        late = False
+
+        def time_out() -> None:
+            nonlocal late
+            late = True
+            reader.cancel()
+
         try:
             while self._unanswered and self._current(generation):
                 ask = self._unanswered[0]
                 answers = []
                 for _ in ask.commands:
+                    timer = loop.call_later(TIMEOUT_SECONDS, time_out)
                     try:
-                        answers.append(await connection.read_response())
+                        # math.inf: redis-py's read without its own timeout.
+                        reply = await connection.read_response(timeout=math.inf)
                     except self._refused as refused:
-                        answers.append(refused)
+                        reply = refused
+                    finally:
+                        timer.cancel()
+                    answers.append(reply)
                 if not self._current(generation):
                     return  # dropped meanwhile: its asks are another reader's
                 self._unanswered.popleft()
@@ -310,18 +348,30 @@ class PipelinedLine:
                     ask.replies.set_result(answers)
         except Exception as error:  # a Redis error, or a bug: the line is dropped
             await self._drop(generation, error)
+        except asyncio.CancelledError as error:
+            if not late or reader.uncancel():
+                await self._stopped(generation, error)
+                raise
+            # Our timer's cancellation alone: the reply is late.
+            late_reply = (
+                f"Timeout reading from Redis: no reply in {TIMEOUT_SECONDS:g} s"
+            )
+            await self._drop(generation, self._timeout(late_reply))
         except BaseException as error:
-            # Cancelled (by `_drop` when the writer dropped the connection, by
-            # `aclose`, or from outside: the loop ending): the replies still
-            # due on this connection would go to the wrong asks if another
-            # reader went on. They fail, as an outage, and are not sent again
-            # (whoever stopped the reader wants the line's work stopped).
-            stopped = self._lost(f"the pipelined line's reader stopped: {error!r}")
-            await self._drop(generation, stopped, send_again=False)
+            await self._stopped(generation, error)
             raise
         finally:
             if self._reading is asyncio.current_task():
                 self._reading = None
+
+    async def _stopped(self, generation: int, error: BaseException) -> None:
+        """The reader was cancelled (by `_drop` when the writer dropped the
+        connection, by `aclose`, or from outside: the loop ending): the
+        replies still due on this connection would go to the wrong asks if
+        another reader went on. They fail, as an outage, and are not sent
+        again (whoever stopped the reader wants the line's work stopped)."""
+        stopped = self._lost(f"the pipelined line's reader stopped: {error!r}")
+        await self._drop(generation, stopped, send_again=False)
 
     async def _drop(
         self, generation: int, error: BaseException, *, send_again: bool = True

@@ -61,3 +61,32 @@ def test_a_line_of_no_request_goes_out_within_its_turn(
 
     lines = asyncio.run(log_in_a_request_then_not())
     assert [line["message"] for line in lines] == ["a request's", "the server's"]
+
+
+def test_a_lines_time_is_its_records_to_the_millisecond(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UTC, ISO 8601, milliseconds: as `datetime.isoformat` writes the
+    record's time (rounded to microseconds as `fromtimestamp` rounds), across
+    second, day and year boundaries and before 1970."""
+    from datetime import UTC, datetime
+
+    configure_logging("INFO")
+    moments = [
+        1_700_000_000.0,
+        1_700_000_000.0004995,
+        1_700_000_000.0005,
+        1_700_000_000.9999995,  # rounds up into the next second
+        1_700_000_001.25,
+        1_767_225_599.9995,  # the last millisecond of 2025
+        1_767_225_600.001,
+        -1.5,
+    ]
+    for moment in moments:
+        monkeypatch.setattr(logging.time, "time", lambda moment=moment: moment)
+        logging.getLogger("gptmini_graphql.test").info("tick")
+    times = [line["time"] for line in _lines(capfd.readouterr().err)]
+    assert times == [
+        datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+        for moment in moments
+    ]

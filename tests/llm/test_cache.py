@@ -63,6 +63,43 @@ def test_any_change_to_the_request_misses(cached_api) -> None:
     assert len(api.upstream.requests) == 4
 
 
+def test_texts_beyond_ascii_hit_and_miss_by_their_every_character(
+    cached_api,
+) -> None:
+    """The key is made from the request's own value (ResponseCache.key):
+    the same text hits, a text that only looks the same misses."""
+    api = cached_api()
+    token, text = api.login(), _text()
+    composed = text + ' caf\u00e9 "\u00bb\u6f22\u5b57\U0001f600\\n'
+    decomposed = composed.replace("\u00e9", "e\u0301")
+    assert not _summarize(api, token, composed)["cached"]
+    assert _summarize(api, token, composed)["cached"]
+    assert not _summarize(api, token, decomposed)["cached"]
+    assert _summarize(api, token, decomposed)["cached"]
+    assert len(api.upstream.requests) == 2
+
+
+def test_a_request_hits_however_its_equal_texts_were_passed(cached_api) -> None:
+    """The key is made from the request's value alone: one variable given
+    twice (one text object in both messages) and two variables of the same
+    text are one upstream request, so one entry."""
+    api = cached_api()
+    token, text = api.login(), _text()
+    once = (
+        "query C($p: String!) "
+        "{ complete(prompt: $p, system: $p, temperature: 0) { cached } }"
+    )
+    twice = (
+        "query C($p: String!, $s: String!) "
+        "{ complete(prompt: $p, system: $s, temperature: 0) { cached } }"
+    )
+    first = api.post(once, {"p": text}, token=token)
+    assert first["data"]["complete"]["cached"] is False
+    second = api.post(twice, {"p": text, "s": text}, token=token)
+    assert second["data"]["complete"]["cached"] is True
+    assert len(api.upstream.requests) == 1
+
+
 def test_only_deterministic_requests_are_cached(cached_api) -> None:
     api = cached_api()
     token, prompt = api.login(), _text()
