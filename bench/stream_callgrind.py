@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import http.client
 import json
 import os
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no callgrind: cProfile the measured streams (Python functions, "
         "calls per stream), sorted by cumulative time",
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="no callgrind: only check the streams (and count collector passes)",
     )
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -134,6 +140,8 @@ def _outer(args: argparse.Namespace) -> int:
             if args.cprofile:
                 out = RESULTS / f"{label}-{chunks}.pstats"
                 callgrind = []
+            elif args.native:
+                callgrind = []
             command = [
                 *callgrind,
                 sys.executable, __file__, "--inner",
@@ -151,6 +159,8 @@ def _outer(args: argparse.Namespace) -> int:
             drop(database)
         if args.cprofile:
             _print_profile(out, args.streams, args.top)
+            continue
+        if args.native:
             continue
         total = _total(out)
         rows.append((chunks, total / args.streams))
@@ -281,6 +291,16 @@ def _inner(args: argparse.Namespace) -> int:
         await asyncio.sleep(0.5)
 
     client = loop.run_until_complete(started())
+    # The collector's passes in the measured streams, by generation: they
+    # come in steps (every so many allocations), so a change can add or save
+    # a whole pass.
+    passes = [0, 0, 0]
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes[info["generation"]] += 1
+
+    gc.callbacks.append(count)
     if args.cprofile:
         import cProfile
 
@@ -293,6 +313,8 @@ def _inner(args: argparse.Namespace) -> int:
     else:
         # Counted: only what runs inside sys.call_tracing (--toggle-collect).
         sys.call_tracing(loop.run_until_complete, (streams(client, args.streams),))
+    gc.callbacks.remove(count)
+    print(f"collector passes by generation: {passes}", file=sys.stderr)
     assert client.stdin is not None
     client.stdin.close()
     loop.run_until_complete(client.wait())
