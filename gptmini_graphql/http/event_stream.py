@@ -82,6 +82,9 @@ class ResultJSON:
         if extensions != self._extensions:
             self._extensions_json = self.encode(extensions)
             self._extensions = _snapshot(extensions, self._extensions_json)
+        if list(response) == _DATA_AND_EXTENSIONS:  # most events: no errors
+            data = self.encode(response["data"])
+            return f'{{"data":{data},"extensions":{self._extensions_json}}}'
         members = []
         for key, value in response.items():
             key_json = self._keys.get(key) or self._keys.setdefault(
@@ -92,6 +95,9 @@ class ResultJSON:
             )
             members.append(f"{key_json}:{value_json}")
         return "{" + ",".join(members) + "}"
+
+
+_DATA_AND_EXTENSIONS = ["data", "extensions"]
 
 
 def _snapshot(value: object, encoded: str) -> object:
