@@ -190,6 +190,20 @@ def test_a_gzipped_stream_is_read_decoded(gzipped_stream: str) -> None:
     assert last["data"]["completeStream"]["usage"]["completionTokens"] == 2
 
 
+def test_streams_read_to_their_end_share_one_kept_alive_connection(
+    over_http, upstream
+) -> None:
+    """A stream's body read straight from aiohttp (transport.Streamed) gives
+    its connection back to the pool at its end, for the next call."""
+    api = over_http()
+    token = api.login()
+    for _ in range(3):
+        *_, last = stream_over_http(api, "sse", token, Reply())
+        assert last["data"]["completeStream"]["done"] is True
+    assert api.post(SUMMARIZE, token=token)["data"]["summarize"]["text"]
+    assert upstream.served is not None and upstream.served.connections == 1
+
+
 def test_a_slow_upstream_is_a_timeout(over_http) -> None:
     api = over_http(llm_timeout_seconds=0.2)
     api.upstream.queue(Reply(delay=2, body=chat_completion("late")))
