@@ -4,7 +4,9 @@ A request with `"stream": true` gets the same answer as SSE chunks, as OpenAI
 sends them: a role chunk, STREAM_DELTAS text deltas, the finish reason, the
 usage chunk (`stream_options.include_usage`) and `[DONE]`, with no delay.
 BENCH_UPSTREAM_DELAY_MS=200 makes it answer each chat completion 200 ms
-late, as a real model would (a stream's first chunk as late).
+late, as a real model would (a stream's first chunk as late);
+BENCH_STREAM_DELTAS=2 streams 2 text deltas instead of 20 (the callgrind
+harness tells a stream's set-up from its chunks by the difference).
 
 Run: python -m uvicorn bench.fake_upstream:app --lifespan off --http httptools
 """
@@ -60,7 +62,7 @@ def _response(status: int, body: bytes) -> tuple[dict, dict]:
     return start, {"type": "http.response.body", "body": body}
 
 
-STREAM_DELTAS = 20
+STREAM_DELTAS = int(os.environ.get("BENCH_STREAM_DELTAS") or 20)
 
 
 def _stream_events() -> list[bytes]:

@@ -130,15 +130,15 @@ class Metrics(MetricSeries):
         )
 
     def stream_started(self, field: str) -> None:
-        self.subscriptions_active.labels(field).inc()
+        self.child(self.subscriptions_active, field).inc()
 
     def stream_ended(
         self, field: str, outcome: str, first_token_seconds: float | None
     ) -> None:
-        self.subscriptions_active.labels(field).dec()
-        self.subscriptions.labels(field, _outcome(outcome)).inc()
+        self.child(self.subscriptions_active, field).dec()
+        self.child(self.subscriptions, field, _outcome(outcome)).inc()
         if first_token_seconds is not None:
-            self.time_to_first_token.labels(field).observe(first_token_seconds)
+            self.child(self.time_to_first_token, field).observe(first_token_seconds)
 
     def count_usage(self, model: str, usage: TokenUsage) -> None:
         """The usage of one upstream answer (not of one served from the cache)."""
@@ -165,7 +165,7 @@ class Metrics(MetricSeries):
 
     def streaming(self, upstream: str) -> Gauge:
         """An upstream stream now being read: in flight until `.dec()`."""
-        gauge = self.upstream_in_flight.labels(upstream)
+        gauge: Gauge = self.child(self.upstream_in_flight, upstream)
         gauge.inc()
         return gauge
 

@@ -217,7 +217,9 @@ class FakeUpstream:
             await asyncio.sleep(reply.delay)
         if reply.error is not None:
             raise reply.error
-        if body.get("stream"):
+        # A stream asked for gets an error status, a redirect or a raw body
+        # as any request does.
+        if body.get("stream") and reply.status == 200 and reply.raw is None:
             return httpx2.Response(
                 200,
                 headers={"content-type": "text/event-stream"},

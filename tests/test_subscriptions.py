@@ -693,6 +693,57 @@ def test_every_event_says_what_the_budgets_have_left(
     assert budgets[0]["user.tokens_per_day"]["limit"] == 10_000
 
 
+def test_events_with_budgets_are_encoded_as_strawberry_encodes_them(
+    make_api: Callable[..., API],
+) -> None:
+    """Byte for byte (an event's extensions are encoded once per stream):
+    data first, then extensions, as json.dumps(separators=(",", ":"))."""
+    api = make_api(budget_usd_per_month=1.0, budget_tokens_per_day=10_000)
+    api.upstream.queue(Reply(chunks=CHUNKS))
+    response = api.client.post(
+        "/graphql",
+        json={"query": STREAM, "variables": PROMPT},
+        headers={"Authorization": f"Bearer {api.login()}", "Accept": ACCEPT["sse"]},
+    )
+    lines = [
+        line.removeprefix("data: ")
+        for line in response.text.split("\r\n")
+        if line.startswith("data: {")
+    ]
+    assert len(lines) == len(CHUNKS) + 1
+    for line in lines:
+        event = json.loads(line)
+        assert list(event) == ["data", "extensions"]
+        assert line == json.dumps(event, separators=(",", ":"))
+
+
+def test_escapes_in_events_with_budgets_are_json_dumps_own(
+    make_api: Callable[..., API],
+) -> None:
+    """The data of an event with budgets is written into its JSON around
+    them (event_stream.ResultJSON): quotes, backslashes, control and
+    non-ASCII characters, a lone surrogate, escaped as json.dumps escapes
+    them, byte for byte."""
+    api = make_api(budget_usd_per_month=1.0, budget_tokens_per_day=10_000)
+    chunks = ['"q\\b\n\x00\x1f\x7f', "é😀\u2028</script>", "\ud800 lone"]
+    api.upstream.queue(Reply(chunks=chunks))
+    response = api.client.post(
+        "/graphql",
+        json={"query": STREAM, "variables": PROMPT},
+        headers={"Authorization": f"Bearer {api.login()}", "Accept": ACCEPT["sse"]},
+    )
+    lines = [
+        line.removeprefix("data: ")
+        for line in response.text.split("\r\n")
+        if line.startswith("data: {")
+    ]
+    events = [json.loads(line) for line in lines]
+    assert [e["data"]["completeStream"]["text"] for e in events[:-1]] == chunks
+    for line, event in zip(lines, events, strict=True):
+        assert list(event) == ["data", "extensions"]
+        assert line == json.dumps(event, separators=(",", ":"))
+
+
 @pytest.mark.parametrize("transport", ACCEPT)
 def test_http_transports_end_a_cut_stream_with_a_coded_error(
     api: API, token: str, transport: str

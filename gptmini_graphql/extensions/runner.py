@@ -12,18 +12,25 @@ the runner, a stage with several hooks through an exit stack.
 
 Hooks that are plain functions rather than generators are rare; a stage
 with one is left to Strawberry's own runner.
+
+A stage whose hooks are all plain generators (parse, validate, each
+streamed result) is entered and left without a coroutine of its own: its
+`__aenter__` and `__aexit__` do their work when called and return an
+awaitable that is already done. A stream's every event passes one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
+from functools import partial
 from types import TracebackType
 from typing import Any
 
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.types import ExecutionContext
 from strawberry.types.execution import StreamExecutionResult
 
 # (is_async, a factory of the hook's context manager from the extension and
@@ -48,6 +55,20 @@ class HookRunner(SchemaExtensionsRunner):
         return self._stage("on_stream_result", result) or super().on_stream_result(
             result
         )
+
+    async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
+        """Strawberry's, without a coroutine (await_maybe) for each
+        extension's results: asked for every event of a stream."""
+        data: dict[str, Any] = {}
+        for extension in self.extensions:
+            results = extension.get_results()
+            # A dict (ours) is never awaitable: not asked of inspect, whose
+            # check goes through the Awaitable ABC.
+            if not isinstance(results, dict) and inspect.isawaitable(results):
+                results = await results
+            data.update(results)
+        data.update(ctx.extensions_results)
+        return data
 
     def _stage(self, name: str, *args: Any) -> _Stage | None:
         """The stage's hooks, or None if one is not a generator."""
@@ -83,14 +104,47 @@ def _wrapped(extension_class: type[SchemaExtension], name: str) -> Hook:
     if inspect.isasyncgenfunction(function):
         return True, contextlib.asynccontextmanager(function)
     if inspect.isgeneratorfunction(function):
-        return False, contextlib.contextmanager(function)
+        return False, partial(_GeneratorHook.of, function)
     return _NOT_A_GENERATOR
+
+
+class _GeneratorHook(contextlib._GeneratorContextManager[Any]):
+    """What `contextlib.contextmanager(function)(*args)` makes, for less:
+    only the generator is kept (contextlib also keeps the function, its
+    arguments and its docstring, to be a decorator too, and deletes them
+    again on entering). Left exactly as contextlib leaves it: its `__exit__`
+    is contextlib's own, which reads the generator alone."""
+
+    def __init__(self, generator: Generator[Any, None, None]) -> None:
+        self.gen = generator
+
+    @classmethod
+    def of(cls, function: Callable[..., Any], *args: Any) -> _GeneratorHook:
+        return cls(function(*args))
+
+    def __enter__(self) -> Any:
+        try:
+            return next(self.gen)
+        except StopIteration:
+            raise RuntimeError("generator didn't yield") from None
+
+
+class _Done:
+    """An awaitable that is done when awaited, with None."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]  # an iterator is all await needs
+
+
+_DONE = _Done()
 
 
 class _Stage:
     """Strawberry's context manager of a stage, for hooks already wrapped."""
 
-    __slots__ = ("_hooks", "_name", "_stack")
+    __slots__ = ("_hooks", "_name", "_stack", "_sync")
 
     def __init__(
         self, name: str, hooks: list[tuple[bool, Any, SchemaExtension]]
@@ -98,8 +152,33 @@ class _Stage:
         self._name = name
         self._hooks = hooks
         self._stack: Any = None
+        self._sync = not any(is_async for is_async, _, _ in hooks)
 
-    async def __aenter__(self) -> None:
+    def __aenter__(self) -> Awaitable[None]:
+        if not self._sync:
+            return self._aenter()
+        if len(self._hooks) == 1:
+            self._hooks[0][1].__enter__()
+        elif self._hooks:
+            self.__enter__()
+        return _DONE
+
+    def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Awaitable[None]:
+        if not self._sync:
+            return self._aexit(kind, error, traceback)
+        # Returns None as Strawberry's does: a hook cannot swallow an error.
+        if self._stack is not None:
+            self._stack.__exit__(kind, error, traceback)
+        elif self._hooks:
+            self._hooks[0][1].__exit__(kind, error, traceback)
+        return _DONE
+
+    async def _aenter(self) -> None:
         if len(self._hooks) == 1:
             is_async, manager, _ = self._hooks[0]
             await manager.__aenter__() if is_async else manager.__enter__()
@@ -112,7 +191,7 @@ class _Stage:
             else:
                 self._stack.enter_context(manager)
 
-    async def __aexit__(
+    async def _aexit(
         self,
         kind: type[BaseException] | None,
         error: BaseException | None,

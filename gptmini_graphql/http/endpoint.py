@@ -33,7 +33,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.http.streaming import HTTPStreamTransport
 from strawberry.schema.base import BaseSchema
 from strawberry.subscriptions import (
@@ -268,7 +268,9 @@ class GraphQLEndpoint(GraphQL[RequestContext, None]):
             # ErrorCodesExtension coded these inside the operation, except those
             # raised before it started (a parse error from the parser cache).
             result.errors = [coded(error) for error in result.errors]
-        response = await super().process_result(request, result)
+        # What Strawberry's view method returns, without its coroutine: a
+        # stream's every event passes here.
+        response = process_result(result)
         exchange = _exchange(request)
         context = exchange.context
         assert context is not None

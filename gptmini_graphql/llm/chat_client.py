@@ -35,7 +35,12 @@ import anyio
 import httpx2
 
 from gptmini_graphql import __version__
-from gptmini_graphql.llm.transport import AiohttpTransport, Answer
+from gptmini_graphql.llm.transport import (
+    AiohttpTransport,
+    Answer,
+    Streamed,
+    as_httpx2,
+)
 from gptmini_graphql.llm.upstream_errors import (
     APIConnectionError,
     APIStatusError,
@@ -88,8 +93,10 @@ class ChatClient:
         ]
         # Our own transport takes a completion's POST as plain values.
         self._post: Callable[..., Awaitable[Answer]] | None = None
+        self._post_streamed: Callable[..., Awaitable[Any]] | None = None
         if isinstance(self._transport, AiohttpTransport):
             self._post = self._transport.post
+            self._post_streamed = self._transport.post_streamed
             self._completions_url = str(self._completions)
             self._header_items = list(headers.items())
 
@@ -132,12 +139,43 @@ class ChatClient:
         )
         return _parsed(await self._through(request, _ready(response), stream=False))
 
-    async def stream(self, body: dict[str, Any], *, within: float) -> httpx2.Response:
+    async def stream(
+        self, body: dict[str, Any], *, within: float
+    ) -> httpx2.Response | Streamed:
         """The streamed answer to `body`: a 2xx response, its body unread
         (llm/sse.py reads it; whoever does must close it). `within` bounds
         the request, not its reads: llm/streaming.py gives each chunk
         LLM_TIMEOUT_SECONDS, however little of the deadline a retry left."""
+        if self._post_streamed is not None:
+            return await self._stream_through_transport(body, within)
         return await self._send(self._completions, body, within, stream=True)
+
+    async def _stream_through_transport(
+        self, body: dict[str, Any], within: float
+    ) -> httpx2.Response | Streamed:
+        """`stream` through our own transport: a 2xx answer's body is read
+        from aiohttp's response as it comes (transport.Streamed); any other
+        (an error status, a redirect, a body encoded) is made httpx2's
+        response and read as `stream` reads one."""
+        assert self._post_streamed is not None
+        content = _encode_json(body).encode()
+        headers = [*self._header_items, ("Content-Length", str(len(content)))]
+        try:
+            response = await self._post_streamed(
+                self._completions_url, headers, content, within
+            )
+        except BaseException as error:
+            if (ours := _api_error(error)) is None:
+                raise
+            raise ours from error
+        if 200 <= response.status < 300 and response.headers.get(
+            "Content-Encoding"
+        ) in (None, "identity"):
+            return Streamed(response)
+        request = self._request(self._completions, body, within, stream=True)
+        return await self._through(
+            request, _ready(as_httpx2(response, request)), stream=True
+        )
 
     async def models(self, *, within: float) -> object:
         """`GET /models`, read as `complete` reads an answer."""

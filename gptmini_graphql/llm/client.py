@@ -245,7 +245,10 @@ class LLM:
                         continue
                     else:
                         wrote = True
-                        await meter.keep(hold)
+                        # Checked here: a coroutine or two for every chunk
+                        # cost more than the check.
+                        if meter.keep_due(hold):
+                            await meter.keep(hold)
                     yield event
         except BaseException as error:
             outcome = error_outcome(error)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 
@@ -32,10 +32,19 @@ from gptmini_graphql.llm.upstream_errors import (
 _FAILED_MID_STREAM = "An error occurred during streaming"
 
 
+class Body(Protocol):
+    """A streamed response's body, as httpx2's response reads it (or
+    transport.Streamed, as aiohttp's)."""
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class EventStream:
     """`async with` it to close the response however the reading ends."""
 
-    def __init__(self, response: httpx2.Response) -> None:
+    def __init__(self, response: Body) -> None:
         self.response = response
 
     async def __aenter__(self) -> EventStream:

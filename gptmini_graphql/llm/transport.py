@@ -101,13 +101,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 compress=False,
                 timeout=self._timeout(request),
             )
-        return httpx2.Response(
-            response.status,
-            headers=response.raw_headers,
-            stream=_Body(response, request),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        return as_httpx2(response, request)
 
     async def post(
         self, url: str, headers: list[tuple[str, str]], content: bytes, within: float
@@ -131,10 +125,45 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 body = await response.read()
         return Answer(response.status, response.raw_headers, body)
 
+    async def post_streamed(
+        self, url: str, headers: list[tuple[str, str]], content: bytes, within: float
+    ) -> aiohttp.ClientResponse:
+        """A POST whose answer's body is read as it comes (`Streamed`),
+        without httpx2's request and response: `handle_async_request`'s
+        request for a stream (connect and write within `within`, reads
+        unbounded), its errors mapped the same way."""
+        session = self._session or self._open()
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=within, sock_connect=within, sock_read=None
+        )
+        with _mapped_errors(None):
+            return await session.post(
+                url,
+                headers=headers,
+                data=content,
+                allow_redirects=False,
+                compress=False,
+                timeout=timeout,
+            )
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def as_httpx2(
+    response: aiohttp.ClientResponse, request: httpx2.Request
+) -> httpx2.Response:
+    """aiohttp's response to `request`, as httpx2's transport returns one:
+    its body unread."""
+    return httpx2.Response(
+        response.status,
+        headers=response.raw_headers,
+        stream=_Body(response, request),
+        request=request,
+        extensions={"http_version": b"HTTP/1.1"},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +239,35 @@ class _Started(Coroutine[Any, Any, None]):
         raise TypeError("run by aiohttp's task, never awaited")
 
 
+class Streamed:
+    """A 2xx response's body as it arrives, as httpx2's response gives it
+    (`aiter_bytes`, `aclose`) to llm/sse.py, read straight from aiohttp:
+    httpx2's response read each piece through three generators."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        with _mapped_errors(None):
+            while chunk := await content.readany():
+                yield chunk
+
+    async def aclose(self) -> None:
+        _close(self._response)
+
+
+def _close(response: aiohttp.ClientResponse) -> None:
+    """Read to its end, its connection goes back to the pool; else it is
+    closed, so the upstream stops generating."""
+    if response.content.is_eof():
+        response.release()
+    else:
+        response.close()
+
+
 class _Body(httpx2.AsyncByteStream):
     """A response's body as it arrives. Closed before its end (a stream the
     caller left), its connection is closed too, so the upstream stops
@@ -226,10 +284,7 @@ class _Body(httpx2.AsyncByteStream):
                 yield chunk
 
     async def aclose(self) -> None:
-        if self._response.content.is_eof():
-            self._response.release()
-        else:
-            self._response.close()
+        _close(self._response)
 
 
 @contextmanager

@@ -126,7 +126,15 @@ class EventPlan:
                 child_value = child.read(value)
             except Exception as error:
                 raise Unplanned from error
-            completed[child.key] = self._complete(child, child_value)
+            # _complete's two commonest answers, without the call (most of
+            # an event's fields): a leaf of its own type (a str for a
+            # String), and a null where null is allowed.
+            if child.leaf is not None and type(child_value) is child.known:
+                completed[child.key] = child_value
+            elif child_value is None and not child.non_null:
+                completed[child.key] = None
+            else:
+                completed[child.key] = self._complete(child, child_value)
         return completed
 
 

@@ -218,6 +218,13 @@ class Spend:
         for (budget, charge), used in zip(charges, hold.used, strict=True):
             left.note(budget, used - budget.amount(hold.usd_nano, hold.tokens) + charge)
 
+    def keep_due(self, hold: Hold) -> bool:
+        """Whether a stream's reservation is due to be kept (`keep`): every
+        third of its time. Asked for every chunk, so not a coroutine."""
+        return bool(hold.budgets) and (
+            self.clock() - hold.extended >= self.hold_seconds / 3
+        )
+
     async def keep(self, caller: Caller, hold: Hold) -> None:
         """Push a long stream's reservation expiry on (every third of it)."""
         now = self.clock()

@@ -58,6 +58,9 @@ class Meter:
         hold.priced = price is not None
         return hold
 
+    def keep_due(self, hold: Hold) -> bool:
+        return self.spend.keep_due(hold)
+
     async def keep(self, hold: Hold) -> None:
         await self.spend.keep(self.caller, hold)
 

@@ -6,6 +6,7 @@ at the upstream. (FAKE_UPSTREAM=http runs every test this way.)"""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -18,8 +19,19 @@ from starlette.testclient import TestClient
 from gptmini_graphql.app import create_app
 from gptmini_graphql.llm.transport import AiohttpTransport
 from tests.conftest import API, error_codes, make_settings
-from tests.fake_upstream import FakeUpstream, Reply, api_error, chat_completion
-from tests.test_subscriptions import SLOW, eventually, transport_ws
+from tests.fake_upstream import (
+    FakeUpstream,
+    Reply,
+    api_error,
+    chat_completion,
+    chunk_event,
+)
+from tests.test_subscriptions import (
+    SLOW,
+    eventually,
+    stream_over_http,
+    transport_ws,
+)
 
 SUMMARIZE = '{ summarize(text: "hello") { text } }'
 
@@ -76,6 +88,120 @@ def test_failures_map_to_the_same_codes(
     result = api.post(SUMMARIZE, token=api.login())
     assert error_codes(result) == [code]
     assert result["errors"][0]["extensions"].get("retryAfter") == retry_after
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "retry_after"),
+    [
+        (
+            api_error(429, "slow", None, **{"retry-after": "7"}),
+            "UPSTREAM_RATE_LIMITED",
+            7,
+        ),
+        (api_error(503, "down"), "UPSTREAM_UNAVAILABLE", None),
+        (api_error(401, "bad key", "invalid_api_key"), "UPSTREAM_ERROR", None),
+        (api_error(400, "too long", "context_length_exceeded"), "BAD_USER_INPUT", None),
+        (Reply(error=httpx2.ConnectError("dropped")), "UPSTREAM_UNAVAILABLE", None),
+    ],
+    ids=["429", "503", "401", "context", "dropped"],
+)
+@pytest.mark.parametrize("http", [True, False], ids=["over http", "in memory"])
+def test_a_stream_refused_maps_to_the_same_codes(
+    upstream: FakeUpstream, reply: Reply, code: str, retry_after: int | None, http: bool
+) -> None:
+    """A stream's request answered with an error: its one event, coded as
+    a completion's, whichever transport reads it (ours reads a stream's
+    answer itself)."""
+    app = create_app(
+        make_settings(), llm_http_client=upstream.http_client(over_http=http)
+    )
+    with TestClient(app) as client:
+        api = API(client, upstream)
+        (event,) = stream_over_http(api, "sse", api.login(), reply)
+    assert event["data"] is None
+    assert error_codes(event) == [code]
+    assert event["errors"][0]["extensions"].get("retryAfter") == retry_after
+
+
+def test_a_stream_asked_of_a_moved_upstream_follows_the_redirect(over_http) -> None:
+    api = over_http()
+    moved = "http://moved.test/v1/chat/completions"
+    *deltas, last = stream_over_http(
+        api, "sse", api.login(), Reply(status=307, headers={"location": moved})
+    )
+    assert [d["data"]["completeStream"]["text"] for d in deltas] == [
+        "Once ",
+        "upon ",
+        "a time",
+    ]
+    assert last["data"]["completeStream"]["done"] is True
+    assert api.upstream.hosts == ["upstream.test", "moved.test"]
+
+
+@pytest.fixture
+def gzipped_stream() -> Iterator[str]:
+    """A server that answers any request with a stream of two deltas, its
+    body gzip-encoded (Content-Encoding), as some proxies send it."""
+    chunks = [
+        chunk_event([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
+        for text in ("Once ", "upon")
+    ]
+    chunks.append(
+        chunk_event(
+            [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+        )
+    )
+    body = gzip.compress(b"".join([*chunks, b"data: [DONE]\n\n"]))
+    loop = asyncio.new_event_loop()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"content-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}/v1"
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def test_a_gzipped_stream_is_read_decoded(gzipped_stream: str) -> None:
+    # No client given: the server's default one, as it runs for real.
+    app = create_app(make_settings(openai_base_url=gzipped_stream))
+    with TestClient(app) as client:
+        api = API(client, FakeUpstream())
+        *deltas, last = stream_over_http(api, "sse", api.login())
+    assert [d["data"]["completeStream"]["text"] for d in deltas] == ["Once ", "upon"]
+    assert last["data"]["completeStream"]["usage"]["completionTokens"] == 2
+
+
+def test_streams_read_to_their_end_share_one_kept_alive_connection(
+    over_http, upstream
+) -> None:
+    """A stream's body read straight from aiohttp (transport.Streamed) gives
+    its connection back to the pool at its end, for the next call."""
+    api = over_http()
+    token = api.login()
+    for _ in range(3):
+        *_, last = stream_over_http(api, "sse", token, Reply())
+        assert last["data"]["completeStream"]["done"] is True
+    assert api.post(SUMMARIZE, token=token)["data"]["summarize"]["text"]
+    assert upstream.served is not None and upstream.served.connections == 1
 
 
 def test_a_slow_upstream_is_a_timeout(over_http) -> None:
