@@ -114,10 +114,35 @@ def test_held_answers_all_go_on_once_the_loop_is_busy() -> None:
 
 def test_one_instance_serves_a_later_event_loop() -> None:
     turns = IDLE()
-    # The first loop ends with answers still held (their requests gone).
-    asyncio.run(answers_landing_together(turns, 3, cancel=2))
-    went = asyncio.run(answers_landing_together(turns, 3))
+
+    async def leave_answers_held() -> None:
+        loop = asyncio.get_running_loop()
+        landed = loop.create_future()
+        tasks = []
+
+        async def answer() -> None:
+            await landed
+            await turns.take()
+
+        for _ in range(3):
+            tasks.append(asyncio.create_task(answer()))
+        await asyncio.sleep(0)
+        landed.set_result(None)
+        await asyncio.sleep(0)  # one went on, two are held
+        assert len(turns._held) == 2
+
+    # The first loop stops and is closed with answers still held, and its
+    # next pass never comes (asyncio.run would have cancelled them first).
+    first = asyncio.new_event_loop()
+    first.run_until_complete(leave_answers_held())
+    first.close()
+
+    async def bounded() -> list[tuple[int, int]]:
+        return await asyncio.wait_for(answers_landing_together(turns, 3), 5)
+
+    went = asyncio.run(bounded())  # a leftover of the first loop would hang it
     assert [n for n, _ in went] == [0, 1, 2]
+    assert one_per_pass(went)
 
 
 class _HeldForever(ReplyTurns):
