@@ -66,7 +66,8 @@ class ReplyTurns:
     def _read_load(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         if now - self._since >= self.window:
-            cpu = time.thread_time()  # a descheduled thread has not idled
+            # The thread's own CPU time: a wait for a core reads as idle.
+            cpu = time.thread_time()
             self._pacing = cpu - self._cpu < self.busy_above * (now - self._since)
             self._since, self._cpu = now, cpu
 
@@ -82,7 +83,7 @@ class ReplyTurns:
             turn = self._held.popleft()
             if not turn.done():  # a cancelled waiter has left
                 turn.set_result(None)
-                self._given = True  # its answer is worked up in this pass
+                self._given = True  # its answer goes on in the next pass
                 turns -= 1
         if self._held or self._given:
             loop.call_soon(self._next_pass)
