@@ -21,7 +21,6 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from gptmini_graphql.errors import (
-    AppError,
     BudgetExceeded,
     BudgetUnavailable,
     TokenRateLimited,
@@ -31,6 +30,7 @@ from gptmini_graphql.llm.cache import CachePolicy, ResponseCache
 from gptmini_graphql.llm.calls import NOT_CONFIGURED, UpstreamCalls
 from gptmini_graphql.llm.local.connection import EmbeddedServer
 from gptmini_graphql.llm.metering import CALLER_LEFT, error_outcome, unanswered
+from gptmini_graphql.llm.pacing import ReplyTurns
 from gptmini_graphql.llm.pricing import find_price
 from gptmini_graphql.llm.probe import UpstreamProbes
 from gptmini_graphql.llm.streaming import upstream_events
@@ -69,6 +69,8 @@ class LLM:
         self.metrics = metrics
         # The one call every answer, streamed or not, is asked with.
         self.calls = UpstreamCalls(upstreams, settings, metrics, tracing)
+        # Answers that land together on an idle loop: one per pass (pacing.py).
+        self.turns = ReplyTurns()
         # What each remote upstream serves: logged at start, shown by /readyz.
         self.probes = probes or UpstreamProbes([], settings.model_prices)
 
@@ -165,10 +167,11 @@ class LLM:
                 raise
             outcome = "OK"
             try:
+                await self.turns.take()
                 if output is not None:
                     output.parse(answer.text)  # a wrong shape is never kept
-            except AppError as error:
-                outcome = error.code
+            except BaseException as error:  # charged its usage all the same
+                outcome = error_outcome(error)
                 raise
             finally:
                 if meter and hold:
