@@ -31,6 +31,7 @@ COLUMNS = [  # (heading, row key, format)
     ("reqs", "requests", "{}"),
     ("fail", "failures", "{}"),
     ("req/s", "rps", "{:.0f}"),
+    ("loop req/s", "closed_loop_rps", "{:.0f}"),
     ("p50 ms", "p50_ms", "{:.2f}"),
     ("p99 ms", "p99_ms", "{:.2f}"),
     ("ttft p50 ms", "ttft_p50_ms", "{:.2f}"),
@@ -210,7 +211,7 @@ def _interrupt(signum: int, frame: object) -> None:
 # the row keys compared, ours / direct.
 SIDE_BY_SIDE = {
     "stream": ["ttft_p50_ms", "p50_ms"],
-    "slow-upstream": ["rps", "p50_ms"],
+    "slow-upstream": ["closed_loop_rps", "rps", "p50_ms"],
     "embedded": ["tokens_per_s"],
 }
 
