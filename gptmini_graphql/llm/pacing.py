@@ -54,6 +54,8 @@ class ReplyTurns:
             self._since = float("-inf")
         if not self._ticking:
             self._read_load(loop)
+            if not self._pacing:
+                return  # a busy loop: at once, and no passes to count
             self._ticking = True
             loop.call_soon(self._next_pass)
         if not self._pacing or not (self._given or self._held):
