@@ -21,7 +21,10 @@ host).
 Through our own transport (transport.py), a completion's POST goes as
 plain values and its answer comes back as bytes: an answer that is JSON
 is read from them, without httpx2's request and response (4% of a cache
-miss's CPU); any other is made httpx2's response and read as before.
+miss's CPU); any other is made httpx2's response and read as before. A
+stream's POST goes the same way: a 2xx body not encoded is read straight
+from aiohttp's response (transport.Streamed); any other answer is made
+httpx2's response.
 """
 
 from __future__ import annotations
@@ -143,8 +146,9 @@ class ChatClient:
         self, body: dict[str, Any], *, within: float
     ) -> httpx2.Response | Streamed:
         """The streamed answer to `body`: a 2xx response, its body unread
-        (llm/sse.py reads it; whoever does must close it). `within` bounds
-        the request, not its reads: llm/streaming.py gives each chunk
+        (httpx2's, or transport.Streamed through our own transport; llm/sse.py
+        reads either, and whoever does must close it). `within` bounds the
+        request, not its reads: llm/streaming.py gives each chunk
         LLM_TIMEOUT_SECONDS, however little of the deadline a retry left."""
         if self._post_streamed is not None:
             return await self._stream_through_transport(body, within)

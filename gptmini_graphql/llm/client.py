@@ -9,7 +9,9 @@ configured timeout; retried where worth it; failing fast through a circuit
 breaker while an upstream is down; trying the fallback upstream, if one is
 set, while the first is unavailable; asking for structured output in the way
 each upstream takes it, and validating it; turning the upstream's errors
-into ours; and pricing the answer. A stream is read on in streaming.py.
+into ours; and pricing the answer. An answer that lands together with
+others while the loop is idle waits for its pass of the loop (pacing.py),
+checked and settled after. A stream is read on in streaming.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The HTTP transport under each remote upstream's client (chat_client.py):
 httpx2's interface, which the client speaks (and the tests' fake upstream
-answers in), over aiohttp's connection pool and C parser.
+answers in), over aiohttp's connection pool and C parser. A completion's
+POST, answered or streamed, also comes as plain values (`post`,
+`post_streamed`), skipping httpx2's request and response when the answer
+needs neither.
 
 Why not httpx2's own transport: its pool looks at every connection for each
 request (at 64 connections, a fifth of our CPU per call went there) and its
