@@ -112,18 +112,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         """A POST answered whole, without httpx2's request and response (a
         twentieth of a model call's CPU): `handle_async_request`'s request,
         every timeout `within` seconds, its errors mapped the same way."""
-        session = self._session or self._open()
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=within, sock_connect=within, sock_read=within
-        )
         with _mapped_errors(None):
-            async with session.post(
-                url,
-                headers=headers,
-                data=content,
-                allow_redirects=False,
-                compress=False,
-                timeout=timeout,
+            async with self._aiohttp_post(
+                url, headers, content, within, within
             ) as response:
                 body = await response.read()
         return Answer(response.status, response.raw_headers, body)
@@ -135,19 +126,34 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         without httpx2's request and response: `handle_async_request`'s
         request for a stream (connect and write within `within`, reads
         unbounded), its errors mapped the same way."""
+        with _mapped_errors(None):
+            response: aiohttp.ClientResponse = await self._aiohttp_post(
+                url, headers, content, within, None
+            )
+        return response
+
+    def _aiohttp_post(
+        self,
+        url: str,
+        headers: list[tuple[str, str]],
+        content: bytes,
+        within: float,
+        reads_within: float | None,
+    ) -> Any:
+        """aiohttp's POST as `handle_async_request` sends it: awaited, its
+        response; entered, its response released on leaving."""
         session = self._session or self._open()
         timeout = aiohttp.ClientTimeout(
-            total=None, connect=within, sock_connect=within, sock_read=None
+            total=None, connect=within, sock_connect=within, sock_read=reads_within
         )
-        with _mapped_errors(None):
-            return await session.post(
-                url,
-                headers=headers,
-                data=content,
-                allow_redirects=False,
-                compress=False,
-                timeout=timeout,
-            )
+        return session.post(
+            url,
+            headers=headers,
+            data=content,
+            allow_redirects=False,
+            compress=False,
+            timeout=timeout,
+        )
 
     async def aclose(self) -> None:
         if self._session is not None:
