@@ -99,7 +99,17 @@ class Ledger:
 
     async def flush(self) -> None:
         """Write every queued row now (readers call it first: what they read
-        then includes this process's latest calls)."""
+        then includes this process's latest calls).
+
+        Shielded from its caller's cancellation (a reader whose client left,
+        the flush loop stopped at shutdown): cancelled while its COMMIT was
+        on the wire, a batch the database may have kept would stay queued
+        and be written again by the next flush, a second row for each call.
+        The write goes on to its end; a flush after it waits for it (the
+        lock) and finds those rows gone."""
+        await asyncio.shield(self._write_queued())
+
+    async def _write_queued(self) -> None:
         async with self._flushing:
             while self._queued:
                 batch = self._queued[:BATCH_ROWS]

@@ -4,16 +4,23 @@ add up exactly, breakdowns by each group, retention and CSV export."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import make_url
 
 from gptmini_graphql.__main__ import main
+from gptmini_graphql.db.values import Values
+from gptmini_graphql.metrics import Metrics
+from gptmini_graphql.spend.ledger import Entry, Ledger
 from tests.conftest import API, Clock, error_codes, postgres_url
 from tests.db.test_outage import _connections
 from tests.fake_upstream import FakeUpstream, Reply, api_error
@@ -287,3 +294,65 @@ def test_rows_wait_through_a_database_outage_and_are_written_after(
     assert "could not write the usage ledger" in capfd.readouterr().err
     assert usage(api, token)["requests"] == 2  # both rows, once each
     assert _metric(api, "gptmini_ledger_rows_dropped_total") == 0
+
+
+class _CommitInFlight:
+    """A database whose COMMIT is kept (the rows are the database's) before
+    its reply comes back: the reply waits for `reply`."""
+
+    def __init__(self) -> None:
+        self.values = Values()
+        self.kept: list[tuple[object, ...]] = []
+        self.committing = asyncio.Event()
+        self.reply = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        written: list[tuple[object, ...]] = []
+
+        class Transaction:
+            async def executemany(self, sql: str, rows: list[Any]) -> None:
+                written.extend(rows)
+
+        yield Transaction()
+        self.kept.extend(written)  # committed, whatever happens to the reply
+        self.committing.set()
+        await self.reply.wait()
+
+
+def test_a_flush_cancelled_while_its_commit_is_in_flight_writes_each_row_once() -> None:
+    async def scenario() -> int:
+        db = _CommitInFlight()
+        ledger = Ledger(db, Metrics())  # type: ignore[arg-type]
+        ledger.record(
+            Entry(
+                at=datetime.now(UTC),
+                user_id=uuid.uuid4(),
+                api_key_id=None,
+                request_id="r1",
+                operation=None,
+                field="summarize",
+                model="gpt-4o-mini",
+                upstream="openai",
+                prompt_tokens=100,
+                completion_tokens=20,
+                cached_tokens=0,
+                cost_nano_usd=27_000,
+                cached=False,
+                estimated=False,
+                latency_ms=5,
+                outcome="OK",
+            )
+        )
+        # A reader's flush (or the loop's, at shutdown) cancelled mid-commit...
+        reader = asyncio.create_task(ledger.flush())
+        await db.committing.wait()
+        reader.cancel()
+        await asyncio.sleep(0)
+        db.reply.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await ledger.flush()  # ...and the next flush, as aclose's
+        return len(db.kept)
+
+    assert asyncio.run(scenario()) == 1
