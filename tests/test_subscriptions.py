@@ -693,23 +693,29 @@ def test_every_event_says_what_the_budgets_have_left(
     assert budgets[0]["user.tokens_per_day"]["limit"] == 10_000
 
 
-def test_events_with_budgets_are_encoded_as_strawberry_encodes_them(
-    make_api: Callable[..., API],
-) -> None:
-    """Byte for byte (an event's extensions are encoded once per stream):
-    data first, then extensions, as json.dumps(separators=(",", ":"))."""
+def _budgeted_event_lines(make_api: Callable[..., API], chunks: list[str]) -> list[str]:
+    """The JSON of each event of a stream of `chunks` over SSE, with budgets
+    (so each event carries them as extensions), as the server wrote it."""
     api = make_api(budget_usd_per_month=1.0, budget_tokens_per_day=10_000)
-    api.upstream.queue(Reply(chunks=CHUNKS))
+    api.upstream.queue(Reply(chunks=chunks))
     response = api.client.post(
         "/graphql",
         json={"query": STREAM, "variables": PROMPT},
         headers={"Authorization": f"Bearer {api.login()}", "Accept": ACCEPT["sse"]},
     )
-    lines = [
+    return [
         line.removeprefix("data: ")
         for line in response.text.split("\r\n")
         if line.startswith("data: {")
     ]
+
+
+def test_events_with_budgets_are_encoded_as_strawberry_encodes_them(
+    make_api: Callable[..., API],
+) -> None:
+    """Byte for byte (an event's extensions are encoded once per stream):
+    data first, then extensions, as json.dumps(separators=(",", ":"))."""
+    lines = _budgeted_event_lines(make_api, CHUNKS)
     assert len(lines) == len(CHUNKS) + 1
     for line in lines:
         event = json.loads(line)
@@ -724,19 +730,8 @@ def test_escapes_in_events_with_budgets_are_json_dumps_own(
     them (event_stream.ResultJSON): quotes, backslashes, control and
     non-ASCII characters, a lone surrogate, escaped as json.dumps escapes
     them, byte for byte."""
-    api = make_api(budget_usd_per_month=1.0, budget_tokens_per_day=10_000)
     chunks = ['"q\\b\n\x00\x1f\x7f', "é😀\u2028</script>", "\ud800 lone"]
-    api.upstream.queue(Reply(chunks=chunks))
-    response = api.client.post(
-        "/graphql",
-        json={"query": STREAM, "variables": PROMPT},
-        headers={"Authorization": f"Bearer {api.login()}", "Accept": ACCEPT["sse"]},
-    )
-    lines = [
-        line.removeprefix("data: ")
-        for line in response.text.split("\r\n")
-        if line.startswith("data: {")
-    ]
+    lines = _budgeted_event_lines(make_api, chunks)
     events = [json.loads(line) for line in lines]
     assert [e["data"]["completeStream"]["text"] for e in events[:-1]] == chunks
     for line, event in zip(lines, events, strict=True):

@@ -9,7 +9,7 @@ import asyncio
 import gzip
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -138,6 +138,21 @@ def test_a_stream_asked_of_a_moved_upstream_follows_the_redirect(over_http) -> N
     assert api.upstream.hosts == ["upstream.test", "moved.test"]
 
 
+def _raw_server(
+    answer: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> Iterator[str]:
+    """A fixture's upstream that speaks raw bytes (`answer` each connection),
+    on a loop of its own in a thread: its base URL while the test runs."""
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}/v1"
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
 @pytest.fixture
 def gzipped_stream() -> Iterator[str]:
     """A server that answers any request with a stream of two deltas, its
@@ -153,7 +168,6 @@ def gzipped_stream() -> Iterator[str]:
         )
     )
     body = gzip.compress(b"".join([*chunks, b"data: [DONE]\n\n"]))
-    loop = asyncio.new_event_loop()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         head = await reader.readuntil(b"\r\n\r\n")
@@ -171,13 +185,7 @@ def gzipped_stream() -> Iterator[str]:
         await writer.drain()
         writer.close()
 
-    server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
-    port = server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}/v1"
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    yield from _raw_server(answer)
 
 
 def test_a_gzipped_stream_is_read_decoded(gzipped_stream: str) -> None:
@@ -232,7 +240,6 @@ def test_a_refused_connection_is_an_outage_so_the_fallback_answers(
 @pytest.fixture
 def garbled() -> Iterator[str]:
     """A server that answers anything with a line that is not HTTP."""
-    loop = asyncio.new_event_loop()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         await reader.readuntil(b"\r\n\r\n")
@@ -240,13 +247,7 @@ def garbled() -> Iterator[str]:
         await writer.drain()
         writer.close()
 
-    server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
-    port = server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}/v1"
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    yield from _raw_server(answer)
 
 
 def test_an_answer_that_is_not_http_is_an_outage(garbled: str) -> None:
